@@ -1,0 +1,193 @@
+"""The ``rayinfra`` command: one thin subcommand per stage, over plain functions."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from rayinfra.config import Settings, SpecError, load_spec
+
+app = typer.Typer(help="rayinfra: the whole life of a model on Ray.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect and maintain Delta tables.", no_args_is_help=True)
+spec_app = typer.Typer(help="Check task specs.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(spec_app, name="spec")
+console = Console()
+
+DEFAULT_SPEC = Path("jobs/specs/fraud.yaml")
+SpecOpt = Annotated[Path, typer.Option("--spec", "-s", help="Task spec (YAML).")]
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=2)
+
+
+def _table(spec_path: Path):
+    from rayinfra.data.tables import Table
+
+    return Table.for_spec(_spec(spec_path), Settings())
+
+
+def _spec(path: Path):
+    try:
+        return load_spec(path)
+    except SpecError as err:
+        raise _fail(str(err)) from None
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ray").setLevel(level)  # Ray Data logs every dataset it runs
+
+
+@app.command()
+def demo(
+    spec: SpecOpt = DEFAULT_SPEC,
+    rows: Annotated[int, typer.Option(help="Rows of demo data to generate.")] = 100_000,
+) -> None:
+    """Run the main job on embedded defaults: data in, versioned, read back through Ray."""
+    from rayinfra.demo import run_demo
+
+    settings = Settings()
+    console.rule(f"rayinfra demo · data under {settings.home}")
+    result = _guard(lambda: run_demo(_spec(spec), settings, rows=rows, console=console))
+    _print_summary(_table(spec))
+    _print_history(_table(spec), limit=5)
+    console.print("rows streamed through Ray Data, by pinned version: " + ", ".join(f"v{v}: {n:,}" for v, n in result.rows_at_version.items()))
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Argument(help="Output file: .csv, .parquet or .jsonl")],
+    rows: Annotated[int, typer.Option(help="Number of transactions.")] = 10_000,
+    seed: int = 0,
+    drift: Annotated[float, typer.Option(help="0 = training distribution, 1 = fully drifted.")] = 0.0,
+    start_id: Annotated[int, typer.Option(help="First transaction_id.")] = 0,
+) -> None:
+    """Write demo transactions (fraud-labelled) to a file."""
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    from rayinfra.data import synthetic
+
+    data = _guard(lambda: synthetic.generate(rows, seed=seed, drift=drift, start_id=start_id))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".csv":
+        pcsv.write_csv(data, out)
+    elif out.suffix == ".parquet":
+        pq.write_table(data, out)
+    elif out.suffix in (".jsonl", ".json"):
+        data.to_pandas().to_json(out, orient="records", lines=True, date_format="iso")
+    else:
+        raise _fail(f"{out}: unknown file type '{out.suffix}'; use .csv, .parquet or .jsonl")
+    console.print(f"wrote {rows:,} rows to {out}")
+
+
+@app.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="CSV, Parquet or JSON files.")],
+    spec: SpecOpt = DEFAULT_SPEC,
+) -> None:
+    """Validate files against the contract and append them to the table (one commit)."""
+    from rayinfra.data.ingest import ingest_files
+
+    table = _table(spec)
+    version = _guard(lambda: ingest_files(table, files))
+    console.print(f"{table.uri} is now at version {version}")
+
+
+@data_app.command("history")
+def history(spec: SpecOpt = DEFAULT_SPEC, limit: int = 20) -> None:
+    """The table's commits, newest first."""
+    _print_history(_table(spec), limit)
+
+
+@data_app.command("show")
+def show(
+    spec: SpecOpt = DEFAULT_SPEC,
+    version: Annotated[Optional[int], typer.Option(help="Table version (default latest).")] = None,  # noqa: UP007
+    rows: Annotated[int, typer.Option(help="Sample rows to print.")] = 5,
+) -> None:
+    """Summary of the table at a version, and its first rows."""
+    table = _table(spec)
+    _print_summary(table, version)
+    sample = _guard(lambda: table.to_arrow(version=version).slice(0, rows).to_pandas())
+    console.print(sample.to_string(max_cols=20))
+
+
+@data_app.command("maintain")
+def maintain(spec: SpecOpt = DEFAULT_SPEC) -> None:
+    """Compact small files and write a checkpoint (keeps time travel)."""
+    out = _guard(lambda: _table(spec).maintain())
+    console.print_json(json.dumps(out, default=str))
+
+
+@data_app.command("vacuum")
+def vacuum(
+    spec: SpecOpt = DEFAULT_SPEC,
+    retention_hours: Annotated[Optional[int], typer.Option(help="Keep files newer than this (>= the table's guard).")] = None,  # noqa: UP007
+    apply: Annotated[bool, typer.Option("--apply", help="Delete; without it, only list.")] = False,
+) -> None:
+    """Remove files no longer referenced by versions inside the retention period."""
+    files = _guard(lambda: _table(spec).vacuum(retention_hours=retention_hours, dry_run=not apply))
+    console.print(f"{'removed' if apply else 'would remove'} {len(files)} files")
+
+
+@spec_app.command("check")
+def spec_check(path: Annotated[Path, typer.Argument(help="Spec file.")] = DEFAULT_SPEC) -> None:
+    """Validate a spec; print its hash and settings."""
+    spec = _spec(path)
+    settings = Settings()
+    console.print(f"[green]ok[/] {path}: task '{spec.name}', spec hash {spec.hash()}, contract hash {spec.contract.hash()}")
+    console.print(f"table: {settings.table_uri(spec.dataset.table)}\nmlflow: {settings.tracking_uri}\nray: {settings.ray_address or 'local'}")
+
+
+@app.command("ray-info")
+def ray_info() -> None:
+    """Start or join Ray and show how its resources are laid out, and the auth mode."""
+    from rayinfra.runtime import auth_mode, init_ray, token_path
+
+    layout = init_ray(Settings())
+    console.print(f"CPUs {layout.cpus:g} (Ray Data keeps {layout.data_cpus:g}), GPUs {layout.gpus:g}")
+    console.print(f"2 Train workers get {layout.train_worker(2)} each; Tune runs {layout.tune_concurrency(2)} trial(s) at once")
+    console.print(f"auth mode: {auth_mode()}; token file: {token_path()}")
+
+
+# ---------------------------------------------------------------------------- output
+def _guard(fn):
+    """Run ``fn``; turn the errors a user can fix into one clear message and exit 2."""
+    from rayinfra.data.contract import ContractViolation
+    from rayinfra.data.ingest import IngestError
+    from rayinfra.data.tables import TableError
+
+    try:
+        return fn()
+    except (ContractViolation, IngestError, TableError, SpecError, ValueError) as err:
+        raise _fail(str(err)) from None
+
+
+def _print_summary(table, version: int | None = None) -> None:
+    s = _guard(lambda: table.summary(version))
+    console.print(
+        f"[bold]{s['uri']}[/] version {s['version']}: {s['rows']:,} rows in {s['files']} files "
+        f"({s['bytes'] / 2**20:.1f} MiB), contract {s['contract']}"
+    )
+
+
+def _print_history(table, limit: int) -> None:
+    out = RichTable("version", "time (UTC)", "operation", "rows added", "source", "user")
+    for c in _guard(lambda: table.history(limit)):
+        when = datetime.fromtimestamp(c["timestamp"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        added = (c.get("operationMetrics") or {}).get("num_added_rows", "")
+        out.add_row(str(c["version"]), when, c.get("operation", ""), str(added), c.get("rayinfra.source", ""), c.get("rayinfra.user", ""))
+    console.print(out)

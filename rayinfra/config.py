@@ -1,0 +1,356 @@
+"""The task spec (one typed model, loaded from YAML) and the platform settings.
+
+The spec says *what* to do with a dataset: its contract, features, model and how
+to train, tune, serve and monitor it. The settings say *where* things live (data
+root, MLflow, Ray) and come from the environment (``RAYINFRA_*``), with embedded
+defaults under ``./.rayinfra/``. Nothing here touches the disk or the network at
+import time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ColumnType = Literal["int", "float", "bool", "string", "category", "timestamp"]
+NUMERIC_TYPES = ("int", "float", "bool")
+CATEGORICAL_TYPES = ("category", "string")
+SPEC_ENV_PREFIX = "RAYINFRA_SPEC__"
+
+
+class SpecError(ValueError):
+    """A spec file that cannot be used; the message names the file and each bad field."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- contract
+class ColumnSpec(_Section):
+    """One column of a dataset contract."""
+
+    type: ColumnType
+    nullable: bool = False
+    min: float | None = Field(None, description="Smallest allowed value (numbers).")
+    max: float | None = Field(None, description="Largest allowed value (numbers).")
+    categories: list[str] | None = Field(
+        None, description="Allowed values; when given the column is closed to others."
+    )
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _rules_fit_type(self) -> ColumnSpec:
+        if (self.min is not None or self.max is not None) and self.type not in ("int", "float"):
+            raise ValueError(f"min/max apply to int and float columns, not {self.type}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.categories is not None:
+            if self.type != "category":
+                raise ValueError("categories apply to columns of type category")
+            if not self.categories or len(set(self.categories)) != len(self.categories):
+                raise ValueError("categories must be a non-empty list of distinct values")
+        return self
+
+
+class Contract(_Section):
+    """What every batch written to a table must satisfy."""
+
+    columns: dict[str, ColumnSpec] = Field(min_length=1)
+    label: str | None = Field(None, description="The label column, if the table has one.")
+    key: str | None = Field(None, description="Unique record id (used for splits, feedback).")
+    event_time: str | None = Field(None, description="Event-time column (timestamp).")
+
+    @model_validator(mode="after")
+    def _roles_exist(self) -> Contract:
+        for role in ("label", "key", "event_time"):
+            name = getattr(self, role)
+            if name is not None and name not in self.columns:
+                raise ValueError(f"{role} column '{name}' is not among the columns")
+        if self.event_time and self.columns[self.event_time].type != "timestamp":
+            raise ValueError(f"event_time column '{self.event_time}' must be of type timestamp")
+        return self
+
+    def hash(self) -> str:
+        return _stable_hash(self.model_dump(mode="json"))
+
+
+class DatasetSpec(_Section):
+    table: str = Field(pattern=r"^[A-Za-z0-9_\-]+$", description="Table name under the data root.")
+    contract: Contract
+    maintenance_every: PositiveInt = Field(
+        100, description="Compact and checkpoint the table every N commits."
+    )
+
+
+class FeaturesSpec(_Section):
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+# ------------------------------------------------------- sections later layers use
+class ModelSpec(_Section):
+    name: str = Field("mlp", description="Built-in model name, or 'module:function'.")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_or_factory(cls, name: str) -> str:
+        if ":" not in name and name not in BUILTIN_MODELS:
+            raise ValueError(
+                f"unknown model '{name}'; built-in models: {', '.join(BUILTIN_MODELS)}, "
+                "or give 'module:function' for your own"
+            )
+        return name
+
+
+BUILTIN_MODELS = ("mlp", "logistic")
+
+
+class TrainSpec(_Section):
+    num_workers: PositiveInt = 1
+    use_gpu: bool = False
+    epochs: PositiveInt = 5
+    batch_size: PositiveInt = 1024
+    learning_rate: PositiveFloat = 1e-3
+    max_failures: int = Field(1, ge=0)
+    split: Literal["key_hash", "event_time"] = "key_hash"
+    validation_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+
+
+class TuneSpec(_Section):
+    num_samples: PositiveInt = 4
+    metric: str = "val_pr_auc"
+    mode: Literal["max", "min"] = "max"
+    search_space: dict[str, SearchDim] = Field(default_factory=dict)
+
+
+class SearchDim(_Section):
+    """One hyperparameter's range: ``{uniform|loguniform: [lo, hi]}`` or ``{choice: [...]}``."""
+
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[PositiveFloat, PositiveFloat] | None = None
+    choice: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SearchDim:
+        given = [k for k in ("uniform", "loguniform", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of uniform, loguniform, choice")
+        return self
+
+
+class ServeSpec(_Section):
+    max_batch_size: PositiveInt = 64
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    max_ongoing_requests: PositiveInt = 128
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: PositiveInt = 2
+
+    @model_validator(mode="after")
+    def _batches_can_fill(self) -> ServeSpec:
+        # A replica never holds more than max_ongoing_requests, so a larger batch never fills.
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(
+                f"max_ongoing_requests ({self.max_ongoing_requests}) must be at least "
+                f"max_batch_size ({self.max_batch_size}), else batches never fill"
+            )
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas is greater than max_replicas")
+        return self
+
+
+class MonitorSpec(_Section):
+    window_rows: PositiveInt = 2000
+    drift_share: float = Field(0.3, gt=0, le=1, description="Share of drifted columns that is drift.")
+    windows_to_trigger: PositiveInt = 3
+    cooldown_s: float = Field(600, ge=0)
+
+
+class Spec(_Section):
+    """A task: one dataset under contract and what to do with it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    dataset: DatasetSpec
+    features: FeaturesSpec
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+    tune: TuneSpec = TuneSpec()
+    serve: ServeSpec = ServeSpec()
+    monitor: MonitorSpec = MonitorSpec()
+
+    @model_validator(mode="after")
+    def _features_fit_contract(self) -> Spec:
+        columns = self.dataset.contract.columns
+        label = self.dataset.contract.label
+        for kind, names, allowed in (
+            ("numeric", self.features.numeric, NUMERIC_TYPES),
+            ("categorical", self.features.categorical, CATEGORICAL_TYPES),
+        ):
+            for name in names:
+                if name not in columns:
+                    raise ValueError(f"features.{kind}: '{name}' is not a contract column")
+                if name == label:
+                    raise ValueError(f"features.{kind}: '{name}' is the label")
+                if columns[name].type not in allowed:
+                    raise ValueError(
+                        f"features.{kind}: '{name}' has type {columns[name].type}, "
+                        f"expected one of {allowed}"
+                    )
+        if not self.features.all:
+            raise ValueError("features: list at least one numeric or categorical feature")
+        return self
+
+    @property
+    def contract(self) -> Contract:
+        return self.dataset.contract
+
+    def hash(self) -> str:
+        return _stable_hash(self.model_dump(mode="json"))
+
+
+TuneSpec.model_rebuild()
+
+
+# --------------------------------------------------------------------------- loading
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Spec:
+    """Read a spec from YAML, apply overrides, validate.
+
+    Overrides come from ``RAYINFRA_SPEC__SECTION__FIELD=value`` environment variables
+    and then from ``overrides`` (dotted keys, e.g. ``{"train.epochs": 2}``).
+
+    Raises:
+        SpecError: naming the file and every field at fault.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: spec file not found") from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a spec is a mapping of sections, got {type(raw).__name__}")
+    for dotted, value in {**_env_overrides(), **(overrides or {})}.items():
+        _set_dotted(raw, dotted, value)
+    return parse_spec(raw, source=str(path))
+
+
+def parse_spec(raw: dict[str, Any], source: str = "<spec>") -> Spec:
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(f"{source}: invalid spec\n{_describe(err)}") from None
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            msg = "unknown key"
+        elif kind == "missing":
+            msg = "missing required field"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            if kind != "value_error" and "input" in e and not isinstance(e["input"], dict):
+                msg += f" (got {e['input']!r})"
+        lines.append(f"  - {where}: {msg}")
+    return "\n".join(lines)
+
+
+def _env_overrides() -> dict[str, Any]:
+    out = {}
+    for key, value in os.environ.items():
+        if key.startswith(SPEC_ENV_PREFIX):
+            dotted = key[len(SPEC_ENV_PREFIX) :].lower().replace("__", ".")
+            out[dotted] = yaml.safe_load(value)
+    return out
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"override {dotted}: '{part}' is not a section")
+    node[leaf] = value
+
+
+def _stable_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# -------------------------------------------------------------------------- settings
+class Settings(BaseSettings):
+    """Where things live. Every field reads ``RAYINFRA_<FIELD>`` from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="RAYINFRA_", extra="ignore")
+
+    home: Path = Field(Path(".rayinfra"), description="Root of all embedded state.")
+    data_root: str | None = Field(
+        None, description="Where Delta tables live (path or s3://, gs:// URI); default HOME/tables."
+    )
+    mlflow_uri: str | None = Field(
+        None, description="MLflow tracking URI; default SQLite under HOME."
+    )
+    checkpoint_root: str | None = Field(
+        None, description="Ray Train storage path; shared storage on multi-node clusters."
+    )
+    ray_address: str | None = Field(
+        None,
+        validation_alias=AliasChoices("RAYINFRA_RAY_ADDRESS", "RAY_ADDRESS"),
+        description="Ray cluster to join; a local Ray starts when unset.",
+    )
+    num_cpus: PositiveInt | None = Field(
+        None, description="CPUs for a local Ray (default: the machine's cores)."
+    )
+    object_store_mb: PositiveInt | None = Field(
+        None, description="Object store size for a local Ray, in MiB."
+    )
+
+    @field_validator("home")
+    @classmethod
+    def _absolute(cls, home: Path) -> Path:
+        # Ray workers and jobs run in other directories: every path must be absolute.
+        return home.expanduser().resolve()
+
+    @property
+    def tables_uri(self) -> str:
+        return self.data_root or str(self.home / "tables")
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def storage_path(self) -> str:
+        return self.checkpoint_root or str(self.home / "checkpoints")
+
+    def table_uri(self, table: str) -> str:
+        return f"{self.tables_uri.rstrip('/')}/{table}"

@@ -1,0 +1,1 @@
+"""The data layer: contracts, Delta tables, ingest, demo data."""

@@ -1,0 +1,239 @@
+"""Versioned Delta tables under a contract: append, read at a version, history, upkeep.
+
+The tables are plain Delta (delta-rs writes them): any Delta reader opens them.
+Every append is validated first and is one commit, so a rejected batch leaves the
+table's version where it was. Each commit carries who wrote it, from where, and the
+contract hash, in the commit's metadata, so the table's history is its audit log.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+
+from rayinfra.config import Contract, Settings, Spec
+from rayinfra.data.contract import arrow_schema, conform
+
+if TYPE_CHECKING:
+    import ray.data
+
+log = logging.getLogger(__name__)
+
+COMMIT_RETRIES = 50  # delta-rs retries appends that lose a race to a later version
+
+
+class TableError(RuntimeError):
+    """A table that is missing, or does not match its contract."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A Delta table at ``uri`` whose every write obeys ``contract``."""
+
+    uri: str
+    contract: Contract
+    maintenance_every: int = 100
+    storage_options: dict[str, str] | None = None
+
+    @classmethod
+    def for_spec(cls, spec: Spec, settings: Settings | None = None) -> Table:
+        settings = settings or Settings()
+        return cls(
+            uri=settings.table_uri(spec.dataset.table),
+            contract=spec.contract,
+            maintenance_every=spec.dataset.maintenance_every,
+        )
+
+    # ------------------------------------------------------------------ writing
+    def create(self) -> None:
+        """Create the empty table (version 0) if it does not exist yet."""
+        if self.exists():
+            self._check_schema()
+            return
+        try:
+            DeltaTable.create(
+                self.uri,
+                arrow_schema(self.contract),
+                mode="ignore",
+                storage_options=self.storage_options,
+                commit_properties=self._commit_info("create"),
+            )
+        except Exception:
+            if not self.exists():  # someone else may have created it first
+                raise
+
+    def append(self, data: pa.Table | Any, source: str = "batch") -> int:
+        """Validate ``data`` and append it as one commit; return the new table version.
+
+        ``data`` is a pyarrow Table, a pandas DataFrame, or a list of records (dicts).
+
+        Raises:
+            ContractViolation: the batch breaks the contract; nothing was written.
+        """
+        batch = conform(_to_arrow(data), self.contract, source)
+        self.create()
+        for attempt in range(5):
+            try:
+                write_deltalake(
+                    self.uri,
+                    batch,
+                    mode="append",
+                    storage_options=self.storage_options,
+                    commit_properties=self._commit_info(source, rows=batch.num_rows),
+                )
+                break
+            except CommitFailedError:
+                if attempt == 4:
+                    raise
+                time.sleep(random.uniform(0.05, 0.2) * 2**attempt)
+        version = self.version()
+        if version % self.maintenance_every == 0:
+            self._maintain_quietly()
+        return version
+
+    def _commit_info(self, source: str, **extra: Any) -> CommitProperties:
+        meta = {
+            "rayinfra.source": source,
+            "rayinfra.user": _user(),
+            "rayinfra.contract": self.contract.hash(),
+            **{f"rayinfra.{k}": str(v) for k, v in extra.items()},
+        }
+        return CommitProperties(custom_metadata=meta, max_commit_retries=COMMIT_RETRIES)
+
+    # ------------------------------------------------------------------ reading
+    def exists(self) -> bool:
+        return DeltaTable.is_deltatable(self.uri, storage_options=self.storage_options)
+
+    def delta(self, version: int | None = None) -> DeltaTable:
+        try:
+            return DeltaTable(self.uri, version=version, storage_options=self.storage_options)
+        except TableNotFoundError:
+            raise TableError(f"no Delta table at {self.uri}; ingest data first") from None
+
+    def version(self) -> int:
+        return self.delta().version()
+
+    def read(self, version: int | None = None, columns: list[str] | None = None) -> ray.data.Dataset:
+        """The table (at ``version``, default latest) as a streaming Ray Dataset."""
+        import ray.data
+
+        self._require(version)
+        return ray.data.read_delta(
+            self.uri,
+            version=version,
+            columns=columns,
+            storage_options=self.storage_options,
+            filesystem=self._filesystem(),
+        )
+
+    def to_arrow(self, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
+        """The table (at ``version``) read into memory on this process."""
+        dt = self._require(version)
+        return dt.to_pyarrow_dataset(filesystem=self._filesystem()).to_table(columns=columns)
+
+    def history(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Commits, newest first: version, time, operation, rows, source, user."""
+        return self.delta().history(limit)
+
+    def summary(self, version: int | None = None) -> dict[str, Any]:
+        dt = self._require(version)
+        files = pa.table(dt.get_add_actions(flatten=True))
+        sizes = files.column("size_bytes").to_pylist()
+        return {
+            "uri": self.uri,
+            "version": dt.version(),
+            "rows": dt.count(),
+            "files": files.num_rows,
+            "bytes": sum(sizes),
+            "contract": self.contract.hash(),
+            "columns": {f.name: str(f.type) for f in arrow_schema(self.contract)},
+        }
+
+    # -------------------------------------------------------------- maintenance
+    def maintain(self, target_file_mb: int = 128) -> dict[str, Any]:
+        """Compact small files, then write a checkpoint, so the table opens fast.
+
+        Time travel still works: compaction only adds a version; old files stay
+        until `vacuum` removes them after the retention period.
+        """
+        dt = self.delta()
+        metrics = dt.optimize.compact(
+            target_size=target_file_mb * 2**20,
+            commit_properties=self._commit_info("maintenance"),
+        )
+        dt = self.delta()
+        dt.create_checkpoint()
+        dt.cleanup_metadata()  # only removes log entries past the log retention period
+        return {"version": dt.version(), **metrics}
+
+    def vacuum(self, retention_hours: int | None = None, dry_run: bool = True) -> list[str]:
+        """Remove files no longer referenced; delta-rs refuses a retention below its guard."""
+        return self.delta().vacuum(
+            retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=True
+        )
+
+    def _maintain_quietly(self) -> None:
+        try:
+            self.maintain()
+        except CommitFailedError as err:  # a concurrent writer won; the next round compacts
+            log.info("maintenance of %s skipped: %s", self.uri, err)
+
+    # ------------------------------------------------------------------ helpers
+    def _require(self, version: int | None) -> DeltaTable:
+        dt = self.delta()
+        if version is not None:
+            if not 0 <= version <= dt.version():
+                raise TableError(f"{self.uri} has versions 0..{dt.version()}, not {version}")
+            dt.load_as_version(version)
+        return dt
+
+    def _check_schema(self) -> None:
+        have = pa.schema(self.delta().schema().to_arrow())
+        want = arrow_schema(self.contract)
+        if have.names != want.names or have.types != want.types:
+            raise TableError(
+                f"{self.uri}: the table's schema does not match the contract\n"
+                f"  table:    {_fmt(have)}\n  contract: {_fmt(want)}"
+            )
+
+    def _filesystem(self) -> pafs.FileSystem:
+        # A native Arrow filesystem: delta-rs's Python file handler leaves Arrow
+        # threads running at interpreter exit, which aborts the process.
+        fs, path = pafs.FileSystem.from_uri(self.uri)
+        return pafs.SubTreeFileSystem(path, fs)
+
+
+def _to_arrow(data: Any) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if isinstance(data, list):
+        return pa.Table.from_pylist(data)
+    if hasattr(data, "__arrow_c_stream__") or type(data).__name__ == "DataFrame":
+        import pandas as pd
+
+        if isinstance(data, pd.DataFrame):
+            return pa.Table.from_pandas(data, preserve_index=False)
+        return pa.table(data)
+    raise TypeError(f"cannot append {type(data).__name__}: give an Arrow table, DataFrame or list of dicts")
+
+
+def _fmt(schema: pa.Schema) -> str:
+    return ", ".join(f"{f.name}:{f.type}" for f in schema)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "unknown"

@@ -1,0 +1,117 @@
+"""Start or join Ray, and decide in one place how its CPUs are shared.
+
+On a laptop Ray Data, Train workers, Tune trials and Serve replicas compete for
+2 to 8 CPUs. If Train workers take every CPU, Ray Data (which Ray Train limits to
+what the workers leave over) can schedule no read task and the run hangs forever.
+`ResourceLayout` keeps a share for Ray Data and gives Train workers fractions of
+the rest; every caller asks it instead of picking numbers at the call site.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rayinfra.config import Settings
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "rayinfra"
+AUTH_MODE_VAR = "RAY_AUTH_MODE"
+
+
+@dataclass(frozen=True)
+class ResourceLayout:
+    """How the cluster's CPUs and GPUs are split between Data, Train, Tune and Serve."""
+
+    cpus: float
+    gpus: float
+
+    @property
+    def data_cpus(self) -> float:
+        """CPUs left to Ray Data's read and transform tasks (at least one)."""
+        return max(1.0, round(self.cpus * 0.25))
+
+    @property
+    def train_cpus(self) -> float:
+        return max(self.cpus - self.data_cpus, 0.5)
+
+    def train_worker(self, num_workers: int, use_gpu: bool = False, cpus: float | None = None) -> dict[str, float]:
+        """Resources for each Train worker: an even share of the Train CPUs, at most 1."""
+        share = cpus if cpus is not None else min(1.0, self.train_cpus / num_workers)
+        resources = {"CPU": round(share, 3)}
+        if use_gpu:
+            resources["GPU"] = 1.0
+        return resources
+
+    def tune_concurrency(self, num_workers: int, use_gpu: bool = False) -> int:
+        """How many training runs (trials) fit side by side."""
+        per_trial = self.train_worker(num_workers, use_gpu)
+        by_cpu = self.train_cpus // (per_trial["CPU"] * num_workers)
+        by_gpu = self.gpus // num_workers if use_gpu else by_cpu
+        return max(1, int(min(by_cpu, by_gpu)))
+
+    def serve_replica_cpus(self) -> float:
+        """CPU reserved per Serve replica: small, since replicas mostly wait on I/O."""
+        return 0.25 if self.cpus <= 4 else 1.0
+
+    @classmethod
+    def current(cls) -> ResourceLayout:
+        import ray
+
+        total = ray.cluster_resources()
+        return cls(cpus=float(total.get("CPU", 0)), gpus=float(total.get("GPU", 0)))
+
+
+def init_ray(settings: Settings | None = None, **overrides: object) -> ResourceLayout:
+    """Join ``RAY_ADDRESS`` (or ``settings.ray_address``) or start a local Ray; idempotent.
+
+    Token authentication stays on: with ``RAY_AUTH_MODE`` unset, a local Ray turns it
+    on and writes its token to ``~/.ray/auth_token`` (setting the mode to ``token``
+    before a token exists would make the local start wait for one forever); joining a remote cluster needs that cluster's
+    token (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or the default file).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return ResourceLayout.current()
+    settings = settings or Settings()
+    if settings.ray_address:
+        # A remote cluster's token must already be here; say so instead of hanging.
+        os.environ.setdefault(AUTH_MODE_VAR, "token")
+        ray.init(address=settings.ray_address, namespace=NAMESPACE, log_to_driver=True, **overrides)
+    else:
+        kwargs: dict[str, object] = {
+            "num_cpus": settings.num_cpus or os.cpu_count() or 2,
+            "namespace": NAMESPACE,
+            # The dashboard hosts the State and Jobs APIs (Train uses them); it binds
+            # to 127.0.0.1 unless told otherwise.
+            "dashboard_host": "127.0.0.1",
+        }
+        if settings.object_store_mb:
+            kwargs["object_store_memory"] = settings.object_store_mb * 2**20
+        ray.init(**{**kwargs, **overrides})
+    layout = ResourceLayout.current()
+    log.info("Ray ready: %s CPUs, %s GPUs; auth mode %s", layout.cpus, layout.gpus, auth_mode())
+    return layout
+
+
+def auth_mode() -> str:
+    """The token-auth mode this process runs with ('token' or 'disabled')."""
+    from ray._raylet import get_authentication_mode
+
+    return str(get_authentication_mode()).rsplit(".", 1)[-1].lower()
+
+
+def token_path() -> Path:
+    """Where a client finds the cluster token (what ``ray`` CLI commands read too)."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+
+
+def client_env() -> dict[str, str]:
+    """Environment for a Ray CLI or client subprocess of this project (auth on)."""
+    env = dict(os.environ)
+    env[AUTH_MODE_VAR] = os.environ.get(AUTH_MODE_VAR, "token")
+    return env
