@@ -8,6 +8,8 @@ with a few example rows.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +70,42 @@ def arrow_schema(contract: Contract) -> pa.Schema:
     return pa.schema(
         [pa.field(name, ARROW_TYPES[col.type], nullable=col.nullable) for name, col in contract.columns.items()]
     )
+
+
+def from_records(records: Sequence[dict[str, Any]], contract: Contract, source: str = "batch") -> pa.Table:
+    """Build an Arrow table from records; a column of mixed value types is a violation."""
+    names = list(dict.fromkeys(k for r in records for k in r))
+    arrays, violations = {}, []
+    for name in names:
+        values = [r.get(name) for r in records]
+        try:
+            arrays[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+            spec = contract.columns.get(name)
+            bad = [(i, v) for i, v in enumerate(values) if not _fits(v, spec)]
+            expected = spec.type if spec else "a single type"
+            violations.append(Violation(name, "wrong type", f"expected {expected}, got mixed types", len(bad), bad[:MAX_EXAMPLES]))
+    if violations:
+        raise ContractViolation(violations, source)
+    return pa.table(arrays) if arrays else pa.table({})
+
+
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "string": (str,),
+    "category": (str,),
+    "timestamp": (dt.datetime, dt.date, str),
+}
+
+
+def _fits(value: Any, spec: ColumnSpec | None) -> bool:
+    if value is None or spec is None:
+        return value is None
+    if isinstance(value, bool) and spec.type != "bool":
+        return False
+    return isinstance(value, _PY_TYPES[spec.type])
 
 
 def conform(batch: pa.Table, contract: Contract, source: str = "batch") -> pa.Table:

@@ -18,7 +18,7 @@ import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
 from rayinfra.config import Contract
-from rayinfra.data.contract import conform
+from rayinfra.data.contract import conform, from_records
 from rayinfra.data.tables import Table
 
 FORMATS = {
@@ -62,8 +62,7 @@ def ingest_files(table: Table, paths: Sequence[str | Path]) -> int:
 
 def ingest_records(table: Table, records: Iterable[dict[str, Any]] | pa.Table, source: str = "microbatch") -> int:
     """Append an in-memory micro-batch (feedback, a stream's window); return the new version."""
-    data = records if isinstance(records, pa.Table) else pa.Table.from_pylist(list(records))
-    return table.append(data, source=source)
+    return table.append(records if isinstance(records, pa.Table) else list(records), source=source)
 
 
 def _text_columns(contract: Contract) -> dict[str, pa.DataType]:
@@ -79,7 +78,7 @@ def _read_json(path: Path, contract: Contract) -> pa.Table:
     with path.open("rb") as f:
         first = f.read(64).lstrip()[:1]
     if first == b"[":  # a JSON array of records rather than JSON lines
-        return pa.Table.from_pylist(json.loads(path.read_text()))
+        return from_records(json.loads(path.read_text()), contract, source=str(path))
     present = _json_keys(path)
     schema = pa.schema([(n, t) for n, t in _text_columns(contract).items() if n in present])
     parse = pjson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")

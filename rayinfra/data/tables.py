@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import getpass
 import logging
+import os
 import random
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -21,7 +26,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from rayinfra.config import Contract, Settings, Spec
-from rayinfra.data.contract import arrow_schema, conform
+from rayinfra.data.contract import arrow_schema, conform, from_records
 
 if TYPE_CHECKING:
     import ray.data
@@ -29,6 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COMMIT_RETRIES = 50  # delta-rs retries appends that lose a race to a later version
+# delta-rs does not detect two concurrent compactions of the same files: both commit
+# and the rows are duplicated. Maintenance therefore takes an exclusive lock file.
+MAINTENANCE_LOCK = "_rayinfra_maintenance.lock"
+STALE_LOCK_S = 600
 
 
 class TableError(RuntimeError):
@@ -79,15 +88,17 @@ class Table:
         Raises:
             ContractViolation: the batch breaks the contract; nothing was written.
         """
-        batch = conform(_to_arrow(data), self.contract, source)
+        batch = conform(_to_arrow(data, self.contract, source), self.contract, source)
         self.create()
         for attempt in range(5):
+            dt = self.delta()
             try:
+                # Given the DeltaTable, delta-rs updates it to the version it committed:
+                # under concurrent writers, re-reading the latest version would not be ours.
                 write_deltalake(
-                    self.uri,
+                    dt,
                     batch,
                     mode="append",
-                    storage_options=self.storage_options,
                     commit_properties=self._commit_info(source, rows=batch.num_rows),
                 )
                 break
@@ -95,7 +106,7 @@ class Table:
                 if attempt == 4:
                     raise
                 time.sleep(random.uniform(0.05, 0.2) * 2**attempt)
-        version = self.version()
+        version = dt.version()
         if version % self.maintenance_every == 0:
             self._maintain_quietly()
         return version
@@ -163,17 +174,22 @@ class Table:
         """Compact small files, then write a checkpoint, so the table opens fast.
 
         Time travel still works: compaction only adds a version; old files stay
-        until `vacuum` removes them after the retention period.
+        until `vacuum` removes them after the retention period. Skipped (and says so)
+        while another process maintains the same table.
         """
-        dt = self.delta()
-        metrics = dt.optimize.compact(
-            target_size=target_file_mb * 2**20,
-            commit_properties=self._commit_info("maintenance"),
-        )
-        dt = self.delta()
-        dt.create_checkpoint()
-        dt.cleanup_metadata()  # only removes log entries past the log retention period
-        return {"version": dt.version(), **metrics}
+        local = _local_path(self.uri)
+        with _exclusive(Path(local) / MAINTENANCE_LOCK) if local else nullcontext(True) as held:
+            if not held:
+                return {"skipped": "another process is maintaining this table"}
+            dt = self.delta()
+            metrics = dt.optimize.compact(
+                target_size=target_file_mb * 2**20,
+                commit_properties=self._commit_info("maintenance"),
+            )
+            dt = self.delta()
+            dt.create_checkpoint()
+            dt.cleanup_metadata()  # only removes log entries past the log retention period
+            return {"version": dt.version(), **metrics}
 
     def vacuum(self, retention_hours: int | None = None, dry_run: bool = True) -> list[str]:
         """Remove files no longer referenced; delta-rs refuses a retention below its guard."""
@@ -182,6 +198,9 @@ class Table:
         )
 
     def _maintain_quietly(self) -> None:
+        """Maintenance after an append: best effort, local and NFS tables only."""
+        if _local_path(self.uri) is None:
+            return  # object stores: run `rayinfra data maintain` from one scheduled place
         try:
             self.maintain()
         except CommitFailedError as err:  # a concurrent writer won; the next round compacts
@@ -212,13 +231,13 @@ class Table:
         return pafs.SubTreeFileSystem(path, fs)
 
 
-def _to_arrow(data: Any) -> pa.Table:
+def _to_arrow(data: Any, contract: Contract, source: str) -> pa.Table:
     if isinstance(data, pa.Table):
         return data
     if isinstance(data, pa.RecordBatch):
         return pa.Table.from_batches([data])
     if isinstance(data, list):
-        return pa.Table.from_pylist(data)
+        return from_records(data, contract, source)
     if hasattr(data, "__arrow_c_stream__") or type(data).__name__ == "DataFrame":
         import pandas as pd
 
@@ -226,6 +245,34 @@ def _to_arrow(data: Any) -> pa.Table:
             return pa.Table.from_pandas(data, preserve_index=False)
         return pa.table(data)
     raise TypeError(f"cannot append {type(data).__name__}: give an Arrow table, DataFrame or list of dicts")
+
+
+def _local_path(uri: str) -> str | None:
+    if "://" not in uri:
+        return uri
+    return uri.removeprefix("file://") if uri.startswith("file://") else None
+
+
+@contextmanager
+def _exclusive(lock: Path) -> Iterator[bool]:
+    """Hold ``lock`` (atomic create; also on NFS) or yield False if someone else does."""
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            stale = time.time() - lock.stat().st_mtime > STALE_LOCK_S
+        except FileNotFoundError:
+            stale = False
+        if stale:  # its holder died; the next appender takes over
+            lock.unlink(missing_ok=True)
+        yield False
+        return
+    try:
+        os.write(fd, f"{os.getpid()}@{socket.gethostname()}".encode())
+        os.close(fd)
+        yield True
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def _fmt(schema: pa.Schema) -> str:

@@ -1,0 +1,46 @@
+"""Shared fixtures: one Ray instance per test session, tiny tables on tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_SPEC = ROOT / "jobs" / "specs" / "fraud.yaml"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Keep every test's state out of the developer's ./.rayinfra.
+    home = Path(config.rootpath) / ".pytest_cache" / "rayinfra-home"
+    os.environ["RAYINFRA_HOME"] = str(home)
+    os.environ.pop("RAY_ADDRESS", None)
+    os.environ.pop("RAYINFRA_RAY_ADDRESS", None)
+
+
+@pytest.fixture(scope="session")
+def spec():
+    from rayinfra.config import load_spec
+
+    return load_spec(DEMO_SPEC)
+
+
+@pytest.fixture
+def table(spec, tmp_path):
+    from rayinfra.data.tables import Table
+
+    return Table(uri=str(tmp_path / "transactions"), contract=spec.contract)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole session, laid out for a 2-CPU machine."""
+    import ray
+
+    from rayinfra.config import Settings
+    from rayinfra.runtime import init_ray
+
+    layout = init_ray(Settings(num_cpus=2, object_store_mb=1024))
+    yield layout
+    ray.shutdown()
