@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/rayinfra demo
+	$(PY) jobs/demo.py
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -99,6 +99,9 @@ class DatasetSpec(_Section):
     maintenance_every: PositiveInt = Field(
         100, description="Compact and checkpoint the table every N commits."
     )
+    checkpoint_every: PositiveInt = Field(
+        10, description="Delta checkpoint interval: readers replay at most N-1 JSON commits."
+    )
 
 
 class FeaturesSpec(_Section):

@@ -100,9 +100,9 @@ def init_ray(settings: Settings | None = None, **overrides: object) -> ResourceL
 
 def auth_mode() -> str:
     """The token-auth mode this process runs with ('token' or 'disabled')."""
-    from ray._raylet import get_authentication_mode
+    from ray._raylet import AuthenticationMode, get_authentication_mode
 
-    return str(get_authentication_mode()).rsplit(".", 1)[-1].lower()
+    return "token" if get_authentication_mode() == AuthenticationMode.TOKEN else "disabled"
 
 
 def token_path() -> Path:

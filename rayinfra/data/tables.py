@@ -51,6 +51,7 @@ class Table:
     uri: str
     contract: Contract
     maintenance_every: int = 100
+    checkpoint_every: int = 10
     storage_options: dict[str, str] | None = None
 
     @classmethod
@@ -60,6 +61,7 @@ class Table:
             uri=settings.table_uri(spec.dataset.table),
             contract=spec.contract,
             maintenance_every=spec.dataset.maintenance_every,
+            checkpoint_every=spec.dataset.checkpoint_every,
         )
 
     # ------------------------------------------------------------------ writing
@@ -73,6 +75,7 @@ class Table:
                 self.uri,
                 arrow_schema(self.contract),
                 mode="ignore",
+                configuration={"delta.checkpointInterval": str(self.checkpoint_every)},
                 storage_options=self.storage_options,
                 commit_properties=self._commit_info("create"),
             )

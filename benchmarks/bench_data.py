@@ -1,0 +1,161 @@
+"""Data-layer benchmark, both sides measured in the same run on the same 2M-row table.
+
+(a) Ray Data `read_delta` -> `iter_torch_batches` against a direct pyarrow read of
+    the same Delta version -> torch tensors (same columns, batch size, dtype).
+    Goal: ratio >= 0.8.
+(b) Open time of a table after 1,000 small appends, with the project's maintenance,
+    against a fresh table holding the same rows. Goal: <= 2x. Also shown: the same
+    appends without maintenance, to show what the maintenance buys.
+
+Usage: python benchmarks/bench_data.py [--rows 2000000] [--appends 1000]
+Writes benchmarks/results/bench_data.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from deltalake import DeltaTable
+
+from rayinfra.config import Settings, load_spec
+from rayinfra.data import synthetic
+from rayinfra.data.tables import Table
+from rayinfra.runtime import init_ray
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "benchmarks" / ".work"
+RESULTS = ROOT / "benchmarks" / "results"
+COLUMNS = ["amount", "hour", "customer_age", "account_age_days", "avg_amount_30d",
+           "txn_count_24h", "distance_from_home_km", "is_fraud"]  # fmt: skip
+BATCH = 8192
+
+
+def throughput(fn, repeats: int = 3) -> tuple[float, int]:
+    """Best rows/s over ``repeats`` runs (the first warms caches on both sides alike)."""
+    best, rows = 0.0, 0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        rows = fn()
+        best = max(best, rows / (time.perf_counter() - t0))
+    return best, rows
+
+
+def ray_data_rows(table: Table, version: int) -> int:
+    ds = table.read(version=version, columns=COLUMNS)
+    rows = 0
+    for batch in ds.iter_torch_batches(batch_size=BATCH, dtypes=torch.float32, prefetch_batches=2):
+        rows += len(batch["amount"])
+    return rows
+
+
+def pyarrow_rows(table: Table, version: int) -> int:
+    dataset = DeltaTable(table.uri, version=version).to_pyarrow_dataset(filesystem=table._filesystem())
+    rows = 0
+    for batch in dataset.to_batches(columns=COLUMNS, batch_size=BATCH):
+        tensors = {c: torch.as_tensor(batch.column(c).to_numpy(zero_copy_only=False), dtype=torch.float32) for c in COLUMNS}
+        rows += len(tensors["amount"])
+    return rows
+
+
+def open_seconds(uri: str, repeats: int = 15) -> float:
+    """Median time to open the table and list its files (what every reader does first)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        DeltaTable(uri).file_uris()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def small_appends(table: Table, n: int, start_id: int) -> float:
+    t0 = time.perf_counter()
+    for i in range(n):
+        table.append(synthetic.generate(10, seed=i, start_id=start_id + 10 * i), source="bench")
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--appends", type=int, default=1_000)
+    args = parser.parse_args()
+
+    spec = load_spec(ROOT / "jobs" / "specs" / "fraud.yaml")
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    data = synthetic.generate(args.rows, seed=0)
+
+    def table(name: str, maintenance_every: int = spec.dataset.maintenance_every) -> Table:
+        t = Table(uri=str(WORK / name), contract=spec.contract, maintenance_every=maintenance_every)
+        t.append(data, source="bench-base")
+        return t
+
+    fresh = table("fresh")
+    print(f"table: {args.rows:,} rows, version {fresh.version()}")
+
+    init_ray(Settings(num_cpus=2))
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    ray_rps, ray_n = throughput(lambda: ray_data_rows(fresh, 1))
+    cached = fresh.read(version=1, columns=COLUMNS).materialize()
+    cached_rps, _ = throughput(lambda: sum(len(b["amount"]) for b in cached.iter_torch_batches(batch_size=BATCH, dtypes=torch.float32)))
+    arrow_rps, arrow_n = throughput(lambda: pyarrow_rows(fresh, 1))
+    assert ray_n == arrow_n == args.rows, (ray_n, arrow_n)
+    read_ratio = ray_rps / arrow_rps
+    print(f"(a) Ray Data {ray_rps:,.0f} rows/s, pyarrow {arrow_rps:,.0f} rows/s: ratio {read_ratio:.2f} (goal >= 0.8)")
+    print(f"    materialized dataset (epochs after the first): {cached_rps:,.0f} rows/s, ratio {cached_rps / arrow_rps:.2f}")
+
+    maintained, raw = table("maintained"), table("raw", maintenance_every=10**9)
+    append_s = small_appends(maintained, args.appends, args.rows)
+    small_appends(raw, args.appends, args.rows)
+    t_fresh, t_maint, t_raw = open_seconds(fresh.uri), open_seconds(maintained.uri), open_seconds(raw.uri)
+    open_ratio = t_maint / t_fresh
+    print(
+        f"(b) open: fresh {t_fresh * 1e3:.1f} ms, after {args.appends} appends with maintenance "
+        f"{t_maint * 1e3:.1f} ms (ratio {open_ratio:.2f}, goal <= 2), without {t_raw * 1e3:.1f} ms "
+        f"(ratio {t_raw / t_fresh:.2f}); {args.appends / append_s:.0f} appends/s"
+    )
+
+    result = {
+        "benchmark": "bench_data",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs, {platform.python_version()}",
+        "rows": args.rows,
+        "read": {
+            "ray_data_rows_per_s": round(ray_rps),
+            "pyarrow_rows_per_s": round(arrow_rps),
+            "ratio": round(read_ratio, 3),
+            "goal": ">= 0.8",
+            "materialized_rows_per_s": round(cached_rps),
+            "materialized_ratio": round(cached_rps / arrow_rps, 3),
+            "batch_size": BATCH,
+            "columns": len(COLUMNS),
+        },
+        "open": {
+            "appends": args.appends,
+            "fresh_ms": round(t_fresh * 1e3, 2),
+            "maintained_ms": round(t_maint * 1e3, 2),
+            "unmaintained_ms": round(t_raw * 1e3, 2),
+            "ratio": round(open_ratio, 3),
+            "unmaintained_ratio": round(t_raw / t_fresh, 3),
+            "goal": "<= 2",
+            "files_after_maintenance": maintained.summary()["files"],
+            "appends_per_s": round(args.appends / append_s, 1),
+        },
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench_data.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS / 'bench_data.json'}")
+
+
+if __name__ == "__main__":
+    main()
