@@ -144,13 +144,6 @@ class TrainSpec(_Section):
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
 
 
-class TuneSpec(_Section):
-    num_samples: PositiveInt = 4
-    metric: str = "val_pr_auc"
-    mode: Literal["max", "min"] = "max"
-    search_space: dict[str, SearchDim] = Field(default_factory=dict)
-
-
 class SearchDim(_Section):
     """One hyperparameter's range: ``{uniform|loguniform: [lo, hi]}`` or ``{choice: [...]}``."""
 
@@ -164,6 +157,13 @@ class SearchDim(_Section):
         if len(given) != 1:
             raise ValueError("give exactly one of uniform, loguniform, choice")
         return self
+
+
+class TuneSpec(_Section):
+    num_samples: PositiveInt = 4
+    metric: str = "val_pr_auc"
+    mode: Literal["max", "min"] = "max"
+    search_space: dict[str, SearchDim] = Field(default_factory=dict)
 
 
 class ServeSpec(_Section):
@@ -233,9 +233,6 @@ class Spec(_Section):
 
     def hash(self) -> str:
         return _stable_hash(self.model_dump(mode="json"))
-
-
-TuneSpec.model_rebuild()
 
 
 # --------------------------------------------------------------------------- loading

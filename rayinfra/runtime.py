@@ -84,6 +84,9 @@ def init_ray(settings: Settings | None = None, **overrides: object) -> ResourceL
         ray.init(address=settings.ray_address, namespace=NAMESPACE, log_to_driver=True, **overrides)
     else:
         kwargs: dict[str, object] = {
+            # "local": a new Ray of the size asked for, even when `ray start` left a
+            # cluster running on this machine (join that one with RAY_ADDRESS=auto).
+            "address": "local",
             "num_cpus": settings.num_cpus or os.cpu_count() or 2,
             "namespace": NAMESPACE,
             # The dashboard hosts the State and Jobs APIs (Train uses them); it binds
