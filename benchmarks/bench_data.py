@@ -27,6 +27,7 @@ from deltalake import DeltaTable
 
 from rayinfra.config import Settings, load_spec
 from rayinfra.data import synthetic
+from rayinfra.data.loader import torch_batches
 from rayinfra.data.tables import Table
 from rayinfra.runtime import init_ray
 
@@ -50,10 +51,7 @@ def throughput(fn, repeats: int = 3) -> tuple[float, int]:
 
 def ray_data_rows(table: Table, version: int) -> int:
     ds = table.read(version=version, columns=COLUMNS)
-    rows = 0
-    for batch in ds.iter_torch_batches(batch_size=BATCH, dtypes=torch.float32, prefetch_batches=2):
-        rows += len(batch["amount"])
-    return rows
+    return sum(len(b["amount"]) for b in torch_batches(ds, BATCH, torch.float32))
 
 
 def pyarrow_rows(table: Table, version: int) -> int:
@@ -107,7 +105,7 @@ def main() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     ray_rps, ray_n = throughput(lambda: ray_data_rows(fresh, 1))
     cached = fresh.read(version=1, columns=COLUMNS).materialize()
-    cached_rps, _ = throughput(lambda: sum(len(b["amount"]) for b in cached.iter_torch_batches(batch_size=BATCH, dtypes=torch.float32)))
+    cached_rps, _ = throughput(lambda: sum(len(b["amount"]) for b in torch_batches(cached, BATCH, torch.float32)))
     arrow_rps, arrow_n = throughput(lambda: pyarrow_rows(fresh, 1))
     assert ray_n == arrow_n == args.rows, (ray_n, arrow_n)
     read_ratio = ray_rps / arrow_rps

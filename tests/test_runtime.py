@@ -35,6 +35,7 @@ def test_two_worker_torch_trainer_over_a_ray_dataset_finishes(ray_session, table
     from ray.train.torch import TorchTrainer
 
     from rayinfra.data import synthetic
+    from rayinfra.data.loader import torch_batches
 
     table.append(synthetic.generate(4_000, seed=1))
     features = ["amount", "hour", "customer_age", "txn_count_24h"]
@@ -44,7 +45,7 @@ def test_two_worker_torch_trainer_over_a_ray_dataset_finishes(ray_session, table
         model = ray.train.torch.prepare_model(torch.nn.Linear(len(features), 1))
         opt = torch.optim.SGD(model.parameters(), lr=1e-4)
         rows = 0
-        for batch in ray.train.get_dataset_shard("train").iter_torch_batches(batch_size=256, dtypes=torch.float32):
+        for batch in torch_batches(ray.train.get_dataset_shard("train"), 256, torch.float32):
             x = torch.stack([batch[f] for f in features], dim=1)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), batch["is_fraud"])
             opt.zero_grad()

@@ -136,3 +136,16 @@ def test_read_as_ray_dataset_at_a_version_with_projection(ray_session, filled):
     assert ds.count() == 500
     assert ds.schema().names == ["amount", "is_fraud"]
     assert filled.read().count() == 750
+
+
+def test_torch_batches_cover_every_row_once(ray_session, filled):
+    import torch
+
+    from rayinfra.data.loader import torch_batches
+
+    batches = list(torch_batches(
+        filled.read(columns=["transaction_id", "amount"]), 128, {"transaction_id": torch.int64, "amount": torch.float32}
+    ))
+    ids = torch.cat([b["transaction_id"] for b in batches])
+    assert sorted(ids.tolist()) == list(range(500))
+    assert batches[0]["amount"].dtype == torch.float32 and len(batches[0]["amount"]) == 128

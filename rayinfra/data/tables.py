@@ -136,17 +136,25 @@ class Table:
     def version(self) -> int:
         return self.delta().version()
 
-    def read(self, version: int | None = None, columns: list[str] | None = None) -> ray.data.Dataset:
-        """The table (at ``version``, default latest) as a streaming Ray Dataset."""
+    def read(
+        self, version: int | None = None, columns: list[str] | None = None, num_blocks: int | None = None
+    ) -> ray.data.Dataset:
+        """The table (at ``version``, default latest) as a streaming Ray Dataset.
+
+        One block per data file unless ``num_blocks`` says otherwise: Ray Data's own
+        default (at least 200 blocks) cuts a 2M-row file into 1 MB blocks, and on a
+        small machine the per-block cost then dominates (5x slower here).
+        """
         import ray.data
 
-        self._require(version)
+        dt = self._require(version)
         return ray.data.read_delta(
             self.uri,
-            version=version,
+            version=dt.version(),
             columns=columns,
             storage_options=self.storage_options,
             filesystem=self._filesystem(),
+            override_num_blocks=num_blocks or max(1, len(dt.file_uris())),
         )
 
     def to_arrow(self, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
