@@ -3,7 +3,9 @@
 Thin entrypoint over `rayinfra demo`; takes the same options (--spec, --rows).
 """
 
+import sys
+
 from rayinfra.cli import app
 
 if __name__ == "__main__":
-    app(["demo", *__import__("sys").argv[1:]])
+    app(["demo", *sys.argv[1:]])

@@ -4,7 +4,9 @@ Thin entrypoint over `rayinfra ingest`. Files must be readable where the job run
 (shared storage on a cluster).
 """
 
+import sys
+
 from rayinfra.cli import app
 
 if __name__ == "__main__":
-    app(["ingest", *__import__("sys").argv[1:]])
+    app(["ingest", *sys.argv[1:]])

@@ -163,16 +163,116 @@ def ray_info() -> None:
     console.print(f"auth mode: {auth_mode()}; token file: {token_path()}")
 
 
+@app.command("train")
+def train_cmd(
+    spec: SpecOpt = DEFAULT_SPEC,
+    version: Annotated[Optional[int], typer.Option(help="Table version to train on (default latest).")] = None,  # noqa: UP007
+    epochs: Annotated[Optional[int], typer.Option(help="Override train.epochs.")] = None,  # noqa: UP007
+) -> None:
+    """Train on a pinned table version, log to MLflow, register, and gate against the champion."""
+    from rayinfra.pipeline import train_and_register
+
+    task = _spec(spec)
+    params = {"epochs": epochs} if epochs else None
+    out = _guard(lambda: train_and_register(task, Settings(), version=version, params=params))
+    _print_outcome(out.outcome)
+    console.print(f"registered [bold]{task.model_name}[/] v{out.model_version} (run {out.run_id}); gate: {out.gate.reason}")
+
+
+@app.command("tune")
+def tune_cmd(
+    spec: SpecOpt = DEFAULT_SPEC,
+    version: Annotated[Optional[int], typer.Option(help="Table version (default latest).")] = None,  # noqa: UP007
+) -> None:
+    """Search hyperparameters (ASHA), then register and gate the best trial."""
+    from rayinfra.pipeline import tune_and_register
+
+    task = _spec(spec)
+    out = _guard(lambda: tune_and_register(task, Settings(), version=version))
+    trials = RichTable("trial", "params", "epochs", task.tune.metric, "status", title=f"{out.search.name}: {len(out.search.trials)} trials, {out.search.concurrency} at a time, {out.search.seconds:.0f}s")
+    for t in sorted(out.search.trials, key=lambda t: -t.best_score if task.tune.mode == "max" else t.best_score):
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+        trials.add_row(t.trial_id, params, str(t.epochs), f"{t.best_score:.4f}", t.status)
+    console.print(trials)
+    _print_outcome(out.registered.outcome)
+    console.print(f"registered [bold]{task.model_name}[/] v{out.registered.model_version}; gate: {out.registered.gate.reason}")
+
+
+@app.command("models")
+def models_cmd(spec: SpecOpt = DEFAULT_SPEC) -> None:
+    """Registered versions: aliases, test metrics, lineage."""
+    from rayinfra import registry
+
+    task = _spec(spec)
+    out = RichTable("version", "aliases", "test pr_auc", "test roc_auc", "table@version", "code", "trained by", title=task.model_name)
+    for v in registry.list_versions(task, Settings()):
+        tags = v["tags"]
+        out.add_row(
+            str(v["version"]), ", ".join(v["aliases"]), tags.get("rayinfra.metric.test_pr_auc", ""),
+            tags.get("rayinfra.metric.test_roc_auc", ""),
+            f"{tags.get('rayinfra.table_uri', '').rsplit('/', 1)[-1]}@{tags.get('rayinfra.table_version', '')}",
+            tags.get("rayinfra.code_version", "")[:12], tags.get("rayinfra.train_run", ""),
+        )  # fmt: skip
+    console.print(out)
+
+
+@app.command()
+def promote(
+    version: Annotated[int, typer.Argument(help="Model version to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")],
+    spec: SpecOpt = DEFAULT_SPEC,
+) -> None:
+    """Make a version the champion by hand (bypasses the gate; audited)."""
+    from rayinfra import registry
+
+    _guard(lambda: registry.promote(_spec(spec), version, f"manual: {reason}", Settings()))
+    console.print(f"v{version} is champion")
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")],
+    spec: SpecOpt = DEFAULT_SPEC,
+) -> None:
+    """Give the champion alias back to the previous champion (audited)."""
+    from rayinfra import registry
+
+    version = _guard(lambda: registry.rollback(_spec(spec), reason, Settings()))
+    console.print(f"rolled back: v{version} is champion again")
+
+
+@app.command("audit")
+def audit_cmd(limit: int = 20) -> None:
+    """The newest entries of the audit log."""
+    from rayinfra import audit
+
+    out = RichTable("time", "actor", "action", "model", "version", "reason")
+    for e in audit.entries(Settings())[-limit:]:
+        out.add_row(e["time"], e["actor"], e["action"], str(e.get("model", "")), str(e.get("version", "")), e["reason"])
+    console.print(out)
+
+
+def _print_outcome(outcome) -> None:
+    m = outcome.test_metrics
+    console.print(
+        f"{outcome.name} on {outcome.data.table_uri}@v{outcome.data.version}: test ROC-AUC {m['roc_auc']:.3f}, "
+        f"PR-AUC {m['pr_auc']:.3f} (base rate {m['positive_rate']:.3f}), precision {m['precision']:.3f} / "
+        f"recall {m['recall']:.3f} at threshold {m['threshold']:.3f}, log loss {m['log_loss']:.3f}"
+    )
+
+
 # ---------------------------------------------------------------------------- output
 def _guard(fn):
     """Run ``fn``; turn the errors a user can fix into one clear message and exit 2."""
     from rayinfra.data.contract import ContractViolation
     from rayinfra.data.ingest import IngestError
     from rayinfra.data.tables import TableError
+    from rayinfra.registry import RegistryError
+    from rayinfra.train.trainer import TrainingError
 
     try:
         return fn()
-    except (ContractViolation, IngestError, TableError, SpecError, ValueError) as err:
+    except (ContractViolation, IngestError, TableError, SpecError, TrainingError, RegistryError, ValueError) as err:
         raise _fail(str(err)) from None
 
 

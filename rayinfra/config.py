@@ -138,32 +138,62 @@ class TrainSpec(_Section):
     epochs: PositiveInt = 5
     batch_size: PositiveInt = 1024
     learning_rate: PositiveFloat = 1e-3
-    max_failures: int = Field(1, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    cpus_per_worker: PositiveFloat | None = Field(
+        None, description="CPUs per Train worker; default from the cluster's resource layout."
+    )
+    max_failures: int = Field(1, ge=0, description="Worker failures to recover from (from the last checkpoint).")
     split: Literal["key_hash", "event_time"] = "key_hash"
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
 
 
 class SearchDim(_Section):
-    """One hyperparameter's range: ``{uniform|loguniform: [lo, hi]}`` or ``{choice: [...]}``."""
+    """One hyperparameter: ``{uniform|loguniform: [lo, hi]}``, ``{choice: [...]}`` or ``{grid: [...]}``."""
 
     uniform: tuple[float, float] | None = None
     loguniform: tuple[PositiveFloat, PositiveFloat] | None = None
-    choice: list[Any] | None = None
+    choice: list[Any] | None = Field(None, min_length=1)
+    grid: list[Any] | None = Field(None, min_length=1, description="Every value is tried (times num_samples).")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SearchDim:
-        given = [k for k in ("uniform", "loguniform", "choice") if getattr(self, k) is not None]
+        given = [k for k in ("uniform", "loguniform", "choice", "grid") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of uniform, loguniform, choice")
+            raise ValueError("give exactly one of uniform, loguniform, choice, grid")
         return self
+
+
+TUNABLE_TRAIN_PARAMS = ("learning_rate", "batch_size", "weight_decay", "epochs")
 
 
 class TuneSpec(_Section):
     num_samples: PositiveInt = 4
-    metric: str = "val_pr_auc"
+    metric: Literal["val_pr_auc", "val_roc_auc", "val_log_loss"] = "val_pr_auc"
     mode: Literal["max", "min"] = "max"
-    search_space: dict[str, SearchDim] = Field(default_factory=dict)
+    grace_period: PositiveInt = Field(1, description="ASHA: epochs every trial gets before it can be stopped.")
+    reduction_factor: float = Field(2, gt=1, description="ASHA: keep 1/reduction_factor of trials per rung.")
+    search_space: dict[str, SearchDim] = Field(
+        default_factory=dict, description="Keys: train params or model.<param>."
+    )
+
+    @field_validator("search_space")
+    @classmethod
+    def _tunable(cls, space: dict[str, SearchDim]) -> dict[str, SearchDim]:
+        for key in space:
+            if key not in TUNABLE_TRAIN_PARAMS and not key.startswith("model."):
+                raise ValueError(
+                    f"cannot tune '{key}': use one of {', '.join(TUNABLE_TRAIN_PARAMS)} or model.<param>"
+                )
+        return space
+
+
+class RegistrySpec(_Section):
+    model_name: str | None = Field(None, description="Registered model name; default: the spec's name.")
+    gate_metric: Literal["pr_auc", "roc_auc"] = "pr_auc"
+    gate_margin: float = Field(
+        0.0, ge=0, description="A candidate must beat the champion by this much on the same held-out data."
+    )
 
 
 class ServeSpec(_Section):
@@ -202,6 +232,7 @@ class Spec(_Section):
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
     tune: TuneSpec = TuneSpec()
+    registry: RegistrySpec = RegistrySpec()
     serve: ServeSpec = ServeSpec()
     monitor: MonitorSpec = MonitorSpec()
 
@@ -230,6 +261,10 @@ class Spec(_Section):
     @property
     def contract(self) -> Contract:
         return self.dataset.contract
+
+    @property
+    def model_name(self) -> str:
+        return self.registry.model_name or self.name
 
     def hash(self) -> str:
         return _stable_hash(self.model_dump(mode="json"))

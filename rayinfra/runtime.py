@@ -19,6 +19,9 @@ from rayinfra.config import Settings
 log = logging.getLogger(__name__)
 
 NAMESPACE = "rayinfra"
+# What a Tune trial asks for: it only drives a Train run whose workers hold the
+# resources, and Tune refuses an empty request.
+TRIAL_CPU = 0.01
 AUTH_MODE_VAR = "RAY_AUTH_MODE"
 
 
@@ -36,20 +39,21 @@ class ResourceLayout:
 
     @property
     def train_cpus(self) -> float:
-        return max(self.cpus - self.data_cpus, 0.5)
+        # A Tune trial that drives a Train run holds TRIAL_CPU itself: keep it out too.
+        return max(self.cpus - self.data_cpus - TRIAL_CPU, 0.5)
 
     def train_worker(self, num_workers: int, use_gpu: bool = False, cpus: float | None = None) -> dict[str, float]:
         """Resources for each Train worker: an even share of the Train CPUs, at most 1."""
         share = cpus if cpus is not None else min(1.0, self.train_cpus / num_workers)
-        resources = {"CPU": round(share, 3)}
+        resources = {"CPU": round(share - 0.0005, 3)}  # rounded down: never more than the budget
         if use_gpu:
             resources["GPU"] = 1.0
         return resources
 
     def tune_concurrency(self, num_workers: int, use_gpu: bool = False) -> int:
         """How many training runs (trials) fit side by side."""
-        per_trial = self.train_worker(num_workers, use_gpu)
-        by_cpu = self.train_cpus // (per_trial["CPU"] * num_workers)
+        per_trial = self.train_worker(num_workers, use_gpu)["CPU"] * num_workers + TRIAL_CPU
+        by_cpu = (self.train_cpus + TRIAL_CPU) // per_trial
         by_gpu = self.gpus // num_workers if use_gpu else by_cpu
         return max(1, int(min(by_cpu, by_gpu)))
 

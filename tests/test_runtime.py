@@ -8,22 +8,24 @@ import sys
 
 import pytest
 
-from rayinfra.runtime import ResourceLayout
+from rayinfra.runtime import TRIAL_CPU, ResourceLayout
 
 
 def test_layout_on_two_cpus_leaves_ray_data_a_cpu():
     layout = ResourceLayout(cpus=2, gpus=0)
     assert layout.data_cpus == 1
-    assert layout.train_worker(2) == {"CPU": 0.5}
+    assert layout.train_worker(2) == {"CPU": 0.494}
     assert layout.tune_concurrency(2) == 1
-    assert 2 * layout.train_worker(2)["CPU"] + layout.data_cpus <= layout.cpus
+    # Train workers + the Tune trial that drives them + Ray Data fit in 2 CPUs.
+    assert 2 * layout.train_worker(2)["CPU"] + TRIAL_CPU + layout.data_cpus <= layout.cpus
+    assert layout.train_worker(1)["CPU"] + TRIAL_CPU + layout.data_cpus <= layout.cpus
 
 
 def test_layout_scales_with_the_cluster():
     layout = ResourceLayout(cpus=16, gpus=4)
     assert layout.data_cpus == 4
     assert layout.train_worker(2, use_gpu=True) == {"CPU": 1.0, "GPU": 1.0}
-    assert layout.tune_concurrency(2) == 6
+    assert layout.tune_concurrency(2) == 5  # 5 trials x (2 workers + the trial's sliver) <= 12
     assert layout.tune_concurrency(2, use_gpu=True) == 2
 
 

@@ -1,0 +1,1 @@
+"""Distributed training (Ray Train), hyperparameter search (Ray Tune)."""

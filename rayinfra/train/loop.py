@@ -1,0 +1,124 @@
+"""What each Ray Train worker runs: epochs over its shard, validation, checkpoints.
+
+Rank 0 validates on the whole validation set, picks the decision threshold, and
+writes the checkpoint (model, optimizer, epoch, preprocessor, metric history); every
+rank reports, as Ray Train requires. A restarted worker group resumes from the last
+checkpoint, not from epoch 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rayinfra.data.features import Preprocessor
+from rayinfra.data.loader import torch_batches
+from rayinfra.train.metrics import classification_metrics
+from rayinfra.train.models import build_model
+
+STATE_FILE = "state.pt"
+PREPROCESSOR_FILE = "preprocessor.json"
+BATCH_DTYPES = {"x_num": torch.float32, "x_cat": torch.int64, "y": torch.float32}
+
+
+def train_loop(config: dict[str, Any]) -> dict[str, Any]:
+    """Ray Train's ``train_loop_per_worker``; returns (on rank 0) the metric history."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    device = ray.train.torch.get_device()
+    pre = Preprocessor.from_json(config["preprocessor"])
+    model = build_model(config["model"], len(pre.numeric), pre.cardinalities, config["model_params"])
+    model = ray.train.torch.prepare_model(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"])
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pre.pos_weight, device=device))
+    amp = device.type == "cuda"  # mixed precision only where it pays
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+    start, history = _resume(model, opt)
+    train_shard = ray.train.get_dataset_shard("train")
+    for epoch in range(start, config["epochs"]):
+        _maybe_fail(config, epoch, rank)
+        model.train()
+        total, rows = 0.0, 0
+        for batch in torch_batches(train_shard, config["batch_size"], BATCH_DTYPES, device=device):
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                loss = loss_fn(model(batch["x_num"], batch["x_cat"]), batch["y"])
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            total += float(loss) * len(batch["y"])
+            rows += len(batch["y"])
+        metrics: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(rows, 1), "train_rows": rows}
+        if rank == 0:
+            y, p = predict(model, ray.train.get_dataset_shard("val"), config["batch_size"], device)
+            metrics.update({f"val_{k}": v for k, v in classification_metrics(y, p).items()})
+            history.append(metrics)
+        _report(metrics, model, opt, epoch, history, config, rank)
+    return {"history": history, "resumed_at": start}
+
+
+def predict(model: torch.nn.Module, data: Any, batch_size: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and predicted probabilities over ``data`` (a dataset or shard)."""
+    model.eval()
+    ys, ps = [], []
+    with torch.no_grad():
+        for batch in torch_batches(data, batch_size, BATCH_DTYPES, device=device):
+            ps.append(torch.sigmoid(model(batch["x_num"], batch["x_cat"]).float()).cpu().numpy())
+            ys.append(batch["y"].cpu().numpy())
+    return np.concatenate(ys), np.concatenate(ps)
+
+
+def _report(metrics, model, opt, epoch, history, config, rank) -> None:
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            state = {
+                "model": _unwrap(model).state_dict(),
+                "optimizer": opt.state_dict(),
+                "epoch": epoch,
+                "history": history,
+                "model_name": config["model"],
+                "model_params": config["model_params"],
+            }
+            torch.save(state, Path(tmp) / STATE_FILE)
+            (Path(tmp) / PREPROCESSOR_FILE).write_text(config["preprocessor"])
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _resume(model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list[dict[str, Any]]]:
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0, []
+    with checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+    _unwrap(model).load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    return state["epoch"] + 1, state["history"]
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _maybe_fail(config: dict[str, Any], epoch: int, rank: int) -> None:
+    """Test hook: the last rank kills its own process once, at the given epoch."""
+    marker = config.get("fail_marker")
+    if marker and epoch == config.get("fail_at_epoch") and rank == config.get("fail_rank", 0):
+        if not os.path.exists(marker):
+            Path(marker).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,280 @@
+"""Train a model on a pinned Delta table version with Ray Train (DDP, CPU or GPU).
+
+`prepare_data` reads the version through Ray Data, splits it deterministically, fits
+the preprocessor on the training split only and turns every row into model tensors.
+`train` runs a `TorchTrainer` over those datasets with per-epoch checkpoints and
+`FailureConfig`, then scores the best checkpoint on the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from rayinfra.config import Settings, Spec
+from rayinfra.data.features import Preprocessor
+from rayinfra.data.split import TEST, TRAIN, VAL, Splitter, event_time_cutoffs
+from rayinfra.data.tables import Table
+from rayinfra.runtime import ResourceLayout, init_ray
+from rayinfra.train.loop import PREPROCESSOR_FILE, STATE_FILE, predict, train_loop
+from rayinfra.train.metrics import classification_metrics
+from rayinfra.train.models import build_model
+
+if TYPE_CHECKING:
+    import ray.data
+    from ray.train import Result
+
+log = logging.getLogger(__name__)
+
+MATERIALIZE_SHARE = 0.25  # materialize prepared data up to this share of the object store
+
+
+class TrainingError(RuntimeError):
+    """A training run that did not finish; says why and after how many recoveries."""
+
+
+@dataclass
+class PreparedData:
+    table_uri: str
+    version: int
+    preprocessor: Preprocessor
+    train: ray.data.Dataset
+    val: ray.data.Dataset
+    test: ray.data.Dataset
+    materialized: bool
+    raw: ray.data.Dataset  # the pinned version's raw, labelled rows with their split column
+
+
+@dataclass
+class TrainOutcome:
+    name: str
+    params: dict[str, Any]
+    data: PreparedData
+    history: list[dict[str, Any]]
+    val_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    checkpoint_path: str
+    resumed_at: int
+    model: torch.nn.Module
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- data
+def prepare_data(spec: Spec, settings: Settings, version: int | None = None) -> PreparedData:
+    """The pinned version, split and preprocessed into model tensors (lazily, or cached)."""
+    table = Table.for_spec(spec, settings)
+    version = table.version() if version is None else version
+    contract = spec.contract
+    if contract.label is None:
+        raise TrainingError(f"the contract of {table.uri} names no label column; training needs one")
+    splitter = _splitter(spec, table, version)
+    columns = list(dict.fromkeys([*spec.features.all, contract.label, splitter.column]))
+    raw = table.read(version=version, columns=columns)
+    label = contract.label
+
+    def labelled_train(batch):  # rows without a label yet (fresh serving traffic) are skipped
+        batch = batch.filter(batch.column(label).is_valid())
+        return splitter.take(batch, TRAIN)
+
+    pre = Preprocessor.for_spec(spec)
+    parts = raw.map_batches(
+        lambda b: {"stats": np.array([json.dumps(pre.partial_stats(labelled_train(b)))])}, batch_format="pyarrow"
+    ).take_all()
+    pre.fit_from([json.loads(p["stats"]) for p in parts])
+    if pre.positives == 0 or pre.positives == pre.rows:
+        raise TrainingError(f"the training split of {table.uri}@{version} has a single class ({pre.rows} rows)")
+
+    def with_split(batch):
+        batch = batch.filter(batch.column(label).is_valid())
+        return batch.append_column("split", pa.array(splitter.assign(batch)))
+
+    labelled = raw.map_batches(with_split, batch_format="pyarrow")
+    prepared = labelled.map_batches(lambda b: {**pre.transform(b), "split": b.column("split").to_numpy()}, batch_format="pyarrow")
+    materialized = _fits_in_memory(table, version, pre)
+    if materialized:  # every epoch then reads memory instead of re-reading the table
+        prepared = prepared.materialize()
+
+    def only(split: int):
+        return prepared.map_batches(
+            lambda b: {k: v[b["split"] == split] for k, v in b.items() if k != "split"}, batch_format="numpy"
+        )
+
+    return PreparedData(table.uri, version, pre, only(TRAIN), only(VAL), only(TEST), materialized, labelled)
+
+
+def raw_split(data: PreparedData, split: int, max_rows: int | None = None) -> pd.DataFrame:
+    """Raw rows (features and label) of one split, as a DataFrame, for scoring and profiles."""
+    ds = data.raw.filter(expr=f"split == {split}").drop_columns(["split"])
+    return (ds.limit(max_rows) if max_rows else ds).to_pandas()
+
+
+def _splitter(spec: Spec, table: Table, version: int) -> Splitter:
+    t = spec.train
+    if t.split == "key_hash":
+        if spec.contract.key is None:
+            raise TrainingError("train.split is key_hash but the contract names no key column")
+        return Splitter("key_hash", spec.contract.key, t.validation_fraction, t.test_fraction)
+    column = spec.contract.event_time
+    if column is None:
+        raise TrainingError("train.split is event_time but the contract names no event_time column")
+    times = table.to_arrow(version=version, columns=[column]).column(0).cast("int64").to_numpy()
+    cutoffs = event_time_cutoffs(times, t.validation_fraction, t.test_fraction)
+    return Splitter("event_time", column, t.validation_fraction, t.test_fraction, cutoffs)
+
+
+def _fits_in_memory(table: Table, version: int, pre: Preprocessor) -> bool:
+    import ray
+
+    rows = table.delta(version).count()
+    row_bytes = 4 * len(pre.numeric) + 8 * len(pre.categorical) + 4 + 1
+    budget = ray.available_resources().get("object_store_memory", 0) * MATERIALIZE_SHARE
+    return rows * row_bytes < budget
+
+
+# ---------------------------------------------------------------------------- train
+def train_params(spec: Spec, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The hyperparameters of a run: the spec's, then ``overrides`` (``model.x`` for model params)."""
+    t = spec.train
+    params: dict[str, Any] = {
+        "learning_rate": t.learning_rate,
+        "batch_size": t.batch_size,
+        "weight_decay": t.weight_decay,
+        "epochs": t.epochs,
+        **{f"model.{k}": v for k, v in spec.model.params.items()},
+    }
+    params.update(overrides or {})
+    return params
+
+
+def build_trainer(
+    spec: Spec,
+    settings: Settings,
+    data: PreparedData,
+    params: dict[str, Any],
+    name: str,
+    callbacks: list[Any] | None = None,
+    test_hooks: dict[str, Any] | None = None,
+):
+    """A `TorchTrainer` for one run; resources from the cluster's `ResourceLayout`."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    t = spec.train
+    layout = ResourceLayout.current()
+    config = {
+        "preprocessor": data.preprocessor.to_json(),
+        "model": spec.model.name,
+        "model_params": {k.removeprefix("model."): v for k, v in params.items() if k.startswith("model.")},
+        "learning_rate": float(params["learning_rate"]),
+        "weight_decay": float(params["weight_decay"]),
+        "batch_size": int(params["batch_size"]),
+        "epochs": int(params["epochs"]),
+        **(test_hooks or {}),
+    }
+    metric, mode = spec.tune.metric, spec.tune.mode
+    return TorchTrainer(
+        train_loop,
+        train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=t.num_workers,
+            use_gpu=t.use_gpu,
+            resources_per_worker=layout.train_worker(t.num_workers, t.use_gpu, t.cpus_per_worker),
+        ),
+        datasets={"train": data.train, "val": data.val},
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=settings.storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute=metric, checkpoint_score_order=mode
+            ),
+            callbacks=callbacks or [],
+        ),
+    )
+
+
+def train(
+    spec: Spec,
+    settings: Settings | None = None,
+    version: int | None = None,
+    params: dict[str, Any] | None = None,
+    name: str | None = None,
+    data: PreparedData | None = None,
+    test_hooks: dict[str, Any] | None = None,
+) -> TrainOutcome:
+    """Train on the pinned table version; score the best checkpoint on the test split."""
+    settings = settings or Settings()
+    init_ray(settings)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    data = data or prepare_data(spec, settings, version)
+    seconds["prepare"] = time.perf_counter() - t0
+    params = train_params(spec, params)
+    name = name or f"{spec.name}-v{data.version}-{time.strftime('%Y%m%d-%H%M%S')}"
+    trainer = build_trainer(spec, settings, data, params, name, test_hooks=test_hooks)
+    t0 = time.perf_counter()
+    result = _fit(trainer, name, spec.train.max_failures)
+    seconds["fit"] = time.perf_counter() - t0
+    checkpoint = result.get_best_checkpoint(spec.tune.metric, spec.tune.mode) or result.checkpoint
+    model, _ = load_checkpoint(checkpoint.path)
+    history = result.return_value["history"]
+    val_metrics = _metrics_of(checkpoint, result)
+    t0 = time.perf_counter()
+    test_metrics = evaluate(model, data.test, val_metrics["val_threshold"], spec.train.batch_size)
+    seconds["test"] = time.perf_counter() - t0
+    return TrainOutcome(
+        name=name,
+        params=params,
+        data=data,
+        history=history,
+        val_metrics=val_metrics,
+        test_metrics=test_metrics,
+        checkpoint_path=checkpoint.path,
+        resumed_at=result.return_value["resumed_at"],
+        model=model,
+        seconds=seconds,
+    )
+
+
+def _fit(trainer, name: str, max_failures: int) -> Result:
+    try:
+        result = trainer.fit()
+    except Exception as err:  # Ray wraps worker and controller errors; keep the cause readable
+        raise TrainingError(
+            f"training run '{name}' failed (max_failures={max_failures}): {type(err).__name__}: {err}"
+        ) from err
+    if result.error is not None:
+        raise TrainingError(f"training run '{name}' failed (max_failures={max_failures}): {result.error}")
+    return result
+
+
+def _metrics_of(checkpoint, result) -> dict[str, float]:
+    for ckpt, metrics in result.best_checkpoints or []:
+        if ckpt.path == checkpoint.path:
+            return {k: v for k, v in metrics.items() if k.startswith("val_") or k == "epoch"}
+    return {k: v for k, v in result.metrics.items() if k.startswith("val_") or k == "epoch"}
+
+
+def load_checkpoint(path: str) -> tuple[torch.nn.Module, Preprocessor]:
+    """The model (on CPU, eval mode) and preprocessor saved in a checkpoint directory."""
+    pre = Preprocessor.load(Path(path) / PREPROCESSOR_FILE)
+    state = torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=False)
+    model = build_model(state["model_name"], len(pre.numeric), pre.cardinalities, state["model_params"])
+    model.load_state_dict(state["model"])
+    return model.eval(), pre
+
+
+def evaluate(model: torch.nn.Module, dataset: ray.data.Dataset, threshold: float, batch_size: int = 4096) -> dict[str, float]:
+    """Metrics of ``model`` on a prepared dataset, at the threshold chosen on validation."""
+    y, p = predict(model, dataset, batch_size, torch.device("cpu"))
+    return classification_metrics(y, p, threshold)

@@ -1,0 +1,166 @@
+"""Hyperparameter search: Ray Tune trials that each run a distributed TorchTrainer.
+
+In Ray 2.60 (Train V2) a Tune trial is a function that builds and fits a
+`TorchTrainer`; Train reports each epoch to Tune through `TuneReportCallback`, and
+ASHA stops trials that trail at a rung. The data is read and preprocessed once, for
+all trials. Concurrency comes from the cluster's `ResourceLayout`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from ray.tune import Callback
+from rich.console import Console
+
+from rayinfra.config import SearchDim, Settings, Spec
+from rayinfra.runtime import TRIAL_CPU, ResourceLayout, init_ray
+from rayinfra.train.trainer import PreparedData, TrainOutcome, build_trainer, evaluate, load_checkpoint, prepare_data, train_params
+
+CHECKPOINT_KEY = "checkpoint_path"
+TRIAL_CPU = 0.01  # what TuneReportCallback adds to a trial's metrics
+
+
+@dataclass
+class TrialSummary:
+    trial_id: str
+    params: dict[str, Any]
+    epochs: int
+    best_score: float
+    status: str
+    history: list[dict[str, Any]]
+
+
+@dataclass
+class TuneOutcome:
+    name: str
+    trials: list[TrialSummary]
+    best: TrainOutcome
+    concurrency: int
+    seconds: float
+
+
+def search_space(spec: Spec) -> dict[str, Any]:
+    from ray import tune
+
+    def dim(d: SearchDim) -> Any:
+        if d.uniform:
+            return tune.uniform(*d.uniform)
+        if d.loguniform:
+            return tune.loguniform(*d.loguniform)
+        if d.grid:
+            return tune.grid_search(d.grid)
+        return tune.choice(d.choice)
+
+    return {key: dim(d) for key, d in spec.tune.search_space.items()}
+
+
+def tune_search(spec: Spec, settings: Settings | None = None, version: int | None = None) -> TuneOutcome:
+    """Run the spec's search; return every trial and the best one, scored on the test split."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.tune.schedulers import ASHAScheduler
+
+    settings = settings or Settings()
+    init_ray(settings)
+    t0 = time.perf_counter()
+    data = prepare_data(spec, settings, version)
+    base = train_params(spec)
+    name = f"{spec.name}-tune-v{data.version}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def trial(config: dict[str, Any]) -> None:
+        trial_id = tune.get_context().get_trial_id()
+        trainer = build_trainer(spec, settings, data, {**base, **config}, f"{name}-{trial_id}", callbacks=[TuneReportCallback()])
+        trainer.fit()
+
+    t = spec.train
+    layout = ResourceLayout.current()
+    concurrency = layout.tune_concurrency(t.num_workers, t.use_gpu)
+    epochs_dim = spec.tune.search_space.get("epochs")
+    max_epochs = max(epochs_dim.grid or epochs_dim.choice or [base["epochs"]]) if epochs_dim else base["epochs"]
+    tuner = tune.Tuner(
+        tune.with_resources(trial, {"cpu": TRIAL_CPU}),
+        param_space=search_space(spec),
+        tune_config=tune.TuneConfig(
+            metric=spec.tune.metric,
+            mode=spec.tune.mode,
+            num_samples=spec.tune.num_samples,
+            max_concurrent_trials=concurrency,
+            scheduler=ASHAScheduler(
+                time_attr="training_iteration",
+                max_t=max_epochs,
+                grace_period=spec.tune.grace_period,
+                reduction_factor=spec.tune.reduction_factor,
+            ),
+        ),
+        run_config=tune.RunConfig(
+            name=name, storage_path=settings.storage_path, verbose=0, callbacks=[_Progress(spec)]
+        ),
+    )
+    grid = tuner.fit()
+    trials = [_summary(r, spec) for r in grid if r.metrics_dataframe is not None]
+    if not trials:
+        errors = "; ".join(str(r.error) for r in grid if r.error)
+        raise RuntimeError(f"tune search '{name}' produced no finished trial: {errors}")
+    best = _best_outcome(spec, data, grid, trials, name)
+    return TuneOutcome(name, trials, best, concurrency, time.perf_counter() - t0)
+
+
+def _summary(result, spec: Spec) -> TrialSummary:
+    df: pd.DataFrame = result.metrics_dataframe
+    metric = spec.tune.metric
+    best = df[metric].max() if spec.tune.mode == "max" else df[metric].min()
+    history = df[[c for c in df.columns if c.startswith(("val_", "train_")) or c in ("epoch", CHECKPOINT_KEY)]].to_dict("records")
+    epochs = int(df["training_iteration"].max())
+    status = "error" if result.error else "stopped early" if epochs < int(result.config.get("epochs", spec.train.epochs)) else "completed"
+    trial_id = str(result.metrics.get("trial_id") or str(result.path).rsplit("/", 1)[-1])
+    return TrialSummary(trial_id, dict(result.config), epochs, float(best), status, history)
+
+
+def _best_outcome(spec: Spec, data: PreparedData, grid, trials: list[TrialSummary], name: str) -> TrainOutcome:
+    sign = 1 if spec.tune.mode == "max" else -1
+    best_trial = max(trials, key=lambda t: sign * t.best_score)
+    rows = [h for h in best_trial.history if isinstance(h.get(CHECKPOINT_KEY), str)]
+    best_row = max(rows, key=lambda h: sign * h[spec.tune.metric])
+    model, _ = load_checkpoint(best_row[CHECKPOINT_KEY])
+    val = {k: v for k, v in best_row.items() if k.startswith("val_") or k == "epoch"}
+    test = evaluate(model, data.test, val["val_threshold"], spec.train.batch_size)
+    history = [{k: v for k, v in h.items() if k != CHECKPOINT_KEY} for h in best_trial.history]
+    return TrainOutcome(
+        name=f"{name}-best-{best_trial.trial_id}",
+        params={**train_params(spec), **best_trial.params},
+        data=data,
+        history=history,
+        val_metrics=val,
+        test_metrics=test,
+        checkpoint_path=best_row[CHECKPOINT_KEY],
+        resumed_at=0,
+        model=model,
+    )
+
+
+class _Progress(Callback):
+    """One line per trial epoch, with the best score so far."""
+
+    def __init__(self, spec: Spec) -> None:
+        # Tune pickles its callbacks: hold no Console (it has a lock), print through a new one.
+        self.metric, self.mode = spec.tune.metric, spec.tune.mode
+        self.best: float | None = None
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        score = result.get(self.metric)
+        if score is None:
+            return
+        if self.best is None or (score > self.best if self.mode == "max" else score < self.best):
+            self.best = score
+        running = sum(t.status == "RUNNING" for t in trials)
+        Console().print(
+            f"trial {trial.trial_id} epoch {result.get('training_iteration')}: {self.metric} {score:.4f} "
+            f"(best so far {self.best:.4f}; {running} running, {len(trials)} started)"
+        )
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        Console().print(f"[dim]trial {trial.trial_id} finished[/]")
