@@ -143,6 +143,9 @@ class TrainSpec(_Section):
         None, description="CPUs per Train worker; default from the cluster's resource layout."
     )
     max_failures: int = Field(1, ge=0, description="Worker failures to recover from (from the last checkpoint).")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = Field(
+        "PACK", description="Where workers go: PACK fills a node first; SPREAD uses many nodes."
+    )
     split: Literal["key_hash", "event_time"] = "key_hash"
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)

@@ -44,3 +44,25 @@ def ray_session():
     layout = init_ray(Settings(num_cpus=2, object_store_mb=1024))
     yield layout
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def train_home(tmp_path_factory, ray_session):
+    """Settings with their own home, and a demo table of 20k rows at version 1."""
+    from rayinfra.config import Settings
+    from rayinfra.data import synthetic
+    from rayinfra.data.tables import Table
+
+    from rayinfra.config import load_spec
+
+    settings = Settings(home=tmp_path_factory.mktemp("train-home"), num_cpus=2)
+    Table.for_spec(load_spec(DEMO_SPEC), settings).append(synthetic.generate(20_000, seed=1), source="test")
+    return settings
+
+
+def small_spec(**overrides):
+    """The demo spec, made quick: few epochs, a small model."""
+    from rayinfra.config import load_spec
+
+    base = {"train.epochs": 2, "train.num_workers": 1, "train.batch_size": 512, "model.params": {"hidden": [32]}}
+    return load_spec(DEMO_SPEC, {**base, **overrides})

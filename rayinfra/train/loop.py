@@ -56,7 +56,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
-            total += float(loss) * len(batch["y"])
+            total += float(loss.detach()) * len(batch["y"])
             rows += len(batch["y"])
         metrics: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(rows, 1), "train_rows": rows}
         if rank == 0:

@@ -188,6 +188,7 @@ def build_trainer(
             num_workers=t.num_workers,
             use_gpu=t.use_gpu,
             resources_per_worker=layout.train_worker(t.num_workers, t.use_gpu, t.cpus_per_worker),
+            placement_strategy=t.placement_strategy,
         ),
         datasets={"train": data.train, "val": data.val},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),

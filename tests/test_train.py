@@ -1,0 +1,90 @@
+"""Distributed training: quality, determinism, recovery from a killed worker, custom models."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from rayinfra.data import synthetic
+from rayinfra.data.features import OOV, Preprocessor
+from rayinfra.data.split import TEST, TRAIN, VAL, Splitter
+from rayinfra.train.models import BUILTIN, build_model
+from rayinfra.train.trainer import TrainingError, train
+from tests.conftest import small_spec
+
+
+def _quality_ok(metrics):
+    # Well above chance: ROC-AUC 0.5 and PR-AUC = the base rate are what guessing gets.
+    return metrics["roc_auc"] > 0.72 and metrics["pr_auc"] > 3 * metrics["positive_rate"]
+
+
+def test_two_workers_reach_the_quality_of_one(train_home):
+    one = train(small_spec(**{"train.epochs": 3}), train_home)
+    two = train(small_spec(**{"train.epochs": 3, "train.num_workers": 2}), train_home)
+    assert _quality_ok(one.test_metrics), one.test_metrics
+    assert _quality_ok(two.test_metrics), two.test_metrics
+    assert abs(one.test_metrics["roc_auc"] - two.test_metrics["roc_auc"]) < 0.05
+    # DDP split the data: each epoch covers the training split once in total.
+    assert two.history[-1]["train_rows"] < one.history[-1]["train_rows"]
+    assert one.data.version == 1 and len(one.history) == 3
+
+
+def test_killed_worker_resumes_from_the_last_checkpoint(train_home, tmp_path):
+    marker = tmp_path / "killed"
+    hooks = {"fail_marker": str(marker), "fail_at_epoch": 2, "fail_rank": 1}
+    out = train(small_spec(**{"train.epochs": 3, "train.num_workers": 2, "train.max_failures": 1}), train_home, test_hooks=hooks)
+    assert marker.exists(), "the worker was not killed"
+    # Resumed from a checkpoint (the last one Ray Train had committed when the worker
+    # died: epoch 1's, or epoch 0's if the kill raced its registration), not from scratch.
+    assert out.resumed_at in (1, 2), "the run restarted from epoch 0 instead of the checkpoint"
+    assert [h["epoch"] for h in out.history] == [0, 1, 2]
+
+
+def test_killed_worker_without_recovery_fails_clearly(train_home, tmp_path):
+    hooks = {"fail_marker": str(tmp_path / "killed"), "fail_at_epoch": 0, "fail_rank": 0}
+    with pytest.raises(TrainingError, match=r"failed \(max_failures=0\)"):
+        train(small_spec(**{"train.max_failures": 0}), train_home, test_hooks=hooks)
+
+
+def test_custom_model_factory_trains(train_home):
+    out = train(small_spec(**{"model.name": "tests.custom_model:build", "model.params": {"width": 4}, "train.epochs": 1}), train_home)
+    assert out.model.mlp[0].out_features == 4
+
+
+def test_model_names_match_the_spec_validator():
+    from rayinfra.config import BUILTIN_MODELS
+
+    assert set(BUILTIN_MODELS) == set(BUILTIN)
+
+
+def test_bad_model_params_and_factories_are_named():
+    with pytest.raises(ValueError, match="does not accept these params"):
+        build_model("mlp", 3, [4], {"depth": 9})
+    with pytest.raises(ValueError, match="cannot be imported"):
+        build_model("nowhere.module:build", 3, [4])
+
+
+def test_preprocessor_fits_training_rows_and_buckets_the_unseen(spec):
+    data = synthetic.generate(5_000, seed=3)
+    pre = Preprocessor.for_spec(spec).fit(data)
+    out = pre.transform(data)
+    assert out["x_num"].shape == (5_000, len(spec.features.numeric))
+    assert abs(out["x_num"].mean()) < 0.05 and abs(out["x_num"].std() - 1) < 0.1
+    assert out["x_cat"].min() >= 1  # every training category is in the vocabulary
+    unseen = synthetic.generate(2, seed=4).to_pylist()
+    unseen[0]["country"], unseen[1]["amount"] = "ATLANTIS", None
+    x = pre.transform(pa.Table.from_pylist(unseen))
+    assert x["x_cat"][0, spec.features.categorical.index("country")] == OOV
+    assert x["x_num"][1, spec.features.numeric.index("amount")] == 0.0  # missing = training mean
+    assert Preprocessor.from_json(pre.to_json()) == pre
+
+
+def test_key_hash_split_is_stable_and_proportional():
+    data = synthetic.generate(20_000, seed=1)
+    splitter = Splitter("key_hash", "transaction_id", 0.15, 0.15)
+    a = splitter.assign(data)
+    assert (a == splitter.assign(data.slice(0, 20_000))).all()
+    shares = [(a == s).mean() for s in (TRAIN, VAL, TEST)]
+    assert abs(shares[0] - 0.7) < 0.02 and abs(shares[1] - 0.15) < 0.02
+    # A row's split depends on its key only, not on which batch it arrives in.
+    assert (splitter.assign(data.slice(100, 50)) == a[100:150]).all()
