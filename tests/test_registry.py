@@ -1,0 +1,83 @@
+"""MLflow registry: lineage on every version, the gate, promote, rollback, the audit log."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+
+from rayinfra import audit, registry
+from rayinfra.data import synthetic
+from rayinfra.pipeline import register_and_gate
+from rayinfra.registry import CHALLENGER, CHAMPION, RegistryError
+from rayinfra.train.trainer import train
+from tests.conftest import small_spec
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return small_spec(**{"registry.model_name": "fraud-registry-test"})
+
+
+@pytest.fixture(scope="module")
+def first(spec, train_home):
+    """A good model, registered: as the first, it becomes champion."""
+    return register_and_gate(spec, train_home, train(spec, train_home))
+
+
+def test_first_model_becomes_champion_with_lineage(spec, train_home, first):
+    assert first.gate.promoted and first.gate.champion is None
+    assert registry.alias_version(spec.model_name, CHAMPION, train_home) == first.model_version
+    (v,) = [v for v in registry.list_versions(spec, train_home) if v["version"] == first.model_version]
+    tags = v["tags"]
+    assert tags["rayinfra.table_uri"] == train_home.table_uri("transactions")
+    assert tags["rayinfra.table_version"] == "1"
+    assert tags["rayinfra.contract_hash"] == spec.contract.hash()
+    assert tags["rayinfra.spec_hash"] == spec.hash()
+    assert tags["rayinfra.code_version"]
+    assert tags["rayinfra.ray_version"].startswith("2.60")
+    assert float(tags["rayinfra.metric.test_pr_auc"]) == pytest.approx(first.outcome.test_metrics["pr_auc"], rel=1e-4)
+
+
+def test_run_has_epoch_metrics_profile_and_model(spec, train_home, first):
+    c = registry.client(train_home)
+    history = c.get_metric_history(first.run_id, "val_pr_auc")
+    assert [m.step for m in history] == [0, 1]
+    artifacts = {a.path for a in c.list_artifacts(first.run_id, "reference")}
+    assert registry.PROFILE_ARTIFACT in artifacts
+    from whylogs.core import DatasetProfileView
+
+    local = mlflow.artifacts.download_artifacts(run_id=first.run_id, artifact_path=registry.PROFILE_ARTIFACT)
+    view = DatasetProfileView.deserialize(open(local, "rb").read())
+    assert "amount" in view.get_columns()
+
+
+def test_champion_serves_raw_records_including_unseen_categories(spec, train_home, first):
+    registry.client(train_home)
+    model = mlflow.pyfunc.load_model(f"models:/{spec.model_name}@{CHAMPION}")
+    frame = synthetic.generate(50, seed=11, drift=1.0).to_pandas()[spec.features.all]  # unseen countries
+    out = model.predict(frame)
+    assert len(out) == 50 and ((out["probability"] >= 0) & (out["probability"] <= 1)).all()
+    assert set(np.unique(out["prediction"])) <= {0, 1}
+
+
+def test_gate_refuses_a_worse_model_then_promote_and_rollback(spec, train_home, first):
+    worse = register_and_gate(spec, train_home, train(spec, train_home, params={"learning_rate": 1e-7, "epochs": 1}))
+    assert not worse.gate.promoted
+    assert worse.gate.candidate_score < worse.gate.champion_score
+    assert registry.alias_version(spec.model_name, CHAMPION, train_home) == first.model_version
+    assert registry.alias_version(spec.model_name, CHALLENGER, train_home) == worse.model_version
+
+    registry.promote(spec, worse.model_version, "manual test", train_home)
+    assert registry.alias_version(spec.model_name, CHAMPION, train_home) == worse.model_version
+    assert registry.alias_version(spec.model_name, CHALLENGER, train_home) is None
+    assert registry.rollback(spec, "it was worse", train_home) == first.model_version
+    assert registry.alias_version(spec.model_name, CHAMPION, train_home) == first.model_version
+    with pytest.raises(RegistryError, match="no previous champion"):
+        registry.rollback(spec, "again", train_home)
+
+    log = [e for e in audit.entries(train_home) if e.get("model") == spec.model_name]
+    actions = [e["action"] for e in log]
+    assert actions == ["register", "gate", "promote", "register", "gate", "challenger", "promote", "rollback"]
+    assert log[-1]["reason"] == "it was worse" and log[-1]["version"] == first.model_version
+    assert all(e["actor"] and e["time"] for e in log)
