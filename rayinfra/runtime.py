@@ -83,8 +83,9 @@ def init_ray(settings: Settings | None = None, **overrides: object) -> ResourceL
         return ResourceLayout.current()
     settings = settings or Settings()
     if settings.ray_address:
-        # A remote cluster's token must already be here; say so instead of hanging.
-        os.environ.setdefault(AUTH_MODE_VAR, "token")
+        # The auth mode is the cluster's: Ray's client turns token mode on when a token
+        # is present. Forcing it here against a cluster without auth makes every call
+        # from a worker back to this driver fail (seen as hangs and OwnerDiedError).
         ray.init(address=settings.ray_address, namespace=NAMESPACE, log_to_driver=True, **overrides)
     else:
         kwargs: dict[str, object] = {
