@@ -136,7 +136,7 @@ class TrainSpec(_Section):
     num_workers: PositiveInt = 1
     use_gpu: bool = False
     epochs: PositiveInt = 5
-    batch_size: PositiveInt = 1024
+    batch_size: PositiveInt = Field(1024, description="Global batch size, split evenly between workers.")
     learning_rate: PositiveFloat = 1e-3
     weight_decay: float = Field(0.0, ge=0)
     cpus_per_worker: PositiveFloat | None = Field(

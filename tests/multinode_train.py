@@ -31,11 +31,11 @@ def main() -> None:
     settings = Settings(home=home, ray_address=cluster.address)
     try:
         init_ray(settings)
-        spec = load_spec(SPEC, {"train.epochs": 2, "train.num_workers": 2, "train.placement_strategy": "STRICT_SPREAD",
-                                "model.params": {"hidden": [16]}})  # fmt: skip
-        Table.for_spec(spec, settings).append(synthetic.generate(10_000, seed=5))
+        spec = load_spec(SPEC, {"train.epochs": 3, "train.num_workers": 2, "train.placement_strategy": "STRICT_SPREAD"})
+        Table.for_spec(spec, settings).append(synthetic.generate(20_000, seed=5))
         out = train(spec, settings)
-        workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True, limit=100)
+        # Name the cluster: the test session's own Ray runs beside this one.
+        workers = list_actors(address=cluster.address, filters=[("class_name", "=", "RayTrainWorker")], detail=True, limit=100)
         nodes = sorted({w.node_id for w in workers})
         print(json.dumps({"nodes": len(ray.nodes()), "worker_nodes": nodes, "roc_auc": out.test_metrics["roc_auc"]}))
     finally:

@@ -18,4 +18,4 @@ def test_training_workers_span_two_nodes_and_finish():
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["nodes"] == 2
     assert len(result["worker_nodes"]) == 2, "both training workers ran on the same node"
-    assert result["roc_auc"] > 0.55  # completed and learned something; quality is tested elsewhere
+    assert result["roc_auc"] > 0.6  # completed and learned; the quality band is tested elsewhere

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     for epoch in range(start, config["epochs"]):
         _maybe_fail(config, epoch, rank)
         model.train()
-        total, rows = 0.0, 0
+        total, rows, started = 0.0, 0, time.perf_counter()
         for batch in torch_batches(train_shard, config["batch_size"], BATCH_DTYPES, device=device):
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 loss = loss_fn(model(batch["x_num"], batch["x_cat"]), batch["y"])
@@ -58,7 +59,12 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
             scaler.update()
             total += float(loss.detach()) * len(batch["y"])
             rows += len(batch["y"])
-        metrics: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(rows, 1), "train_rows": rows}
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": total / max(rows, 1),
+            "train_rows": rows,
+            "train_seconds": time.perf_counter() - started,
+        }
         if rank == 0:
             y, p = predict(model, ray.train.get_dataset_shard("val"), config["batch_size"], device)
             metrics.update({f"val_{k}": v for k, v in classification_metrics(y, p).items()})

@@ -176,7 +176,9 @@ def build_trainer(
         "model_params": {k.removeprefix("model."): v for k, v in params.items() if k.startswith("model.")},
         "learning_rate": float(params["learning_rate"]),
         "weight_decay": float(params["weight_decay"]),
-        "batch_size": int(params["batch_size"]),
+        # batch_size is global: each of N workers steps on 1/N of it, so the number of
+        # optimizer steps per epoch (and so convergence) does not depend on N.
+        "batch_size": max(1, int(params["batch_size"]) // t.num_workers),
         "epochs": int(params["epochs"]),
         **(test_hooks or {}),
     }
