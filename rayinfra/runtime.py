@@ -22,7 +22,6 @@ NAMESPACE = "rayinfra"
 # What a Tune trial asks for: it only drives a Train run whose workers hold the
 # resources, and Tune refuses an empty request.
 TRIAL_CPU = 0.01
-AUTH_MODE_VAR = "RAY_AUTH_MODE"
 
 
 @dataclass(frozen=True)
@@ -56,10 +55,6 @@ class ResourceLayout:
         by_cpu = (self.train_cpus + TRIAL_CPU) // per_trial
         by_gpu = self.gpus // num_workers if use_gpu else by_cpu
         return max(1, int(min(by_cpu, by_gpu)))
-
-    def serve_replica_cpus(self) -> float:
-        """CPU reserved per Serve replica: small, since replicas mostly wait on I/O."""
-        return 0.25 if self.cpus <= 4 else 1.0
 
     @classmethod
     def current(cls) -> ResourceLayout:
@@ -116,10 +111,3 @@ def auth_mode() -> str:
 def token_path() -> Path:
     """Where a client finds the cluster token (what ``ray`` CLI commands read too)."""
     return Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-
-
-def client_env() -> dict[str, str]:
-    """Environment for a Ray CLI or client subprocess of this project (auth on)."""
-    env = dict(os.environ)
-    env[AUTH_MODE_VAR] = os.environ.get(AUTH_MODE_VAR, "token")
-    return env

@@ -13,7 +13,6 @@ import numpy as np
 import pyarrow as pa
 
 TRAIN, VAL, TEST = 0, 1, 2
-SPLIT_NAMES = {TRAIN: "train", VAL: "val", TEST: "test"}
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,7 @@ from rayinfra.config import SearchDim, Settings, Spec
 from rayinfra.runtime import TRIAL_CPU, ResourceLayout, init_ray
 from rayinfra.train.trainer import PreparedData, TrainOutcome, build_trainer, evaluate, load_checkpoint, prepare_data, train_params
 
-CHECKPOINT_KEY = "checkpoint_path"
-TRIAL_CPU = 0.01  # what TuneReportCallback adds to a trial's metrics
+CHECKPOINT_KEY = "checkpoint_path"  # what TuneReportCallback adds to a trial's metrics
 
 
 @dataclass
