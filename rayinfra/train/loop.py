@@ -12,6 +12,7 @@ import os
 import signal
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +46,14 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
     start, history = _resume(model, opt)
-    train_shard = ray.train.get_dataset_shard("train")
+    cache = config.get("cache", False)
+    train_data = EpochData(ray.train.get_dataset_shard("train"), config["batch_size"], device, cache, shuffle=True)
+    val_data = EpochData(ray.train.get_dataset_shard("val"), config["batch_size"], device, cache, shuffle=False)
     for epoch in range(start, config["epochs"]):
         _maybe_fail(config, epoch, rank)
         model.train()
         total, rows, started = 0.0, 0, time.perf_counter()
-        for batch in torch_batches(train_shard, config["batch_size"], BATCH_DTYPES, device=device):
+        for batch in train_data.batches(epoch):
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 loss = loss_fn(model(batch["x_num"], batch["x_cat"]), batch["y"])
             opt.zero_grad(set_to_none=True)
@@ -66,19 +69,60 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
             "train_seconds": time.perf_counter() - started,
         }
         if rank == 0:
-            y, p = predict(model, ray.train.get_dataset_shard("val"), config["batch_size"], device)
+            y, p = _predict_batches(model, val_data.batches(epoch))
             metrics.update({f"val_{k}": v for k, v in classification_metrics(y, p).items()})
             history.append(metrics)
         _report(metrics, model, opt, epoch, history, config, rank)
     return {"history": history, "resumed_at": start}
 
 
+class EpochData:
+    """A worker's data, streamed from Ray Data on the first pass.
+
+    With ``cache``, the first pass also keeps the tensors, and later epochs replay
+    them from memory (shuffled for training) instead of streaming the shard again:
+    only for data that fits, which the trainer decides.
+    """
+
+    def __init__(self, shard: Any, batch_size: int, device: torch.device, cache: bool, shuffle: bool) -> None:
+        self.shard, self.batch_size, self.device = shard, batch_size, device
+        self.cache, self.shuffle = cache, shuffle
+        self.cached: dict[str, torch.Tensor] | None = None
+
+    def batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        if self.cached is not None:
+            yield from self._replay(epoch)
+            return
+        parts: list[dict[str, torch.Tensor]] = []
+        for batch in torch_batches(self.shard, self.batch_size, BATCH_DTYPES, device=self.device):
+            if self.cache:
+                parts.append(batch)
+            yield batch
+        if self.cache and parts:
+            self.cached = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def _replay(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        n = len(self.cached["y"])
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch)).to(self.device)
+        for i in range(0, n, self.batch_size):
+            if self.shuffle:
+                idx = order[i : i + self.batch_size]
+                yield {k: v[idx] for k, v in self.cached.items()}
+            else:
+                yield {k: v[i : i + self.batch_size] for k, v in self.cached.items()}
+
+
 def predict(model: torch.nn.Module, data: Any, batch_size: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Labels and predicted probabilities over ``data`` (a dataset or shard)."""
+    return _predict_batches(model, torch_batches(data, batch_size, BATCH_DTYPES, device=device))
+
+
+def _predict_batches(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
     model.eval()
     ys, ps = [], []
     with torch.no_grad():
-        for batch in torch_batches(data, batch_size, BATCH_DTYPES, device=device):
+        for batch in batches:
             ps.append(torch.sigmoid(model(batch["x_num"], batch["x_cat"]).float()).cpu().numpy())
             ys.append(batch["y"].cpu().numpy())
     return np.concatenate(ys), np.concatenate(ps)

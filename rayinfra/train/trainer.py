@@ -180,6 +180,8 @@ def build_trainer(
         # optimizer steps per epoch (and so convergence) does not depend on N.
         "batch_size": max(1, int(params["batch_size"]) // t.num_workers),
         "epochs": int(params["epochs"]),
+        # Data that fit in the object store also fits in the workers: cache it there.
+        "cache": data.materialized,
         **(test_hooks or {}),
     }
     metric, mode = spec.tune.metric, spec.tune.mode
