@@ -39,9 +39,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def plain_loop(data, spec, params: dict, epochs: int) -> list[float]:
-    """The same model over the same tensors, in one process: seconds per epoch."""
+    """The same model over the same tensors held in memory and shuffled each epoch, in one process."""
     pre = data.preprocessor
-    batches = list(torch_batches(data.train, int(params["batch_size"]), {"x_num": torch.float32, "x_cat": torch.int64, "y": torch.float32}))
+    parts = list(torch_batches(data.train, int(params["batch_size"]), {"x_num": torch.float32, "x_cat": torch.int64, "y": torch.float32}))
+    tensors = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    n, bs = len(tensors["y"]), int(params["batch_size"])
     model_params = {k.removeprefix("model."): v for k, v in params.items() if k.startswith("model.")}
     model = build_model(spec.model.name, len(pre.numeric), pre.cardinalities, model_params)
     opt = torch.optim.AdamW(model.parameters(), lr=params["learning_rate"], weight_decay=params["weight_decay"])
@@ -50,7 +52,9 @@ def plain_loop(data, spec, params: dict, epochs: int) -> list[float]:
     for _ in range(epochs):
         model.train()
         t0 = time.perf_counter()
-        for b in batches:
+        order = torch.randperm(n)  # shuffled each epoch, as the Train workers do
+        for i in range(0, n, bs):
+            b = {k: v[order[i : i + bs]] for k, v in tensors.items()}
             loss = loss_fn(model(b["x_num"], b["x_cat"]), b["y"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
