@@ -6,6 +6,7 @@ Training workers must land on both nodes and the run must complete.
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +25,12 @@ SPEC = Path(__file__).resolve().parents[1] / "jobs" / "specs" / "fraud.yaml"
 
 
 def main() -> None:
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    # A dashboard port of its own: the test session's Ray already holds the default one,
+    # and Train (and this script) need the State API the dashboard serves.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dashboard_port = s.getsockname()[1]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "dashboard_port": dashboard_port})
     cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()
     home = Path(tempfile.mkdtemp())
