@@ -81,3 +81,25 @@ def test_gate_refuses_a_worse_model_then_promote_and_rollback(spec, train_home, 
     assert actions == ["register", "gate", "promote", "register", "gate", "challenger", "promote", "rollback"]
     assert log[-1]["reason"] == "it was worse" and log[-1]["version"] == first.model_version
     assert all(e["actor"] and e["time"] for e in log)
+
+
+def test_cli_lists_models_and_the_audit_log(spec, train_home, first, tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from rayinfra.cli import app
+    from tests.conftest import DEMO_SPEC
+
+    raw = yaml.safe_load(DEMO_SPEC.read_text())
+    raw["registry"] = {"model_name": spec.model_name}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("RAYINFRA_HOME", str(train_home.home))
+    from rich.console import Console
+
+    monkeypatch.setattr("rayinfra.cli.console", Console(width=200))  # no truncated cells
+    runner = CliRunner()
+    models = runner.invoke(app, ["models", "--spec", str(path)], catch_exceptions=False, terminal_width=200)
+    assert models.exit_code == 0 and "champion" in models.output and "transactions@1" in models.output
+    audit_out = runner.invoke(app, ["audit"], catch_exceptions=False, terminal_width=200)
+    assert "register" in audit_out.output and "gate" in audit_out.output

@@ -7,7 +7,7 @@ from rayinfra.pipeline import tune_and_register
 from tests.conftest import small_spec
 
 
-def test_asha_stops_poor_trials_and_the_best_is_registered(train_home):
+def test_asha_stops_poor_trials_and_the_best_is_registered(train_home, capsys):
     spec = small_spec(**{
         "registry.model_name": "fraud-tune-test",
         "train.epochs": 3,
@@ -15,6 +15,8 @@ def test_asha_stops_poor_trials_and_the_best_is_registered(train_home):
         "tune.search_space": {"learning_rate": {"grid": [0.003, 1e-7, 1e-7]}},
     })  # fmt: skip
     out = tune_and_register(spec, train_home)
+    progress = capsys.readouterr().out
+    assert "epoch 3: val_pr_auc" in progress and "best so far" in progress
     trials = {t.params["learning_rate"]: t for t in out.search.trials}
     assert len(out.search.trials) == 3
     good = trials[0.003]
