@@ -27,7 +27,7 @@ def record(action: str, reason: str, settings: Settings | None = None, **details
     """Append one entry and return it."""
     entry = {
         "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-        "actor": _actor(),
+        "actor": current_user(),
         "host": socket.gethostname(),
         "action": action,
         "reason": reason,
@@ -53,7 +53,7 @@ def entries(settings: Settings | None = None, action: str | None = None) -> list
     return [r for r in rows if action is None or r["action"] == action]
 
 
-def _actor() -> str:
+def current_user() -> str:
     # A job or the drift monitor says who it acts for; otherwise the OS user.
     if os.environ.get("RAYINFRA_ACTOR"):
         return os.environ["RAYINFRA_ACTOR"]

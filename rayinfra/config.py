@@ -357,6 +357,9 @@ class Settings(BaseSettings):
     mlflow_uri: str | None = Field(
         None, description="MLflow tracking URI; default SQLite under HOME."
     )
+    artifact_root: str | None = Field(
+        None, description="MLflow artifact store (models, profiles); default HOME/mlartifacts."
+    )
     checkpoint_root: str | None = Field(
         None, description="Ray Train storage path; shared storage on multi-node clusters."
     )
@@ -385,6 +388,10 @@ class Settings(BaseSettings):
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def artifact_uri(self) -> str:
+        return self.artifact_root or str(self.home / "mlartifacts")
 
     @property
     def storage_path(self) -> str:

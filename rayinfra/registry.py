@@ -78,6 +78,16 @@ def client(settings: Settings | None = None) -> MlflowClient:
     return MlflowClient(settings.tracking_uri, settings.tracking_uri)
 
 
+def experiment(spec: Spec, settings: Settings | None = None) -> str:
+    """Make the spec's experiment current; its artifacts live under the settings, not the CWD."""
+    settings = settings or Settings()
+    c = client(settings)
+    found = c.get_experiment_by_name(spec.name)
+    experiment_id = found.experiment_id if found else c.create_experiment(spec.name, artifact_location=settings.artifact_uri)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
 def lineage(spec: Spec, outcome: TrainOutcome) -> dict[str, str]:
     import ray
 
@@ -117,8 +127,7 @@ def log_run(
     from rayinfra.monitor.profiles import profile_dataset, save_profile
     from rayinfra.train.trainer import raw_split
 
-    client(settings)
-    mlflow.set_experiment(spec.name)
+    experiment(spec, settings)
     tags = lineage(spec, outcome)
     with mlflow.start_run(run_name=outcome.name, parent_run_id=parent_run_id, tags=tags) as run:
         mlflow.log_params({**outcome.params, "model": spec.model.name, "num_workers": spec.train.num_workers,
@@ -173,8 +182,7 @@ def signature(spec: Spec):
 
 def log_search(spec: Spec, search: TuneOutcome, settings: Settings | None = None) -> str:
     """A parent run for a Tune search, with a nested child run per trial; return the parent's id."""
-    client(settings)
-    mlflow.set_experiment(spec.name)
+    experiment(spec, settings)
     with mlflow.start_run(run_name=search.name, tags={"rayinfra.kind": "tune"}) as parent:
         mlflow.log_params({"num_samples": spec.tune.num_samples, "metric": spec.tune.metric,
                            "concurrency": search.concurrency, "trials": len(search.trials)})  # fmt: skip

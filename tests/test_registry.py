@@ -11,7 +11,7 @@ from rayinfra.data import synthetic
 from rayinfra.pipeline import register_and_gate
 from rayinfra.registry import CHALLENGER, CHAMPION, RegistryError
 from rayinfra.train.trainer import train
-from tests.conftest import small_spec
+from tests.conftest import ROOT, small_spec
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +103,9 @@ def test_cli_lists_models_and_the_audit_log(spec, train_home, first, tmp_path, m
     assert models.exit_code == 0 and "champion" in models.output and "transactions@1" in models.output
     audit_out = runner.invoke(app, ["audit"], catch_exceptions=False, terminal_width=200)
     assert "register" in audit_out.output and "gate" in audit_out.output
+
+
+def test_artifacts_live_under_the_settings_not_the_working_directory(train_home, first):
+    run = registry.client(train_home).get_run(first.run_id)
+    assert run.info.artifact_uri.startswith(train_home.artifact_uri)
+    assert not (ROOT / "mlruns").exists()

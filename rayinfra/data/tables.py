@@ -8,7 +8,6 @@ contract hash, in the commit's metadata, so the table's history is its audit log
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
 import random
@@ -25,6 +24,7 @@ import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
+from rayinfra.audit import current_user
 from rayinfra.config import Contract, Settings, Spec
 from rayinfra.data.contract import arrow_schema, conform, from_records
 
@@ -117,7 +117,7 @@ class Table:
     def _commit_info(self, source: str, **extra: Any) -> CommitProperties:
         meta = {
             "rayinfra.source": source,
-            "rayinfra.user": _user(),
+            "rayinfra.user": current_user(),
             "rayinfra.contract": self.contract.hash(),
             **{f"rayinfra.{k}": str(v) for k, v in extra.items()},
         }
@@ -288,10 +288,3 @@ def _exclusive(lock: Path) -> Iterator[bool]:
 
 def _fmt(schema: pa.Schema) -> str:
     return ", ".join(f"{f.name}:{f.type}" for f in schema)
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        return "unknown"

@@ -81,23 +81,19 @@ def prepare_data(spec: Spec, settings: Settings, version: int | None = None) -> 
     raw = table.read(version=version, columns=columns)
     label = contract.label
 
-    def labelled_train(batch):  # rows without a label yet (fresh serving traffic) are skipped
+    def with_split(batch):  # rows without a label yet (fresh serving traffic) are skipped
         batch = batch.filter(batch.column(label).is_valid())
-        return splitter.take(batch, TRAIN)
+        return batch.append_column("split", pa.array(splitter.assign(batch)))
 
+    labelled = raw.map_batches(with_split, batch_format="pyarrow")
     pre = Preprocessor.for_spec(spec)
-    parts = raw.map_batches(
-        lambda b: {"stats": np.array([json.dumps(pre.partial_stats(labelled_train(b)))])}, batch_format="pyarrow"
+    parts = labelled.filter(expr=f"split == {TRAIN}").map_batches(
+        lambda b: {"stats": np.array([json.dumps(pre.partial_stats(b))])}, batch_format="pyarrow"
     ).take_all()
     pre.fit_from([json.loads(p["stats"]) for p in parts])
     if pre.positives == 0 or pre.positives == pre.rows:
         raise TrainingError(f"the training split of {table.uri}@{version} has a single class ({pre.rows} rows)")
 
-    def with_split(batch):
-        batch = batch.filter(batch.column(label).is_valid())
-        return batch.append_column("split", pa.array(splitter.assign(batch)))
-
-    labelled = raw.map_batches(with_split, batch_format="pyarrow")
     prepared = labelled.map_batches(lambda b: {**pre.transform(b), "split": b.column("split").to_numpy()}, batch_format="pyarrow")
     materialized = _fits_in_memory(table, version, pre)
     if materialized:  # every epoch then reads memory instead of re-reading the table
