@@ -278,6 +278,43 @@ def _probabilities(name: str, version: int, frame: pd.DataFrame, spec: Spec, set
     return model.predict(frame[spec.features.all])["probability"].to_numpy()
 
 
+@dataclass
+class LoadedModel:
+    """One registered version, loaded: raw records in, probabilities out."""
+
+    name: str
+    version: int
+    model: TabularModel
+
+    def probabilities(self, batch: pa.Table) -> np.ndarray:
+        return self.model.probabilities(batch)
+
+    @property
+    def threshold(self) -> float:
+        return self.model.threshold
+
+
+def resolve(name: str, ref: int | str, settings: Settings | None = None) -> int:
+    """A version number from a version or an alias ("champion", "challenger", "3")."""
+    if isinstance(ref, int) or str(ref).isdigit():
+        try:
+            client(settings).get_model_version(name, str(ref))
+        except MlflowException:
+            raise RegistryError(f"model '{name}' has no version {ref}") from None
+        return int(ref)
+    version = alias_version(name, str(ref), settings)
+    if version is None:
+        raise RegistryError(f"model '{name}' has no version with alias '{ref}'")
+    return version
+
+
+def load(name: str, ref: int | str = CHAMPION, settings: Settings | None = None) -> LoadedModel:
+    """Load ``name`` at a version or alias, resolved once so the version is known."""
+    version = resolve(name, ref, settings)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    return LoadedModel(name, version, pyfunc.unwrap_python_model())
+
+
 def promote(spec: Spec, version: int, reason: str, settings: Settings | None = None) -> None:
     """Make ``version`` the champion; remember the previous one for rollback."""
     c, name = client(settings), spec.model_name
