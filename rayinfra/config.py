@@ -199,12 +199,37 @@ class RegistrySpec(_Section):
     )
 
 
+class TrafficSpec(_Section):
+    """How requests are shared between the champion and the challenger."""
+
+    mode: Literal["champion", "canary", "shadow"] = Field(
+        "champion",
+        description="champion: all to the champion; canary: a weighted split; "
+        "shadow: the challenger gets a copy of each request, its answers are logged, not returned.",
+    )
+    canary_weight: float = Field(0.1, ge=0, le=1, description="Share of requests the challenger answers (canary).")
+
+
 class ServeSpec(_Section):
     max_batch_size: PositiveInt = 64
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     max_ongoing_requests: PositiveInt = 128
+    max_queued_requests: int = Field(
+        256, ge=-1, description="Requests waiting beyond max_ongoing; past it callers get 503 (-1: unbounded)."
+    )
     min_replicas: int = Field(1, ge=0)
     max_replicas: PositiveInt = 2
+    target_ongoing_requests: float = Field(32, gt=0, description="Autoscaling target per model replica.")
+    upscale_delay_s: float = Field(5, ge=0)
+    downscale_delay_s: float = Field(60, ge=0)
+    replica_cpus: float = Field(0.5, gt=0, description="CPUs reserved by each model replica.")
+    ingress_cpus: float = Field(0.25, gt=0, description="CPUs reserved by each ingress replica.")
+    max_records: PositiveInt = Field(1000, description="Records in one request; more is a 413.")
+    max_body_bytes: PositiveInt = Field(1_048_576, description="Request body size limit; larger is a 413.")
+    reload_interval_s: float = Field(2.0, gt=0, description="How often replicas check the model aliases.")
+    log_flush_s: float = Field(1.0, gt=0, description="How often the prediction log is written to Delta.")
+    auth: bool = Field(True, description="Require an API key on /v1 endpoints (health stays open).")
+    traffic: TrafficSpec = TrafficSpec()
 
     @model_validator(mode="after")
     def _batches_can_fill(self) -> ServeSpec:
@@ -373,6 +398,12 @@ class Settings(BaseSettings):
     )
     object_store_mb: PositiveInt | None = Field(
         None, description="Object store size for a local Ray, in MiB."
+    )
+    serve_host: str = Field("127.0.0.1", description="Address Serve's HTTP proxy binds to.")
+    serve_port: int = Field(8000, ge=0, le=65535, description="Serve's HTTP port.")
+    api_keys: str | None = Field(None, description="Comma-separated API keys (plain, or sha256:<hex>).")
+    api_keys_file: Path | None = Field(
+        None, description="File of API keys, one per line (plain, or sha256:<hex>); default HOME/secrets/api_keys."
     )
 
     @field_validator("home")

@@ -117,3 +117,13 @@ def test_open_category_accepts_unseen_values(spec):
 
 def test_generated_data_meets_the_contract(spec):
     conform(synthetic.generate(5_000, seed=1, drift=1.0), spec.contract)
+
+
+def test_large_int64_keys_are_compared_exactly(spec):
+    from rayinfra.data import synthetic
+    from rayinfra.data.contract import conform
+
+    batch = synthetic.generate(3, seed=0)
+    ids = pa.array([2**62 + 1, 2**53 + 1, 0], pa.int64())
+    out = conform(batch.set_column(batch.schema.get_field_index("transaction_id"), "transaction_id", ids), spec.contract)
+    assert out.column("transaction_id").to_pylist() == [2**62 + 1, 2**53 + 1, 0]

@@ -9,6 +9,7 @@ with a few example rows.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,14 +150,21 @@ def _check_column(name: str, arr: pa.ChunkedArray, spec: ColumnSpec) -> tuple[pa
     if not spec.nullable:
         problems += _flag(name, "null not allowed", "", pc.is_null(cast), arr)
     if spec.min is not None:
-        problems += _flag(name, "out of range", f"below min {spec.min}", pc.less(cast, spec.min), cast)
+        problems += _flag(name, "out of range", f"below min {spec.min}", pc.less(cast, _bound(spec.min, cast, math.ceil)), cast)
     if spec.max is not None:
-        problems += _flag(name, "out of range", f"above max {spec.max}", pc.greater(cast, spec.max), cast)
+        problems += _flag(name, "out of range", f"above max {spec.max}", pc.greater(cast, _bound(spec.max, cast, math.floor)), cast)
     if spec.categories is not None:
         unknown = pc.invert(pc.is_in(cast, value_set=pa.array(spec.categories)))
         allowed = ", ".join(spec.categories[:8]) + (" ..." if len(spec.categories) > 8 else "")
         problems += _flag(name, "unknown category", f"allowed: {allowed}", pc.and_(pc.is_valid(cast), unknown), cast)
     return cast, problems
+
+
+def _bound(value: float, arr: pa.ChunkedArray, rounding) -> pa.Scalar:
+    # Compare ints with ints: against a float bound, int64 values past 2**53 fail to compare.
+    if pa.types.is_integer(arr.type):
+        return pa.scalar(int(rounding(value)), arr.type)
+    return pa.scalar(value, arr.type)
 
 
 def _cast(arr: pa.ChunkedArray, spec: ColumnSpec) -> pa.ChunkedArray | None:

@@ -1,0 +1,107 @@
+"""The model deployment: one registered version, batched predictions, hot reload.
+
+A replica serves whatever version its alias (``champion`` or ``challenger``) points
+at. A watcher thread checks the alias every ``reload_interval_s``; when it moves
+(promotion, rollback) the new version is loaded beside the old one and swapped in
+with one assignment, so every request is answered by a whole model, old or new.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import pyarrow as pa
+from ray import serve
+from ray.serve import metrics
+
+from rayinfra import registry
+from rayinfra.config import Settings, Spec
+from rayinfra.data.contract import ARROW_TYPES
+
+log = logging.getLogger(__name__)
+
+BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+
+
+class NoModel(RuntimeError):
+    """This replica's alias points at no version (e.g. no challenger yet)."""
+
+
+class ModelServer:
+    """Serve-deployed class (see ``app.py``): raw records in, probabilities out."""
+
+    def __init__(self, spec: Spec, settings: Settings, role: str, threads: int = 1) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))  # replicas share a few cores; oversubscribing costs more
+        self.spec, self.settings, self.role = spec, settings, role
+        self.schema = pa.schema([(n, ARROW_TYPES[spec.contract.columns[n].type]) for n in spec.features.all])
+        self.loaded: registry.LoadedModel | None = None
+        self.loaded_at = 0.0
+        self.predict.set_max_batch_size(spec.serve.max_batch_size)
+        self.predict.set_batch_wait_timeout_s(spec.serve.batch_wait_timeout_s)
+        self._batch_sizes = metrics.Histogram(
+            "rayinfra_batch_size", "Records per model batch.", boundaries=BATCH_BOUNDARIES, tag_keys=("role",)
+        )
+        self._version_gauge = metrics.Gauge("rayinfra_model_version", "Version this replica serves.", tag_keys=("role",))
+        self._refresh()
+        if role == registry.CHAMPION and self.loaded is None:
+            raise NoModel(f"model '{spec.model_name}' has no champion: train and promote one first")
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, name=f"watch-{role}", daemon=True).start()
+
+    # --------------------------------------------------------------------- serving
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01)
+    async def predict(self, requests: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        loaded = self.loaded  # one model for the whole batch, even if a reload lands now
+        if loaded is None:
+            raise NoModel(f"no {self.role} model is loaded")
+        rows = [record for request in requests for record in request]
+        self._batch_sizes.observe(len(rows), tags={"role": self.role})
+        probs = loaded.probabilities(pa.Table.from_pylist(rows, schema=self.schema))
+        out, start = [], 0
+        for request in requests:
+            p = probs[start : start + len(request)]
+            start += len(request)
+            out.append({
+                "version": loaded.version,
+                "predictions": [{"probability": float(x), "prediction": int(x >= loaded.threshold)} for x in p],
+            })  # fmt: skip
+        return out
+
+    def info(self) -> dict[str, Any]:
+        version = self.loaded.version if self.loaded else None
+        return {"role": self.role, "model": self.spec.model_name, "version": version, "loaded_at": self.loaded_at}
+
+    def check_health(self) -> None:
+        if self.role == registry.CHAMPION and self.loaded is None:
+            raise NoModel("champion not loaded")
+
+    # --------------------------------------------------------------------- reload
+    def _watch(self) -> None:
+        while not self._stop.wait(self.spec.serve.reload_interval_s):
+            try:
+                self._refresh()
+            except Exception:  # the registry may be briefly unreachable: keep serving what we have
+                log.exception("%s: could not check the registry", self.role)
+
+    def _refresh(self) -> None:
+        wanted = registry.alias_version(self.spec.model_name, self.role, self.settings)
+        current = self.loaded.version if self.loaded else None
+        if wanted == current:
+            return
+        if wanted is None:
+            if self.role != registry.CHAMPION:  # a champion keeps serving; a challenger may go away
+                self.loaded = None
+            return
+        fresh = registry.load(self.spec.model_name, wanted, self.settings)
+        self.loaded, self.loaded_at = fresh, time.time()
+        self._version_gauge.set(wanted, tags={"role": self.role})
+        log.warning("%s now serves %s v%d (was %s)", self.role, self.spec.model_name, wanted, current)
+
+    def __del__(self) -> None:
+        if hasattr(self, "_stop"):
+            self._stop.set()

@@ -1,0 +1,85 @@
+"""Request and response models, built from the dataset contract.
+
+A record carries every feature (nullable ones may be null); the key and event-time
+columns are optional, the label is refused. Types, ranges and finiteness come from
+the contract, so a request the table would reject is refused at the door. Category
+values are free strings: an unseen one goes to the out-of-vocabulary bucket.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model
+
+from rayinfra.config import ColumnSpec, Spec
+
+PYTHON_TYPES: dict[str, Any] = {"int": int, "float": float, "bool": StrictBool, "string": str,
+                                "category": str, "timestamp": dt.datetime}  # fmt: skip
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _field(spec: ColumnSpec, required: bool) -> tuple[Any, Any]:
+    kind = PYTHON_TYPES[spec.type]
+    constraints: dict[str, Any] = {"description": spec.description or None}
+    if spec.type in ("int", "float"):
+        constraints.update(ge=spec.min, le=spec.max)
+    if spec.type == "float":
+        constraints["allow_inf_nan"] = False
+    annotated = Annotated[kind, Field(**constraints)]
+    if spec.nullable or not required:
+        return Optional[annotated], (... if required else None)  # noqa: UP045 (create_model wants a type)
+    return annotated, ...
+
+
+def record_model(spec: Spec) -> type[BaseModel]:
+    """The pydantic model of one prediction record for this spec."""
+    contract, fields = spec.contract, {}
+    for name in spec.features.all:
+        fields[name] = _field(contract.columns[name], required=True)
+    for name in (contract.key, contract.event_time):
+        if name and name not in fields:
+            fields[name] = _field(contract.columns[name], required=False)
+    return create_model(f"{spec.name.title().replace('-', '').replace('_', '')}Record", __base__=_Strict, **fields)
+
+
+class Prediction(BaseModel):
+    probability: float
+    prediction: int
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    model: str
+    model_version: int
+    role: str = Field(description="champion or challenger (canary)")
+    predictions: list[Prediction]
+
+
+class FeedbackItem(_Strict):
+    request_id: str = Field(min_length=1, max_length=64)
+    index: int = Field(0, ge=0, description="Which record of the request (0 for single-record requests).")
+    label: int = Field(ge=0, le=1)
+
+
+class FeedbackResponse(BaseModel):
+    appended: int
+    table: str
+    table_version: int
+
+
+class ErrorBody(BaseModel):
+    error: str
+    fields: list[dict[str, Any]] = []
+
+
+class ApiError(Exception):
+    """A request refused with ``status`` and a JSON reason naming the fields at fault."""
+
+    def __init__(self, status: int, error: str, fields: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(error)
+        self.status, self.error, self.fields = status, error, fields or []

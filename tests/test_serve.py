@@ -1,0 +1,263 @@
+"""Serving over real HTTP: the API, errors, auth, canary/shadow, hot reload, feedback, metrics."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from rayinfra import registry
+from rayinfra.data import synthetic
+from tests.conftest import small_spec
+
+KEY = "test-key-0123456789"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spec(**serve):
+    base = {"registry.model_name": "fraud-serve-test", "serve.reload_interval_s": 0.5, "serve.log_flush_s": 0.2,
+            "serve.max_records": 50, "serve.max_body_bytes": 20_000, "serve.min_replicas": 1, "serve.max_replicas": 1}  # fmt: skip
+    return small_spec(**{**base, **{f"serve.{k}": v for k, v in serve.items()}})
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, ray_session):
+    """Settings with a table, a champion (v1) and a challenger (v2, same weights)."""
+    from rayinfra.config import Settings
+    from rayinfra.data.tables import Table
+    from rayinfra.pipeline import train_and_register
+
+    settings = Settings(home=tmp_path_factory.mktemp("serve-home"), num_cpus=2, serve_port=_free_port(), api_keys=KEY)
+    spec = _spec()
+    Table.for_spec(spec, settings).append(synthetic.generate(5_000, seed=3), source="test")
+    first = train_and_register(spec, settings)
+    assert first.model_version == 1
+    run = registry.client(settings).get_run(first.run_id)
+    uri = f"runs:/{run.info.run_id}/model"
+    v2 = registry.register(spec, uri, {"rayinfra.note": "same weights, for traffic tests"}, settings)
+    registry.client(settings).set_registered_model_alias(spec.model_name, registry.CHALLENGER, str(v2))
+    return settings
+
+
+@pytest.fixture(scope="module")
+def url(home):
+    from ray import serve
+
+    from rayinfra.serve.app import deploy
+
+    base = deploy(_spec(), home)
+    yield base
+    serve.shutdown()
+
+
+def _records(n: int, seed: int = 5, drift: float = 0.0) -> list[dict]:
+    spec = _spec()
+    frame = synthetic.generate(n, seed=seed, drift=drift).to_pandas()[spec.features.all]
+    return json.loads(frame.to_json(orient="records"))
+
+
+def post(url: str, body, key: str | None = KEY, path: str = "/v1/predict", **kw) -> requests.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return requests.post(url + path, data=data, headers={"Content-Type": "application/json", **headers}, timeout=30, **kw)
+
+
+# ------------------------------------------------------------------------ the API
+def test_one_record_and_a_list_are_answered_with_the_version(url):
+    one = post(url, _records(1)[0])
+    assert one.status_code == 200, one.text
+    body = one.json()
+    assert body["model_version"] == 1 and body["role"] == "champion" and len(body["predictions"]) == 1
+    p = body["predictions"][0]
+    assert 0 <= p["probability"] <= 1 and p["prediction"] in (0, 1)
+    many = post(url, _records(20))
+    assert many.status_code == 200 and len(many.json()["predictions"]) == 20
+
+
+def test_answers_match_the_registered_model(url, home):
+    import pyarrow as pa
+
+    records = _records(10, seed=8)
+    got = [p["probability"] for p in post(url, records).json()["predictions"]]
+    spec = _spec()
+    want = registry.load(spec.model_name, 1, home).probabilities(pa.Table.from_pylist(records))
+    assert got == pytest.approx(want.tolist(), abs=1e-6)
+
+
+def test_unseen_category_is_not_an_error(url):
+    record = {**_records(1)[0], "country": "ZZ-NEVER-SEEN", "merchant_category": "space_tourism"}
+    r = post(url, record)
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    "change, status, field",
+    [
+        (lambda r: r.pop("amount"), 422, "amount"),
+        (lambda r: r.update(surprise=1), 422, "surprise"),
+        (lambda r: r.update(amount="lots"), 422, "amount"),
+        (lambda r: r.update(hour=99), 422, "hour"),
+        (lambda r: r.update(amount=float("nan")), 422, "amount"),
+        (lambda r: r.update(distance_from_home_km=float("inf")), 422, "distance_from_home_km"),
+        (lambda r: r.update(is_fraud=1), 422, "is_fraud"),
+    ],
+    ids=["missing", "extra", "wrong-type", "out-of-range", "nan", "infinity", "label"],
+)
+def test_bad_records_are_422_naming_the_field(url, change, status, field):
+    record = _records(1)[0]
+    change(record)
+    r = post(url, json.dumps(record, allow_nan=True))
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert field in body["error"] and any(f["field"] == field for f in body["fields"])
+
+
+def test_malformed_json_too_many_records_and_big_bodies(url):
+    r = post(url, b'{"amount": 1,')
+    assert r.status_code == 400 and "malformed JSON" in r.json()["error"]
+    r = post(url, _records(51))
+    assert r.status_code == 413 and "limit is 50" in r.json()["error"]
+    r = post(url, b"[" + b" " * 30_000 + b"]")
+    assert r.status_code == 413 and "larger than the limit" in r.json()["error"]
+    r = post(url, [])
+    assert r.status_code == 422
+    assert post(url, _records(1)).status_code == 200  # still up
+
+
+def test_keys_health_and_docs(url):
+    assert post(url, _records(1), key=None).status_code == 401
+    assert post(url, _records(1), key="wrong").status_code == 403
+    assert post(url, _records(1), key=None).json()["error"].startswith("missing API key")
+    x_api_key = requests.post(url + "/v1/predict", json=_records(1), headers={"X-API-Key": KEY}, timeout=30)
+    assert x_api_key.status_code == 200
+    assert requests.get(url + "/healthz", timeout=10).json() == {"status": "ok"}
+    ready = requests.get(url + "/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json()["champion_version"] == 1
+    docs = requests.get(url + "/docs", timeout=10)
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    schema = requests.get(url + "/openapi.json", timeout=10).json()
+    record = next(v for k, v in schema["components"]["schemas"].items() if k.endswith("Record"))
+    assert "amount" in record["required"] and record["properties"]["hour"]["maximum"] == 23
+
+
+def test_models_lists_versions_aliases_and_lineage(url):
+    r = requests.get(url + "/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["serving"]["champion"]["version"] == 1
+    versions = {v["version"]: v for v in body["versions"]}
+    assert versions[1]["aliases"] == ["champion"] and versions[2]["aliases"] == ["challenger"]
+    assert versions[1]["tags"]["rayinfra.table_version"] == "1"
+
+
+def test_feedback_appends_labelled_rows_through_the_contract(url, home):
+    from rayinfra.data.tables import Table
+
+    spec = _spec()
+    table = Table.for_spec(spec, home)
+    before = table.version()
+    answer = post(url, _records(3, seed=21)).json()
+    items = [{"request_id": answer["request_id"], "index": i, "label": i % 2} for i in range(3)]
+    r = post(url, items, path="/v1/feedback")
+    assert r.status_code == 200, r.text
+    assert r.json()["appended"] == 3 and r.json()["table_version"] == before + 1
+    from rayinfra.serve.feedback import feedback_key
+
+    rows = table.to_arrow().to_pandas().set_index(spec.contract.key)
+    keys = [feedback_key(answer["request_id"], i) for i in range(3)]
+    assert rows.loc[keys, spec.contract.label].tolist() == [0, 1, 0]
+    # Unknown ids: 404 naming them, and nothing appended.
+    r = post(url, [{"request_id": "nope", "label": 1}], path="/v1/feedback")
+    assert r.status_code == 404 and r.json()["fields"][0]["field"] == "request_id"
+    assert table.version() == before + 1
+    assert post(url, [{"request_id": "x", "label": 7}], path="/v1/feedback").status_code == 422
+
+
+# ---------------------------------------------------------------- traffic between versions
+def _redeploy(home, **serve_overrides) -> None:
+    from rayinfra.serve.app import deploy
+
+    deploy(_spec(**serve_overrides), home)
+
+
+def test_canary_splits_traffic_and_says_who_answered(url, home):
+    _redeploy(home, **{"traffic.mode": "canary", "traffic.canary_weight": 0.5})
+    try:
+        roles = [post(url, _records(1)).json() for _ in range(60)]
+    finally:
+        _redeploy(home)
+    by_role = {r["role"]: r["model_version"] for r in roles}
+    assert by_role == {"champion": 1, "challenger": 2}
+    share = sum(r["role"] == "challenger" for r in roles) / len(roles)
+    assert 0.2 < share < 0.8
+
+
+def test_shadow_answers_from_champion_and_logs_the_challenger(url, home):
+    from rayinfra.serve.predlog import log_table
+
+    _redeploy(home, **{"traffic.mode": "shadow"})
+    try:
+        ids = []
+        for _ in range(5):
+            body = post(url, _records(2)).json()
+            assert body["role"] == "champion" and body["model_version"] == 1
+            ids.append(body["request_id"])
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            rows = log_table(_spec(), home).to_arrow().to_pandas()
+            shadow = rows[(rows.role == "shadow") & rows.request_id.isin(ids)]
+            if len(shadow) == 10:
+                break
+            time.sleep(0.5)
+        assert len(shadow) == 10 and set(shadow.model_version) == {2}
+    finally:
+        _redeploy(home)
+
+
+def test_hot_reload_on_promotion_and_rollback_drops_nothing(url, home):
+    spec = _spec()
+    results: list[tuple[int, int | None]] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            try:
+                r = post(url, _records(2))
+                results.append((r.status_code, r.json().get("model_version")))
+            except Exception:  # a refused connection is a failure too
+                results.append((0, None))
+
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(4):
+            pool.submit(traffic)
+        time.sleep(2)
+        registry.promote(spec, 2, "test: hot reload", home)
+        _wait_for_version(results, 2)
+        registry.rollback(spec, "test: roll back", home)
+        _wait_for_version(results, 1)
+        stop.set()
+    failures = [r for r in results if r[0] != 200]
+    assert not failures, f"{len(failures)} of {len(results)} requests failed: {failures[:5]}"
+    versions = [v for _, v in results]
+    assert 2 in versions and versions[-1] == 1 and len(results) > 50
+    registry.client(home).set_registered_model_alias(spec.model_name, registry.CHALLENGER, "2")
+
+
+def _wait_for_version(results: list, version: int, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if results and results[-1][1] == version:
+            time.sleep(1)
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"version {version} never answered")
