@@ -59,7 +59,10 @@ class ColumnSpec(_Section):
 
     @model_validator(mode="after")
     def _rules_fit_type(self) -> ColumnSpec:
-        if (self.min is not None or self.max is not None) and self.type not in ("int", "float"):
+        if (self.min is not None or self.max is not None) and self.type not in (
+            "int",
+            "float",
+        ):
             raise ValueError(f"min/max apply to int and float columns, not {self.type}")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
@@ -67,7 +70,9 @@ class ColumnSpec(_Section):
             if self.type != "category":
                 raise ValueError("categories apply to columns of type category")
             if not self.categories or len(set(self.categories)) != len(self.categories):
-                raise ValueError("categories must be a non-empty list of distinct values")
+                raise ValueError(
+                    "categories must be a non-empty list of distinct values"
+                )
         return self
 
 
@@ -75,8 +80,12 @@ class Contract(_Section):
     """What every batch written to a table must satisfy."""
 
     columns: dict[str, ColumnSpec] = Field(min_length=1)
-    label: str | None = Field(None, description="The label column, if the table has one.")
-    key: str | None = Field(None, description="Unique record id (used for splits, feedback).")
+    label: str | None = Field(
+        None, description="The label column, if the table has one."
+    )
+    key: str | None = Field(
+        None, description="Unique record id (used for splits, feedback)."
+    )
     event_time: str | None = Field(None, description="Event-time column (timestamp).")
 
     @model_validator(mode="after")
@@ -86,7 +95,9 @@ class Contract(_Section):
             if name is not None and name not in self.columns:
                 raise ValueError(f"{role} column '{name}' is not among the columns")
         if self.event_time and self.columns[self.event_time].type != "timestamp":
-            raise ValueError(f"event_time column '{self.event_time}' must be of type timestamp")
+            raise ValueError(
+                f"event_time column '{self.event_time}' must be of type timestamp"
+            )
         return self
 
     def hash(self) -> str:
@@ -94,13 +105,16 @@ class Contract(_Section):
 
 
 class DatasetSpec(_Section):
-    table: str = Field(pattern=r"^[A-Za-z0-9_\-]+$", description="Table name under the data root.")
+    table: str = Field(
+        pattern=r"^[A-Za-z0-9_\-]+$", description="Table name under the data root."
+    )
     contract: Contract
     maintenance_every: PositiveInt = Field(
         100, description="Compact and checkpoint the table every N commits."
     )
     checkpoint_every: PositiveInt = Field(
-        10, description="Delta checkpoint interval: readers replay at most N-1 JSON commits."
+        10,
+        description="Delta checkpoint interval: readers replay at most N-1 JSON commits.",
     )
 
 
@@ -136,15 +150,23 @@ class TrainSpec(_Section):
     num_workers: PositiveInt = 1
     use_gpu: bool = False
     epochs: PositiveInt = 5
-    batch_size: PositiveInt = Field(1024, description="Global batch size, split evenly between workers.")
+    batch_size: PositiveInt = Field(
+        1024, description="Global batch size, split evenly between workers."
+    )
     learning_rate: PositiveFloat = 1e-3
     weight_decay: float = Field(0.0, ge=0)
     cpus_per_worker: PositiveFloat | None = Field(
-        None, description="CPUs per Train worker; default from the cluster's resource layout."
+        None,
+        description="CPUs per Train worker; default from the cluster's resource layout.",
     )
-    max_failures: int = Field(1, ge=0, description="Worker failures to recover from (from the last checkpoint).")
+    max_failures: int = Field(
+        1,
+        ge=0,
+        description="Worker failures to recover from (from the last checkpoint).",
+    )
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = Field(
-        "PACK", description="Where workers go: PACK fills a node first; SPREAD uses many nodes."
+        "PACK",
+        description="Where workers go: PACK fills a node first; SPREAD uses many nodes.",
     )
     split: Literal["key_hash", "event_time"] = "key_hash"
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)
@@ -157,11 +179,17 @@ class SearchDim(_Section):
     uniform: tuple[float, float] | None = None
     loguniform: tuple[PositiveFloat, PositiveFloat] | None = None
     choice: list[Any] | None = Field(None, min_length=1)
-    grid: list[Any] | None = Field(None, min_length=1, description="Every value is tried (times num_samples).")
+    grid: list[Any] | None = Field(
+        None, min_length=1, description="Every value is tried (times num_samples)."
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SearchDim:
-        given = [k for k in ("uniform", "loguniform", "choice", "grid") if getattr(self, k) is not None]
+        given = [
+            k
+            for k in ("uniform", "loguniform", "choice", "grid")
+            if getattr(self, k) is not None
+        ]
         if len(given) != 1:
             raise ValueError("give exactly one of uniform, loguniform, choice, grid")
         return self
@@ -174,8 +202,12 @@ class TuneSpec(_Section):
     num_samples: PositiveInt = 4
     metric: Literal["val_pr_auc", "val_roc_auc", "val_log_loss"] = "val_pr_auc"
     mode: Literal["max", "min"] = "max"
-    grace_period: PositiveInt = Field(1, description="ASHA: epochs every trial gets before it can be stopped.")
-    reduction_factor: float = Field(2, gt=1, description="ASHA: keep 1/reduction_factor of trials per rung.")
+    grace_period: PositiveInt = Field(
+        1, description="ASHA: epochs every trial gets before it can be stopped."
+    )
+    reduction_factor: float = Field(
+        2, gt=1, description="ASHA: keep 1/reduction_factor of trials per rung."
+    )
     search_space: dict[str, SearchDim] = Field(
         default_factory=dict, description="Keys: train params or model.<param>."
     )
@@ -192,10 +224,14 @@ class TuneSpec(_Section):
 
 
 class RegistrySpec(_Section):
-    model_name: str | None = Field(None, description="Registered model name; default: the spec's name.")
+    model_name: str | None = Field(
+        None, description="Registered model name; default: the spec's name."
+    )
     gate_metric: Literal["pr_auc", "roc_auc"] = "pr_auc"
     gate_margin: float = Field(
-        0.0, ge=0, description="A candidate must beat the champion by this much on the same held-out data."
+        0.0,
+        ge=0,
+        description="A candidate must beat the champion by this much on the same held-out data.",
     )
 
 
@@ -207,7 +243,12 @@ class TrafficSpec(_Section):
         description="champion: all to the champion; canary: a weighted split; "
         "shadow: the challenger gets a copy of each request, its answers are logged, not returned.",
     )
-    canary_weight: float = Field(0.1, ge=0, le=1, description="Share of requests the challenger answers (canary).")
+    canary_weight: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Share of requests the challenger answers (canary).",
+    )
 
 
 class ServeSpec(_Section):
@@ -215,20 +256,38 @@ class ServeSpec(_Section):
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     max_ongoing_requests: PositiveInt = 128
     max_queued_requests: int = Field(
-        256, ge=-1, description="Requests waiting beyond max_ongoing; past it callers get 503 (-1: unbounded)."
+        256,
+        ge=-1,
+        description="Requests waiting beyond max_ongoing; past it callers get 503 (-1: unbounded).",
     )
     min_replicas: int = Field(1, ge=0)
     max_replicas: PositiveInt = 2
-    target_ongoing_requests: float = Field(32, gt=0, description="Autoscaling target per model replica.")
+    target_ongoing_requests: float = Field(
+        32, gt=0, description="Autoscaling target per model replica."
+    )
     upscale_delay_s: float = Field(5, ge=0)
     downscale_delay_s: float = Field(60, ge=0)
-    replica_cpus: float = Field(0.5, gt=0, description="CPUs reserved by each model replica.")
-    ingress_cpus: float = Field(0.25, gt=0, description="CPUs reserved by each ingress replica.")
-    max_records: PositiveInt = Field(1000, description="Records in one request; more is a 413.")
-    max_body_bytes: PositiveInt = Field(1_048_576, description="Request body size limit; larger is a 413.")
-    reload_interval_s: float = Field(2.0, gt=0, description="How often replicas check the model aliases.")
-    log_flush_s: float = Field(1.0, gt=0, description="How often the prediction log is written to Delta.")
-    auth: bool = Field(True, description="Require an API key on /v1 endpoints (health stays open).")
+    replica_cpus: float = Field(
+        0.5, gt=0, description="CPUs reserved by each model replica."
+    )
+    ingress_cpus: float = Field(
+        0.25, gt=0, description="CPUs reserved by each ingress replica."
+    )
+    max_records: PositiveInt = Field(
+        1000, description="Records in one request; more is a 413."
+    )
+    max_body_bytes: PositiveInt = Field(
+        1_048_576, description="Request body size limit; larger is a 413."
+    )
+    reload_interval_s: float = Field(
+        2.0, gt=0, description="How often replicas check the model aliases."
+    )
+    log_flush_s: float = Field(
+        1.0, gt=0, description="How often the prediction log is written to Delta."
+    )
+    auth: bool = Field(
+        True, description="Require an API key on /v1 endpoints (health stays open)."
+    )
     traffic: TrafficSpec = TrafficSpec()
 
     @model_validator(mode="after")
@@ -246,7 +305,9 @@ class ServeSpec(_Section):
 
 class MonitorSpec(_Section):
     window_rows: PositiveInt = 2000
-    drift_share: float = Field(0.3, gt=0, le=1, description="Share of drifted columns that is drift.")
+    drift_share: float = Field(
+        0.3, gt=0, le=1, description="Share of drifted columns that is drift."
+    )
     windows_to_trigger: PositiveInt = 3
     cooldown_s: float = Field(600, ge=0)
 
@@ -274,7 +335,9 @@ class Spec(_Section):
         ):
             for name in names:
                 if name not in columns:
-                    raise ValueError(f"features.{kind}: '{name}' is not a contract column")
+                    raise ValueError(
+                        f"features.{kind}: '{name}' is not a contract column"
+                    )
                 if name == label:
                     raise ValueError(f"features.{kind}: '{name}' is the label")
                 if columns[name].type not in allowed:
@@ -283,7 +346,9 @@ class Spec(_Section):
                         f"expected one of {allowed}"
                     )
         if not self.features.all:
-            raise ValueError("features: list at least one numeric or categorical feature")
+            raise ValueError(
+                "features: list at least one numeric or categorical feature"
+            )
         return self
 
     @property
@@ -316,7 +381,9 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Spec
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
-        raise SpecError(f"{path}: a spec is a mapping of sections, got {type(raw).__name__}")
+        raise SpecError(
+            f"{path}: a spec is a mapping of sections, got {type(raw).__name__}"
+        )
     for dotted, value in {**_env_overrides(), **(overrides or {})}.items():
         _set_dotted(raw, dotted, value)
     return parse_spec(raw, source=str(path))
@@ -340,7 +407,11 @@ def _describe(err: ValidationError) -> str:
             msg = "missing required field"
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            if kind != "value_error" and "input" in e and not isinstance(e["input"], dict):
+            if (
+                kind != "value_error"
+                and "input" in e
+                and not isinstance(e["input"], dict)
+            ):
                 msg += f" (got {e['input']!r})"
         lines.append(f"  - {where}: {msg}")
     return "\n".join(lines)
@@ -377,16 +448,19 @@ class Settings(BaseSettings):
 
     home: Path = Field(Path(".rayinfra"), description="Root of all embedded state.")
     data_root: str | None = Field(
-        None, description="Where Delta tables live (path or s3://, gs:// URI); default HOME/tables."
+        None,
+        description="Where Delta tables live (path or s3://, gs:// URI); default HOME/tables.",
     )
     mlflow_uri: str | None = Field(
         None, description="MLflow tracking URI; default SQLite under HOME."
     )
     artifact_root: str | None = Field(
-        None, description="MLflow artifact store (models, profiles); default HOME/mlartifacts."
+        None,
+        description="MLflow artifact store (models, profiles); default HOME/mlartifacts.",
     )
     checkpoint_root: str | None = Field(
-        None, description="Ray Train storage path; shared storage on multi-node clusters."
+        None,
+        description="Ray Train storage path; shared storage on multi-node clusters.",
     )
     ray_address: str | None = Field(
         None,
@@ -399,11 +473,16 @@ class Settings(BaseSettings):
     object_store_mb: PositiveInt | None = Field(
         None, description="Object store size for a local Ray, in MiB."
     )
-    serve_host: str = Field("127.0.0.1", description="Address Serve's HTTP proxy binds to.")
+    serve_host: str = Field(
+        "127.0.0.1", description="Address Serve's HTTP proxy binds to."
+    )
     serve_port: int = Field(8000, ge=0, le=65535, description="Serve's HTTP port.")
-    api_keys: str | None = Field(None, description="Comma-separated API keys (plain, or sha256:<hex>).")
+    api_keys: str | None = Field(
+        None, description="Comma-separated API keys (plain, or sha256:<hex>)."
+    )
     api_keys_file: Path | None = Field(
-        None, description="File of API keys, one per line (plain, or sha256:<hex>); default HOME/secrets/api_keys."
+        None,
+        description="File of API keys, one per line (plain, or sha256:<hex>); default HOME/secrets/api_keys.",
     )
 
     @field_validator("home")

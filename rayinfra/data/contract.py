@@ -57,7 +57,9 @@ class ContractViolation(ValueError):
         self.violations = violations
         self.source = source
         columns = sorted({v.column for v in violations})
-        lines = [f"{source} rejected by the contract; offending columns: {', '.join(columns)}"]
+        lines = [
+            f"{source} rejected by the contract; offending columns: {', '.join(columns)}"
+        ]
         lines += [f"  - {v}" for v in violations]
         super().__init__("\n".join(lines))
 
@@ -69,11 +71,16 @@ class ContractViolation(ValueError):
 def arrow_schema(contract: Contract) -> pa.Schema:
     """The Arrow (and so Delta) schema a contract describes."""
     return pa.schema(
-        [pa.field(name, ARROW_TYPES[col.type], nullable=col.nullable) for name, col in contract.columns.items()]
+        [
+            pa.field(name, ARROW_TYPES[col.type], nullable=col.nullable)
+            for name, col in contract.columns.items()
+        ]
     )
 
 
-def from_records(records: Sequence[dict[str, Any]], contract: Contract, source: str = "batch") -> pa.Table:
+def from_records(
+    records: Sequence[dict[str, Any]], contract: Contract, source: str = "batch"
+) -> pa.Table:
     """Build an Arrow table from records; a column of mixed value types is a violation."""
     names = list(dict.fromkeys(k for r in records for k in r))
     arrays, violations = {}, []
@@ -85,7 +92,15 @@ def from_records(records: Sequence[dict[str, Any]], contract: Contract, source: 
             spec = contract.columns.get(name)
             bad = [(i, v) for i, v in enumerate(values) if not _fits(v, spec)]
             expected = spec.type if spec else "a single type"
-            violations.append(Violation(name, "wrong type", f"expected {expected}, got mixed types", len(bad), bad[:MAX_EXAMPLES]))
+            violations.append(
+                Violation(
+                    name,
+                    "wrong type",
+                    f"expected {expected}, got mixed types",
+                    len(bad),
+                    bad[:MAX_EXAMPLES],
+                )
+            )
     if violations:
         raise ContractViolation(violations, source)
     return pa.table(arrays) if arrays else pa.table({})
@@ -136,7 +151,9 @@ def conform(batch: pa.Table, contract: Contract, source: str = "batch") -> pa.Ta
     return pa.table(columns, schema=arrow_schema(contract))
 
 
-def _check_column(name: str, arr: pa.ChunkedArray, spec: ColumnSpec) -> tuple[pa.ChunkedArray, list[Violation]]:
+def _check_column(
+    name: str, arr: pa.ChunkedArray, spec: ColumnSpec
+) -> tuple[pa.ChunkedArray, list[Violation]]:
     cast = _cast(arr, spec)
     if cast is None:
         return arr, [_wrong_type(name, arr, spec)]
@@ -145,18 +162,44 @@ def _check_column(name: str, arr: pa.ChunkedArray, spec: ColumnSpec) -> tuple[pa
         not_finite = pc.and_(pc.is_valid(cast), pc.invert(pc.is_finite(cast)))
         # NaN is a missing value (as in pandas); infinities are never valid data.
         nan = pc.is_nan(cast)
-        problems += _flag(name, "not finite", "infinity is not allowed", pc.and_(not_finite, pc.invert(nan)), cast)
+        problems += _flag(
+            name,
+            "not finite",
+            "infinity is not allowed",
+            pc.and_(not_finite, pc.invert(nan)),
+            cast,
+        )
         cast = pc.if_else(nan, pa.scalar(None, pa.float64()), cast)
     if not spec.nullable:
         problems += _flag(name, "null not allowed", "", pc.is_null(cast), arr)
     if spec.min is not None:
-        problems += _flag(name, "out of range", f"below min {spec.min}", pc.less(cast, _bound(spec.min, cast, math.ceil)), cast)
+        problems += _flag(
+            name,
+            "out of range",
+            f"below min {spec.min}",
+            pc.less(cast, _bound(spec.min, cast, math.ceil)),
+            cast,
+        )
     if spec.max is not None:
-        problems += _flag(name, "out of range", f"above max {spec.max}", pc.greater(cast, _bound(spec.max, cast, math.floor)), cast)
+        problems += _flag(
+            name,
+            "out of range",
+            f"above max {spec.max}",
+            pc.greater(cast, _bound(spec.max, cast, math.floor)),
+            cast,
+        )
     if spec.categories is not None:
         unknown = pc.invert(pc.is_in(cast, value_set=pa.array(spec.categories)))
-        allowed = ", ".join(spec.categories[:8]) + (" ..." if len(spec.categories) > 8 else "")
-        problems += _flag(name, "unknown category", f"allowed: {allowed}", pc.and_(pc.is_valid(cast), unknown), cast)
+        allowed = ", ".join(spec.categories[:8]) + (
+            " ..." if len(spec.categories) > 8 else ""
+        )
+        problems += _flag(
+            name,
+            "unknown category",
+            f"allowed: {allowed}",
+            pc.and_(pc.is_valid(cast), unknown),
+            cast,
+        )
     return cast, problems
 
 
@@ -174,11 +217,18 @@ def _cast(arr: pa.ChunkedArray, spec: ColumnSpec) -> pa.ChunkedArray | None:
         arr, t = arr.cast(t.value_type), t.value_type
     target = ARROW_TYPES[spec.type]
     ok = {
-        "int": pa.types.is_integer(t) or pa.types.is_floating(t),  # float only if integral (safe cast)
-        "float": pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t),
+        "int": pa.types.is_integer(t)
+        or pa.types.is_floating(t),  # float only if integral (safe cast)
+        "float": pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_decimal(t),
         "bool": pa.types.is_boolean(t),
-        "string": pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t),
-        "timestamp": pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_string(t),
+        "string": pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_string_view(t),
+        "timestamp": pa.types.is_timestamp(t)
+        or pa.types.is_date(t)
+        or pa.types.is_string(t),
     }
     ok["category"] = ok["string"]
     if not (ok[spec.type] or pa.types.is_null(t)):
@@ -208,17 +258,26 @@ def _to_utc(arr: pa.ChunkedArray) -> pa.ChunkedArray:
 
 def _wrong_type(name: str, arr: pa.ChunkedArray, spec: ColumnSpec) -> Violation:
     valid = pc.is_valid(arr)
-    return Violation(name, "wrong type", f"expected {spec.type}, got {arr.type}", *_examples(valid, arr))
+    return Violation(
+        name,
+        "wrong type",
+        f"expected {spec.type}, got {arr.type}",
+        *_examples(valid, arr),
+    )
 
 
-def _flag(name: str, problem: str, detail: str, mask: pa.ChunkedArray, values: pa.ChunkedArray) -> list[Violation]:
+def _flag(
+    name: str, problem: str, detail: str, mask: pa.ChunkedArray, values: pa.ChunkedArray
+) -> list[Violation]:
     mask = pc.fill_null(mask, False)
     if not pc.any(mask).as_py():
         return []
     return [Violation(name, problem, detail, *_examples(mask, values))]
 
 
-def _examples(mask: pa.ChunkedArray, values: pa.ChunkedArray) -> tuple[int, list[tuple[int, Any]]]:
+def _examples(
+    mask: pa.ChunkedArray, values: pa.ChunkedArray
+) -> tuple[int, list[tuple[int, Any]]]:
     mask = pc.fill_null(mask, False)
     count = pc.sum(mask).as_py() or 0
     idx = pc.indices_nonzero(mask).slice(0, MAX_EXAMPLES)

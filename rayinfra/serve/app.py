@@ -47,9 +47,13 @@ def application(spec: Spec, settings: Settings | None = None) -> Application:
     threads = max(1, math.floor(s.replica_cpus))
     model_opts = {"max_ongoing_requests": s.max_ongoing_requests, "max_queued_requests": s.max_queued_requests,
                   "ray_actor_options": {"num_cpus": s.replica_cpus}, "health_check_period_s": 5}  # fmt: skip
-    champion = serve.deployment(ModelServer, name="champion", autoscaling_config=autoscaling(spec), **model_opts)
+    champion = serve.deployment(
+        ModelServer, name="champion", autoscaling_config=autoscaling(spec), **model_opts
+    )
     # The challenger only answers a canary share or shadow copies: one replica is enough.
-    challenger = serve.deployment(ModelServer, name="challenger", num_replicas=1, **model_opts)
+    challenger = serve.deployment(
+        ModelServer, name="challenger", num_replicas=1, **model_opts
+    )
     ingress = serve.deployment(
         make_ingress(spec), name="ingress", num_replicas=1,
         max_ongoing_requests=max(s.max_ongoing_requests * max(1, s.max_replicas), 256),
@@ -71,8 +75,13 @@ def build_app(args: dict[str, Any]) -> Application:
     """
     unknown = set(args) - {"spec", "home", "overrides"}
     if unknown:
-        raise ValueError(f"unknown application args: {', '.join(sorted(unknown))} (known: spec, home, overrides)")
-    spec = load_spec(_spec_path(args.get("spec", "jobs/specs/fraud.yaml")), args.get("overrides") or {})
+        raise ValueError(
+            f"unknown application args: {', '.join(sorted(unknown))} (known: spec, home, overrides)"
+        )
+    spec = load_spec(
+        _spec_path(args.get("spec", "jobs/specs/fraud.yaml")),
+        args.get("overrides") or {},
+    )
     settings = Settings(home=args["home"]) if args.get("home") else Settings()
     return application(spec, settings)
 
@@ -81,5 +90,7 @@ def deploy(spec: Spec, settings: Settings | None = None, blocking: bool = False)
     """Start Serve (bound to ``settings.serve_host``) and deploy ``spec``'s app; return its URL."""
     settings = settings or Settings()
     serve.start(http_options={"host": settings.serve_host, "port": settings.serve_port})
-    serve.run(application(spec, settings), name=spec.name, route_prefix="/", blocking=blocking)
+    serve.run(
+        application(spec, settings), name=spec.name, route_prefix="/", blocking=blocking
+    )
     return f"http://{settings.serve_host}:{settings.serve_port}"

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 import uuid
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
 from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,7 +27,14 @@ from rayinfra import registry
 from rayinfra.config import Settings, Spec
 from rayinfra.serve import auth
 from rayinfra.serve.predlog import PredictionLog, log_table
-from rayinfra.serve.schemas import ApiError, ErrorBody, FeedbackItem, FeedbackResponse, PredictResponse, record_model
+from rayinfra.serve.schemas import (
+    ApiError,
+    ErrorBody,
+    FeedbackItem,
+    FeedbackResponse,
+    PredictResponse,
+    record_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +43,14 @@ ERRORS = {401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 413: {"model": E
           422: {"model": ErrorBody}, 503: {"model": ErrorBody}}  # fmt: skip
 
 
-def _error(status: int, error: str, fields: list[dict[str, Any]] | None = None, **headers: str) -> JSONResponse:
-    return JSONResponse({"error": error, "fields": fields or []}, status_code=status, headers=headers or None)
+def _error(
+    status: int, error: str, fields: list[dict[str, Any]] | None = None, **headers: str
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": error, "fields": fields or []},
+        status_code=status,
+        headers=headers or None,
+    )
 
 
 class BodyLimit:
@@ -71,7 +84,9 @@ class BodyLimit:
             await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope, receive, send) -> None:
-        response = _error(413, f"request body is larger than the limit of {self.limit} bytes")
+        response = _error(
+            413, f"request body is larger than the limit of {self.limit} bytes"
+        )
         await response(scope, receive, send)
 
 
@@ -82,8 +97,18 @@ def _field_errors(err: RequestValidationError) -> list[dict[str, Any]]:
         # FastAPI tries each member of Union[list[Record], Record]; name the record's field.
         loc = [p for p in loc if not p.startswith(("list[", "function-"))] or loc
         record = next((int(p) for p in loc if p.isdigit()), None)
-        field = ".".join(p for p in loc if not p.isdigit() and not p.endswith("Record")) or None
-        out.append({"field": field, "record": record, "problem": e.get("msg", ""), "type": e.get("type")})
+        field = (
+            ".".join(p for p in loc if not p.isdigit() and not p.endswith("Record"))
+            or None
+        )
+        out.append(
+            {
+                "field": field,
+                "record": record,
+                "problem": e.get("msg", ""),
+                "type": e.get("type"),
+            }
+        )
     return out
 
 
@@ -137,17 +162,32 @@ def make_ingress(spec: Spec) -> type:
             except auth.AuthError as err:
                 raise ApiError(err.status, err.reason) from None
 
-        def _observe(self, route: str, status: int, version: Any, started: float) -> None:
-            self._requests.inc(tags={"route": route, "status": str(status), "model_version": str(version)})
-            self._latency.observe((time.perf_counter() - started) * 1000, tags={"route": route})
+        def _observe(
+            self, route: str, status: int, version: Any, started: float
+        ) -> None:
+            self._requests.inc(
+                tags={
+                    "route": route,
+                    "status": str(status),
+                    "model_version": str(version),
+                }
+            )
+            self._latency.observe(
+                (time.perf_counter() - started) * 1000, tags={"route": route}
+            )
 
         async def _challenger_ready(self) -> bool:
             # Asked at most once per reload interval: the answer changes only with an alias move.
-            if time.monotonic() - self._challenger_checked > spec.serve.reload_interval_s:
+            if (
+                time.monotonic() - self._challenger_checked
+                > spec.serve.reload_interval_s
+            ):
                 self._challenger_checked = time.monotonic()
                 try:
-                    self._challenger_version = (await self.challenger.info.remote())["version"]
-                except Exception:
+                    self._challenger_version = (await self.challenger.info.remote())[
+                        "version"
+                    ]
+                except Exception:  # noqa: BLE001 (no challenger replica answering = no challenger)
                     self._challenger_version = None
             return self._challenger_version is not None
 
@@ -155,19 +195,29 @@ def make_ingress(spec: Spec) -> type:
             try:
                 return await handle.predict.remote(records)
             except BackPressureError:
-                raise ApiError(503, "overloaded: the model's queue is full, retry later") from None
+                raise ApiError(
+                    503, "overloaded: the model's queue is full, retry later"
+                ) from None
 
         async def _shadow(self, request_id: str, records: list[dict]) -> None:
             try:
                 answer = await self.challenger.predict.remote(records)
-                self.plog.add(request_id, "shadow", answer["version"], records, answer["predictions"])
-            except Exception as err:  # a shadow never affects the caller
+                self.plog.add(
+                    request_id,
+                    "shadow",
+                    answer["version"],
+                    records,
+                    answer["predictions"],
+                )
+            except Exception as err:  # noqa: BLE001 (a shadow never affects the caller)
                 log.warning("shadow call failed: %s", err)
 
         # ---------------------------------------------------------------- routes
         @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS)
         async def predict(
-            self, request: Request, body: Union[list[Record], Record] = Body(...)  # noqa: UP007 (FastAPI union)
+            self,
+            request: Request,
+            body: Annotated[Union[list[Record], Record], Body()],  # noqa: UP007 (FastAPI union)
         ) -> PredictResponse | JSONResponse:
             started = time.perf_counter()
             try:
@@ -176,7 +226,10 @@ def make_ingress(spec: Spec) -> type:
                 if not items:
                     raise ApiError(422, "no records in the request")
                 if len(items) > spec.serve.max_records:
-                    raise ApiError(413, f"{len(items)} records in one request; the limit is {spec.serve.max_records}")
+                    raise ApiError(
+                        413,
+                        f"{len(items)} records in one request; the limit is {spec.serve.max_records}",
+                    )
                 records = [r.model_dump() for r in items]
                 role, handle = await self._route()
                 try:
@@ -186,11 +239,21 @@ def make_ingress(spec: Spec) -> type:
                 except Exception:
                     if role == registry.CHAMPION:
                         raise
-                    role, answer = registry.CHAMPION, await self._call(self.champion, records)  # canary fell over
+                    role, answer = (
+                        registry.CHAMPION,
+                        await self._call(self.champion, records),
+                    )  # canary fell over
                 request_id = uuid.uuid4().hex
-                self.plog.add(request_id, role, answer["version"], records, answer["predictions"])
-                if spec.serve.traffic.mode == "shadow" and await self._challenger_ready():
-                    asyncio.get_running_loop().create_task(self._shadow(request_id, records))
+                self.plog.add(
+                    request_id, role, answer["version"], records, answer["predictions"]
+                )
+                if (
+                    spec.serve.traffic.mode == "shadow"
+                    and await self._challenger_ready()
+                ):
+                    asyncio.get_running_loop().create_task(
+                        self._shadow(request_id, records)
+                    )
             except ApiError as err:
                 self._observe("predict", err.status, "none", started)
                 return _error(err.status, err.error, err.fields)
@@ -200,17 +263,26 @@ def make_ingress(spec: Spec) -> type:
 
         async def _route(self) -> tuple[str, DeploymentHandle]:
             traffic = spec.serve.traffic
-            if traffic.mode == "canary" and random.random() < traffic.canary_weight and await self._challenger_ready():
+            if (
+                traffic.mode == "canary"
+                and random.random() < traffic.canary_weight
+                and await self._challenger_ready()
+            ):
                 return registry.CHALLENGER, self.challenger
             return registry.CHAMPION, self.champion
 
         @app.post("/v1/feedback", response_model=FeedbackResponse, responses=ERRORS)
-        async def feedback(self, request: Request, items: list[FeedbackItem] = Body(...)) -> FeedbackResponse:
+        async def feedback(
+            self, request: Request, items: Annotated[list[FeedbackItem], Body()]
+        ) -> FeedbackResponse:
             self.authorize(request)
             if not items:
                 raise ApiError(422, "no feedback items")
             if len(items) > spec.serve.max_records:
-                raise ApiError(413, f"{len(items)} feedback items; the limit is {spec.serve.max_records}")
+                raise ApiError(
+                    413,
+                    f"{len(items)} feedback items; the limit is {spec.serve.max_records}",
+                )
             return await asyncio.to_thread(self._append_feedback, items)
 
         def _append_feedback(self, items: list[FeedbackItem]) -> FeedbackResponse:
@@ -221,7 +293,9 @@ def make_ingress(spec: Spec) -> type:
         @app.get("/v1/models", responses=ERRORS)
         async def models(self, request: Request) -> dict[str, Any]:
             self.authorize(request)
-            versions = await asyncio.to_thread(registry.list_versions, spec, self.settings)
+            versions = await asyncio.to_thread(
+                registry.list_versions, spec, self.settings
+            )
             serving = {"champion": await self.champion.info.remote()}
             if await self._challenger_ready():
                 serving["challenger"] = await self.challenger.info.remote()
@@ -238,7 +312,7 @@ def make_ingress(spec: Spec) -> type:
             """Readiness: a champion is loaded and answers."""
             try:
                 info = await asyncio.wait_for(self.champion.info.remote(), timeout=5)
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 (any failure means not ready)
                 return _error(503, f"champion not ready: {type(err).__name__}")
             if info["version"] is None:
                 return _error(503, "champion not loaded")

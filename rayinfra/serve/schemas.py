@@ -44,7 +44,11 @@ def record_model(spec: Spec) -> type[BaseModel]:
     for name in (contract.key, contract.event_time):
         if name and name not in fields:
             fields[name] = _field(contract.columns[name], required=False)
-    return create_model(f"{spec.name.title().replace('-', '').replace('_', '')}Record", __base__=_Strict, **fields)
+    return create_model(
+        f"{spec.name.title().replace('-', '').replace('_', '')}Record",
+        __base__=_Strict,
+        **fields,
+    )
 
 
 class Prediction(BaseModel):
@@ -62,7 +66,11 @@ class PredictResponse(BaseModel):
 
 class FeedbackItem(_Strict):
     request_id: str = Field(min_length=1, max_length=64)
-    index: int = Field(0, ge=0, description="Which record of the request (0 for single-record requests).")
+    index: int = Field(
+        0,
+        ge=0,
+        description="Which record of the request (0 for single-record requests).",
+    )
     label: int = Field(ge=0, le=1)
 
 
@@ -80,6 +88,8 @@ class ErrorBody(BaseModel):
 class ApiError(Exception):
     """A request refused with ``status`` and a JSON reason naming the fields at fault."""
 
-    def __init__(self, status: int, error: str, fields: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, status: int, error: str, fields: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(error)
         self.status, self.error, self.fields = status, error, fields or []
