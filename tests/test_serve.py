@@ -316,3 +316,73 @@ def _wait_for_version(results: list, version: int, timeout: float = 30) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"version {version} never answered")
+
+
+# ---------------------------------------------------------------------- load and scale
+def _replicas(name: str = "champion") -> int:
+    from ray import serve
+
+    status = serve.status().applications["fraud"].deployments[name]
+    return status.replica_states.get("RUNNING", 0)
+
+
+def test_load_beyond_capacity_is_shed_quickly_with_503(url, home):
+    # Tiny queues and slow-filling batches: 4 in flight, 2 waiting, the rest refused.
+    _redeploy(home, max_batch_size=4, max_ongoing_requests=4, max_queued_requests=2, batch_wait_timeout_s=0.5)
+    try:
+        with ThreadPoolExecutor(24) as pool:
+            started = time.perf_counter()
+            timed = list(pool.map(lambda _: (post(url, _records(1)), time.perf_counter() - started), range(24)))
+        shed = [(r, t) for r, t in timed if r.status_code == 503]
+        assert shed and all(r.json()["error"].startswith("overloaded") for r, _ in shed)
+        assert min(t for _, t in shed) < 1.0  # refused at once, not after waiting in a queue
+        assert {r.status_code for r, _ in timed} <= {200, 503}
+        assert post(url, _records(1)).status_code == 200  # and the service is still there
+    finally:
+        _redeploy(home)
+
+
+def test_autoscaling_adds_a_replica_under_load_and_removes_it_after(url, home):
+    _redeploy(home, min_replicas=1, max_replicas=2, target_ongoing_requests=1, upscale_delay_s=1,
+              downscale_delay_s=2, replica_cpus=0.25, batch_wait_timeout_s=0.05)  # fmt: skip
+    stop, seen = threading.Event(), []
+
+    def load() -> None:
+        while not stop.is_set():
+            post(url, _records(5))
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            for _ in range(8):
+                pool.submit(load)
+            deadline = time.time() + 60
+            while time.time() < deadline and _replicas() < 2:
+                time.sleep(0.5)
+            seen.append(_replicas())
+            stop.set()
+        deadline = time.time() + 90
+        while time.time() < deadline and _replicas() > 1:
+            time.sleep(1)
+        seen.append(_replicas())
+    finally:
+        stop.set()
+        _redeploy(home)
+    assert seen == [2, 1], f"replicas under load, then after: {seen}"
+
+
+def test_prometheus_metrics_are_exported(url, home):
+    import ray
+
+    post(url, _records(3))
+    assert post(url, _records(1), key=None).status_code == 401
+    port = ray.nodes()[0]["MetricsExportPort"]
+    deadline, text = time.time() + 60, ""
+    while time.time() < deadline:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        if all(m in text for m in ("ray_rayinfra_requests_total", "ray_rayinfra_batch_size_bucket", 'status="401"')):
+            break
+        time.sleep(2)
+    for metric in ("ray_rayinfra_requests_total", "ray_rayinfra_request_latency_ms_bucket",
+                   "ray_rayinfra_batch_size_bucket", "ray_rayinfra_model_version", "ray_serve_deployment_replica_healthy"):  # fmt: skip
+        assert metric in text, metric
+    assert 'status="401"' in text and 'model_version="1"' in text

@@ -54,11 +54,16 @@ def application(spec: Spec, settings: Settings | None = None) -> Application:
     challenger = serve.deployment(
         ModelServer, name="challenger", num_replicas=1, **model_opts
     )
+    # The ingress is cheap per request and sheds with a JSON 503 when the model's queue is
+    # full; its own queue (at the proxy, which answers in plain text) is kept deeper.
     ingress = serve.deployment(
-        make_ingress(spec), name="ingress", num_replicas=1,
-        max_ongoing_requests=max(s.max_ongoing_requests * max(1, s.max_replicas), 256),
-        max_queued_requests=s.max_queued_requests, ray_actor_options={"num_cpus": s.ingress_cpus},
-    )  # fmt: skip
+        make_ingress(spec),
+        name="ingress",
+        num_replicas=1,
+        max_ongoing_requests=max(s.max_ongoing_requests * s.max_replicas, 256),
+        max_queued_requests=-1 if s.max_queued_requests < 0 else max(4 * s.max_queued_requests, 1024),
+        ray_actor_options={"num_cpus": s.ingress_cpus},
+    )
     return ingress.bind(
         champion.bind(spec, settings, registry.CHAMPION, threads),
         challenger.bind(spec, settings, registry.CHALLENGER, threads),
