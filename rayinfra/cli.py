@@ -252,6 +252,37 @@ def audit_cmd(limit: int = 20) -> None:
     console.print(out)
 
 
+@app.command("serve")
+def serve_cmd(
+    spec: SpecOpt = DEFAULT_SPEC,
+    detach: Annotated[bool, typer.Option(help="Deploy and return (needs RAY_ADDRESS: a local Ray ends with this process).")] = False,
+) -> None:
+    """Serve the champion over HTTP (Ray Serve): batching, autoscaling, canary/shadow, API keys."""
+    import time
+
+    from rayinfra.runtime import init_ray
+    from rayinfra.serve import auth
+    from rayinfra.serve.app import deploy
+
+    task, settings = _spec(spec), Settings()
+    if detach and not settings.ray_address:
+        raise _fail("--detach needs a running cluster (RAY_ADDRESS); a local Ray stops when this command exits")
+    init_ray(settings)
+    url = _guard(lambda: deploy(task, settings))
+    key_file = settings.api_keys_file or auth.default_key_file(settings)
+    console.print(f"serving [bold]{task.model_name}[/]@champion at {url}  (docs: {url}/docs)")
+    if task.serve.auth:
+        console.print(f"API key: {'RAYINFRA_API_KEYS' if settings.api_keys else key_file}")
+    console.print(f"try: curl -H 'Authorization: Bearer <key>' -H 'Content-Type: application/json' -d @record.json {url}/v1/predict")
+    if not detach:
+        console.print("Ctrl-C to stop")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
 def _print_outcome(outcome) -> None:
     m = outcome.test_metrics
     console.print(

@@ -94,6 +94,7 @@ def build_app(args: dict[str, Any]) -> Application:
 def deploy(spec: Spec, settings: Settings | None = None, blocking: bool = False) -> str:
     """Start Serve (bound to ``settings.serve_host``) and deploy ``spec``'s app; return its URL."""
     settings = settings or Settings()
+    registry.resolve(spec.model_name, registry.CHAMPION, settings)  # a clear error before any replica starts
     serve.start(http_options={"host": settings.serve_host, "port": settings.serve_port})
     serve.run(
         application(spec, settings), name=spec.name, route_prefix="/", blocking=blocking
