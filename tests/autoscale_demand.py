@@ -16,6 +16,8 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rayinfra.runtime import ResourceLayout
 
+RESULT = "RESULT "  # marks the line to read: the autoscaler also prints to the driver
+
 
 def _alive() -> int:
     return sum(n["Alive"] for n in ray.nodes())
@@ -45,7 +47,7 @@ def main(address: str, workers: int) -> None:
     t0 = time.monotonic()
     while _alive() > before and time.monotonic() - t0 < 150:
         time.sleep(1)
-    print(json.dumps({"before": before, "during": during, "after": _alive(), "bundle": bundle,
+    print(RESULT + json.dumps({"before": before, "during": during, "after": _alive(), "bundle": bundle,
                       "task_nodes": nodes, "head": ray.get_runtime_context().get_node_id(),
                       "scaled_up_s": round(scaled_up_s, 1), "scaled_down_s": round(time.monotonic() - t0, 1)}))  # fmt: skip
 

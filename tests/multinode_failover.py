@@ -41,11 +41,13 @@ def _train_worker_nodes(address: str) -> list[str]:
     return [w.node_id for w in workers]
 
 
-def _wait_for_checkpoint(storage: Path, run: threading.Thread, timeout_s: float = 300) -> None:
+def _wait_for_checkpoints(storage: Path, run: threading.Thread, count: int, timeout_s: float = 300) -> None:
+    # A checkpoint's folder appears while it uploads, before the controller registers it;
+    # once the next epoch's folder appears, the earlier checkpoint is surely registered.
     deadline = time.monotonic() + timeout_s
-    while not any((storage / RUN).glob("checkpoint_*")):
+    while len(list((storage / RUN).glob("checkpoint_*"))) < count:
         if not run.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("no checkpoint appeared while the run was going")
+            raise RuntimeError(f"fewer than {count} checkpoints appeared while the run was going")
         time.sleep(0.5)
 
 
@@ -71,7 +73,7 @@ def main() -> None:
 
         thread = threading.Thread(target=run)
         thread.start()
-        _wait_for_checkpoint(Path(settings.storage_path), thread)
+        _wait_for_checkpoints(Path(settings.storage_path), thread, count=2)
         before = _train_worker_nodes(cluster.address)
         victim = next(n for n in workers if n.node_id in before)  # a worker node that hosts a train worker
         cluster.remove_node(victim, allow_graceful=False)

@@ -16,6 +16,7 @@ import sys
 import pytest
 import yaml
 
+from tests.autoscale_demand import RESULT
 from tests.conftest import ROOT
 from tests.headnode import head_node, ray_env
 
@@ -66,7 +67,8 @@ def test_workers_are_added_for_a_training_demand_and_removed_when_idle(tmp_path)
         driver = [sys.executable, "-m", "tests.autoscale_demand", f"{get_node_ip_address()}:{head['gcs']}", str(WORKERS)]
         out = subprocess.run(driver, check=False, cwd=ROOT, env=ray_env(), capture_output=True, text=True, timeout=420)
     assert out.returncode == 0, out.stderr[-4000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    [line] = [line for line in out.stdout.splitlines() if line.startswith(RESULT)]
+    result = json.loads(line.removeprefix(RESULT))
     print(result)
     assert result["before"] == 1  # the head alone
     assert result["during"] == 1 + WORKERS  # a worker node per training worker (STRICT_SPREAD)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import re
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -39,7 +38,7 @@ def _env_file(text: str) -> dict[str, str]:
 
 
 def _torch_pin() -> str:
-    return re.search(r"^TORCH \?= (\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    return re.search(r"^TORCH \?= (\S+)", (ROOT / "Makefile").read_text(), re.MULTILINE).group(1)
 
 
 def _manifest(name: str) -> dict:
