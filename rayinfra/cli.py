@@ -17,12 +17,18 @@ from rayinfra.config import Settings, SpecError, load_spec
 app = typer.Typer(help="rayinfra: the whole life of a model on Ray.", no_args_is_help=True)
 data_app = typer.Typer(help="Inspect and maintain Delta tables.", no_args_is_help=True)
 spec_app = typer.Typer(help="Check task specs.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Jobs on a Ray cluster: list, logs, stop.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(spec_app, name="spec")
+app.add_typer(jobs_app, name="jobs")
 console = Console()
 
 DEFAULT_SPEC = Path("jobs/specs/fraud.yaml")
 SpecOpt = Annotated[Path, typer.Option("--spec", "-s", help="Task spec (YAML).")]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option("--address", help="Cluster dashboard (Jobs API); default RAY_ADDRESS, else http://127.0.0.1:8265."),
+]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -281,6 +287,96 @@ def serve_cmd(
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
+@app.command("submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def submit_cmd(
+    ctx: typer.Context,
+    stage: Annotated[str, typer.Argument(help="train, tune, batch-predict or retrain; arguments after -- go to the job.")],
+    spec: SpecOpt = DEFAULT_SPEC,
+    address: AddressOpt = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the job id and return; do not follow.")] = False,
+) -> None:
+    """Run a stage as a Ray job on a cluster; follow its logs; exit with its outcome (0: succeeded)."""
+    from rayinfra import submit as jobs
+
+    _spec(spec)  # a broken spec fails here, before anything is uploaded
+    request = _submit_guard(lambda: jobs.build_request(stage, spec, ctx.args))
+    client = _submit_guard(lambda: jobs.client(address))
+    job_id = _submit_guard(lambda: jobs.submit(request, client))
+    console.print(f"submitted {stage} as job {job_id}: {request.entrypoint}", highlight=False, soft_wrap=True)
+    if no_wait:
+        console.print(f"follow it with: rayinfra jobs logs {job_id} --follow", highlight=False, soft_wrap=True)
+        return
+    try:
+        status = jobs.follow(client, job_id, lambda text: typer.echo(text, nl=False))
+    except KeyboardInterrupt:
+        console.print(f"\nstopped following; the job goes on (rayinfra jobs stop {job_id} ends it)", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    console.print(f"job {job_id} {status}", highlight=False, soft_wrap=True)
+    raise typer.Exit(jobs.exit_code(status))
+
+
+@jobs_app.command("list")
+def jobs_list(address: AddressOpt = None, limit: int = 20) -> None:
+    """Submitted jobs, newest first."""
+    from rayinfra import submit as jobs
+
+    client = _submit_guard(lambda: jobs.client(address))
+    found = _submit_guard(client.list_jobs)
+    out = RichTable()
+    for column in ("job", "status", "started (UTC)"):  # ids whole, even on a narrow terminal
+        out.add_column(column, no_wrap=True)
+    out.add_column("entrypoint", overflow="fold")
+    for job in sorted(found, key=lambda j: j.start_time or 0, reverse=True)[:limit]:
+        started = datetime.fromtimestamp(job.start_time / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if job.start_time else ""
+        out.add_row(job.submission_id or job.job_id or "", job.status.value, started, job.entrypoint)
+    console.print(out)
+
+
+@jobs_app.command("logs")
+def jobs_logs(
+    job_id: Annotated[str, typer.Argument(help="The id `rayinfra submit` printed.")],
+    address: AddressOpt = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until the job ends; exit with its outcome.")] = False,
+) -> None:
+    """A job's logs."""
+    from rayinfra import submit as jobs
+
+    client = _submit_guard(lambda: jobs.client(address))
+    if follow:
+        status = _submit_guard(lambda: jobs.follow(client, job_id, lambda text: typer.echo(text, nl=False)))
+        raise typer.Exit(jobs.exit_code(status))
+    typer.echo(_submit_guard(lambda: client.get_job_logs(job_id)), nl=False)
+
+
+@jobs_app.command("stop")
+def jobs_stop(
+    job_id: Annotated[str, typer.Argument(help="The id `rayinfra submit` printed.")],
+    address: AddressOpt = None,
+) -> None:
+    """Stop a job and wait (up to a minute) until it has stopped."""
+    from rayinfra import submit as jobs
+
+    client = _submit_guard(lambda: jobs.client(address))
+    if not _submit_guard(lambda: client.stop_job(job_id)):
+        console.print(f"job {job_id} had already ended: {client.get_job_status(job_id).value}", highlight=False, soft_wrap=True)
+        return
+    console.print(f"job {job_id} {jobs.wait(client, job_id, timeout_s=60)}", highlight=False, soft_wrap=True)
+
+
+def _submit_guard(fn):
+    """Run ``fn``; a submission the user can fix, or a cluster out of reach, is one message and exit 2."""
+    from ray.exceptions import AuthenticationError
+
+    from rayinfra.submit import SubmitError
+
+    try:
+        return fn()
+    except SubmitError as err:
+        raise _fail(str(err)) from None
+    except AuthenticationError as err:  # no token, or not this cluster's
+        raise _fail(f"the cluster refused the token: {err}") from None
+    except (RuntimeError, ConnectionError) as err:  # the Jobs API answers refusals (401, 404) this way
+        raise _fail(f"Ray Jobs API: {err}") from None
 
 
 def _print_outcome(outcome) -> None:

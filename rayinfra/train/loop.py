@@ -51,6 +51,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     val_data = EpochData(ray.train.get_dataset_shard("val"), config["batch_size"], device, cache, shuffle=False)
     for epoch in range(start, config["epochs"]):
         _maybe_fail(config, epoch, rank)
+        _maybe_pause(config)
         model.train()
         total, rows, started = 0.0, 0, time.perf_counter()
         for batch in train_data.batches(epoch):
@@ -163,6 +164,12 @@ def _resume(model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, li
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
+
+
+def _maybe_pause(config: dict[str, Any]) -> None:
+    """Test hook: slow every epoch down, so a test can act (remove a node) mid-run."""
+    if config.get("epoch_delay_s"):
+        time.sleep(config["epoch_delay_s"])
 
 
 def _maybe_fail(config: dict[str, Any], epoch: int, rank: int) -> None:
