@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+import yaml
 from deltalake import DeltaTable, write_deltalake
 
 from rayinfra import audit, registry
@@ -16,7 +21,7 @@ from rayinfra.data.contract import conform
 from rayinfra.data.tables import Table, TableError
 from rayinfra.pipeline import train_and_register
 from rayinfra.registry import CHAMPION, RegistryError
-from tests.conftest import small_spec
+from tests.conftest import DEMO_SPEC, ROOT, small_spec
 
 MODEL = "fraud-batch-test"
 ROWS_PER_APPEND = 600
@@ -166,3 +171,41 @@ def test_a_damaged_input_file_is_a_clear_error(home, models, first):
 def _table(home: Settings, name: str) -> tuple[Table, object]:
     spec = small_spec(**{"registry.model_name": MODEL, "dataset.table": name})
     return Table.for_spec(spec, home), spec
+
+
+def _spec_file(tmp_path) -> str:
+    raw = yaml.safe_load(DEMO_SPEC.read_text())
+    raw["registry"] = {"model_name": MODEL}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_cli_prints_a_summary_and_refuses_unknown_versions(home, models, first, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rayinfra.cli import app
+
+    monkeypatch.setenv("RAYINFRA_HOME", str(home.home))
+    spec_path, runner = _spec_file(tmp_path), CliRunner()
+    ok = runner.invoke(app, ["predict-batch", "--spec", spec_path, "--model", str(models["other"]), "--table-version", "2"],
+                       catch_exceptions=False, terminal_width=300)  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    version, text = DeltaTable(first.output_table_uri).version(), " ".join(ok.output.split())  # rich wraps lines
+    assert f"scored {2 * ROWS_PER_APPEND:,} rows" in text and f"@v2 with {MODEL} v{models['other']}" in text
+    assert f"is now at version {version}" in text
+    bad = runner.invoke(app, ["predict-batch", "--spec", spec_path, "--model", "42"], terminal_width=300)
+    assert bad.exit_code == 2 and "has no version 42" in bad.output
+    assert DeltaTable(first.output_table_uri).version() == version
+
+
+def test_job_entrypoint_joins_the_cluster_and_scores(home, models, first, tmp_path):
+    import ray
+
+    env = {**os.environ, "RAYINFRA_HOME": str(home.home), "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+           "PYTHONPATH": str(ROOT)}  # fmt: skip
+    out = subprocess.run([sys.executable, "jobs/batch_predict.py", "--spec", _spec_file(tmp_path), "--table-version", "1"],
+                         check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    text = " ".join(out.stdout.split())
+    assert f"scored {ROWS_PER_APPEND:,} rows" in text and f"with {MODEL} v{models['champion']}:" in text
