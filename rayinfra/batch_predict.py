@@ -118,36 +118,41 @@ def score_table(
     version = _pin(table, table_version)
     model_version = registry.resolve(spec.model_name, model_ref, settings)
     output_uri = settings.table_uri(output_table or f"{spec.dataset.table}{OUTPUT_SUFFIX}")
-    key = spec.contract.key
     schema = output_schema(spec.contract)
     _check_output(output_uri, schema)
-
-    layout = init_ray(settings)
     run_id, scored_at = uuid.uuid4().hex, datetime.now(timezone.utc)
     stamp = {"model_name": spec.model_name, "model_version": model_version, "input_table_uri": table.uri,
              "input_table_version": version, "scored_at": scored_at}  # fmt: skip
-    columns = [*([key] if key else []), *spec.features.all]
-    scored = _read(table, version, columns).map_batches(
-        Scorer,
-        fn_constructor_kwargs={"model_name": spec.model_name, "model_version": model_version,
-                               "settings": settings, "stamp": stamp, "contract": spec.contract},
-        batch_format="pyarrow",
-        batch_size=batch_rows,
-        **scorer_resources(layout),
-    )
-    # Rows keep the input version's file order: the same input and model version give
-    # the same output, and a failure is reported at a reproducible place.
-    scored.context.execution_options.preserve_order = True
+    scored = _scored(spec, settings, table, stamp, batch_rows)
     meta = {"rayinfra.source": "batch_predict", "rayinfra.user": current_user(), RUN_KEY: run_id,
-            "rayinfra.model_name": spec.model_name, "rayinfra.model_version": str(model_version),
-            "rayinfra.input_table_uri": table.uri, "rayinfra.input_table_version": str(version)}  # fmt: skip
-    rows = _commit(output_uri, schema, key, scored.iter_batches(batch_format="pyarrow", batch_size=None), meta)
+            **{f"rayinfra.{k}": str(v) for k, v in stamp.items() if k != "scored_at"}}  # fmt: skip
+    rows = _commit(output_uri, schema, spec.contract.key, scored, meta)
     result = ScoreResult(run_id, rows, spec.model_name, model_version, table.uri, version, output_uri,
                          _committed_version(output_uri, run_id), scored_at)  # fmt: skip
     audit.record("batch_predict", f"scored {table.uri}@v{version}", settings, model=spec.model_name, version=model_version,
                  table_uri=table.uri, table_version=version, output_uri=output_uri,
                  output_version=result.output_table_version, rows=rows, run_id=run_id)  # fmt: skip
     return result
+
+
+def _scored(spec: Spec, settings: Settings, table: Table, stamp: dict[str, Any], batch_rows: int) -> Iterator[pa.Table]:
+    """The pinned input through the scorer actors, as a stream of scored batches on the driver."""
+    layout = init_ray(settings)
+    key = spec.contract.key
+    columns = [*([key] if key else []), *spec.features.all]
+    scored = _read(table, stamp["input_table_version"], columns).map_batches(
+        Scorer,
+        fn_constructor_kwargs={"model_name": spec.model_name, "model_version": stamp["model_version"],
+                               "settings": settings, "stamp": stamp, "contract": spec.contract},
+        batch_format="pyarrow",
+        batch_size=batch_rows,
+        **scorer_resources(layout),
+    )
+    # Rows keep the input version's file order: the same input and model version give
+    # the same output, and a failure is reported at a reproducible place. (The
+    # dataset's context is its own deep copy: the process-wide one is untouched.)
+    scored.context.execution_options.preserve_order = True
+    return scored.iter_batches(batch_format="pyarrow", batch_size=None)
 
 
 def scorer_resources(layout: ResourceLayout) -> dict[str, Any]:
