@@ -204,6 +204,26 @@ def tune_cmd(
     console.print(f"registered [bold]{task.model_name}[/] v{out.registered.model_version}; gate: {out.registered.gate.reason}")
 
 
+@app.command("predict-batch")
+def predict_batch(
+    spec: SpecOpt = DEFAULT_SPEC,
+    model: Annotated[str, typer.Option(help="Model version number or alias.")] = "champion",
+    table_version: Annotated[Optional[int], typer.Option(help="Input table version (default latest).")] = None,  # noqa: UP045
+    output: Annotated[Optional[str], typer.Option(help="Output table name (default <table>_predictions).")] = None,  # noqa: UP045
+) -> None:
+    """Score a table version with one model version; append the predictions as one Delta commit."""
+    from rayinfra.batch_predict import score_table
+
+    task = _spec(spec)
+    ref = int(model) if model.isdigit() else model
+    r = _guard(lambda: score_table(task, Settings(), model_ref=ref, table_version=table_version, output_table=output))
+    console.print(
+        f"scored {r.rows:,} rows of {r.input_table_uri}@v{r.input_table_version} with {r.model_name} "
+        f"v{r.model_version}: {r.output_table_uri} is now at version {r.output_table_version}",
+        highlight=False,
+    )
+
+
 @app.command("models")
 def models_cmd(spec: SpecOpt = DEFAULT_SPEC) -> None:
     """Registered versions: aliases, test metrics, lineage."""
@@ -391,6 +411,7 @@ def _print_outcome(outcome) -> None:
 # ---------------------------------------------------------------------------- output
 def _guard(fn):
     """Run ``fn``; turn the errors a user can fix into one clear message and exit 2."""
+    from rayinfra.batch_predict import ScoringError
     from rayinfra.data.contract import ContractViolation
     from rayinfra.data.ingest import IngestError
     from rayinfra.data.tables import TableError
@@ -399,7 +420,7 @@ def _guard(fn):
 
     try:
         return fn()
-    except (ContractViolation, IngestError, TableError, SpecError, TrainingError, RegistryError, ValueError) as err:
+    except (ContractViolation, IngestError, TableError, SpecError, TrainingError, RegistryError, ScoringError, ValueError) as err:
         raise _fail(str(err)) from None
 
 
