@@ -273,6 +273,16 @@ class ServeSpec(_Section):
     ingress_cpus: float = Field(
         0.25, gt=0, description="CPUs reserved by each ingress replica."
     )
+    max_replicas_per_node: PositiveInt | None = Field(
+        None,
+        description="Model replicas (champion, challenger) on one node at most; 1 spreads them "
+        "over nodes, so losing a node loses one replica (None: Serve's best-effort spread).",
+    )
+    ingress_resources: dict[str, float] = Field(
+        {},
+        description="Custom Ray resources the ingress replica asks for, to pin it to the nodes "
+        "that offer them (e.g. {'node:__internal_head__': 0.001}: the head, beside its proxy).",
+    )
     max_records: PositiveInt = Field(
         1000, description="Records in one request; more is a 413."
     )

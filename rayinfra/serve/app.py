@@ -46,7 +46,8 @@ def application(spec: Spec, settings: Settings | None = None) -> Application:
     hashes = auth.key_hashes(settings, create=True) if s.auth else []
     threads = max(1, math.floor(s.replica_cpus))
     model_opts = {"max_ongoing_requests": s.max_ongoing_requests, "max_queued_requests": s.max_queued_requests,
-                  "ray_actor_options": {"num_cpus": s.replica_cpus}, "health_check_period_s": 5}  # fmt: skip
+                  "ray_actor_options": {"num_cpus": s.replica_cpus}, "health_check_period_s": 5,
+                  "max_replicas_per_node": s.max_replicas_per_node}  # fmt: skip
     champion = serve.deployment(
         ModelServer, name="champion", autoscaling_config=autoscaling(spec), **model_opts
     )
@@ -62,7 +63,7 @@ def application(spec: Spec, settings: Settings | None = None) -> Application:
         num_replicas=1,
         max_ongoing_requests=max(s.max_ongoing_requests * s.max_replicas, 256),
         max_queued_requests=-1 if s.max_queued_requests < 0 else max(4 * s.max_queued_requests, 1024),
-        ray_actor_options={"num_cpus": s.ingress_cpus},
+        ray_actor_options={"num_cpus": s.ingress_cpus, "resources": dict(s.ingress_resources)},
     )
     return ingress.bind(
         champion.bind(spec, settings, registry.CHAMPION, threads),
