@@ -15,7 +15,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -120,7 +120,7 @@ def score_table(
     output_uri = settings.table_uri(output_table or f"{spec.dataset.table}{OUTPUT_SUFFIX}")
     schema = output_schema(spec.contract)
     _check_output(output_uri, schema)
-    run_id, scored_at = uuid.uuid4().hex, datetime.now(timezone.utc)
+    run_id, scored_at = uuid.uuid4().hex, datetime.now(UTC)
     stamp = {"model_name": spec.model_name, "model_version": model_version, "input_table_uri": table.uri,
              "input_table_version": version, "scored_at": scored_at}  # fmt: skip
     scored = _scored(spec, settings, table, stamp, batch_rows)

@@ -52,9 +52,7 @@ class ColumnSpec(_Section):
     nullable: bool = False
     min: float | None = Field(None, description="Smallest allowed value (numbers).")
     max: float | None = Field(None, description="Largest allowed value (numbers).")
-    categories: list[str] | None = Field(
-        None, description="Allowed values; when given the column is closed to others."
-    )
+    categories: list[str] | None = Field(None, description="Allowed values; when given the column is closed to others.")
     description: str = ""
 
     @model_validator(mode="after")
@@ -70,9 +68,7 @@ class ColumnSpec(_Section):
             if self.type != "category":
                 raise ValueError("categories apply to columns of type category")
             if not self.categories or len(set(self.categories)) != len(self.categories):
-                raise ValueError(
-                    "categories must be a non-empty list of distinct values"
-                )
+                raise ValueError("categories must be a non-empty list of distinct values")
         return self
 
 
@@ -80,12 +76,8 @@ class Contract(_Section):
     """What every batch written to a table must satisfy."""
 
     columns: dict[str, ColumnSpec] = Field(min_length=1)
-    label: str | None = Field(
-        None, description="The label column, if the table has one."
-    )
-    key: str | None = Field(
-        None, description="Unique record id (used for splits, feedback)."
-    )
+    label: str | None = Field(None, description="The label column, if the table has one.")
+    key: str | None = Field(None, description="Unique record id (used for splits, feedback).")
     event_time: str | None = Field(None, description="Event-time column (timestamp).")
 
     @model_validator(mode="after")
@@ -95,9 +87,7 @@ class Contract(_Section):
             if name is not None and name not in self.columns:
                 raise ValueError(f"{role} column '{name}' is not among the columns")
         if self.event_time and self.columns[self.event_time].type != "timestamp":
-            raise ValueError(
-                f"event_time column '{self.event_time}' must be of type timestamp"
-            )
+            raise ValueError(f"event_time column '{self.event_time}' must be of type timestamp")
         return self
 
     def hash(self) -> str:
@@ -105,13 +95,9 @@ class Contract(_Section):
 
 
 class DatasetSpec(_Section):
-    table: str = Field(
-        pattern=r"^[A-Za-z0-9_\-]+$", description="Table name under the data root."
-    )
+    table: str = Field(pattern=r"^[A-Za-z0-9_\-]+$", description="Table name under the data root.")
     contract: Contract
-    maintenance_every: PositiveInt = Field(
-        100, description="Compact and checkpoint the table every N commits."
-    )
+    maintenance_every: PositiveInt = Field(100, description="Compact and checkpoint the table every N commits.")
     checkpoint_every: PositiveInt = Field(
         10,
         description="Delta checkpoint interval: readers replay at most N-1 JSON commits.",
@@ -150,9 +136,7 @@ class TrainSpec(_Section):
     num_workers: PositiveInt = 1
     use_gpu: bool = False
     epochs: PositiveInt = 5
-    batch_size: PositiveInt = Field(
-        1024, description="Global batch size, split evenly between workers."
-    )
+    batch_size: PositiveInt = Field(1024, description="Global batch size, split evenly between workers.")
     learning_rate: PositiveFloat = 1e-3
     weight_decay: float = Field(0.0, ge=0)
     cpus_per_worker: PositiveFloat | None = Field(
@@ -179,17 +163,11 @@ class SearchDim(_Section):
     uniform: tuple[float, float] | None = None
     loguniform: tuple[PositiveFloat, PositiveFloat] | None = None
     choice: list[Any] | None = Field(None, min_length=1)
-    grid: list[Any] | None = Field(
-        None, min_length=1, description="Every value is tried (times num_samples)."
-    )
+    grid: list[Any] | None = Field(None, min_length=1, description="Every value is tried (times num_samples).")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SearchDim:
-        given = [
-            k
-            for k in ("uniform", "loguniform", "choice", "grid")
-            if getattr(self, k) is not None
-        ]
+        given = [k for k in ("uniform", "loguniform", "choice", "grid") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of uniform, loguniform, choice, grid")
         return self
@@ -202,31 +180,21 @@ class TuneSpec(_Section):
     num_samples: PositiveInt = 4
     metric: Literal["val_pr_auc", "val_roc_auc", "val_log_loss"] = "val_pr_auc"
     mode: Literal["max", "min"] = "max"
-    grace_period: PositiveInt = Field(
-        1, description="ASHA: epochs every trial gets before it can be stopped."
-    )
-    reduction_factor: float = Field(
-        2, gt=1, description="ASHA: keep 1/reduction_factor of trials per rung."
-    )
-    search_space: dict[str, SearchDim] = Field(
-        default_factory=dict, description="Keys: train params or model.<param>."
-    )
+    grace_period: PositiveInt = Field(1, description="ASHA: epochs every trial gets before it can be stopped.")
+    reduction_factor: float = Field(2, gt=1, description="ASHA: keep 1/reduction_factor of trials per rung.")
+    search_space: dict[str, SearchDim] = Field(default_factory=dict, description="Keys: train params or model.<param>.")
 
     @field_validator("search_space")
     @classmethod
     def _tunable(cls, space: dict[str, SearchDim]) -> dict[str, SearchDim]:
         for key in space:
             if key not in TUNABLE_TRAIN_PARAMS and not key.startswith("model."):
-                raise ValueError(
-                    f"cannot tune '{key}': use one of {', '.join(TUNABLE_TRAIN_PARAMS)} or model.<param>"
-                )
+                raise ValueError(f"cannot tune '{key}': use one of {', '.join(TUNABLE_TRAIN_PARAMS)} or model.<param>")
         return space
 
 
 class RegistrySpec(_Section):
-    model_name: str | None = Field(
-        None, description="Registered model name; default: the spec's name."
-    )
+    model_name: str | None = Field(None, description="Registered model name; default: the spec's name.")
     gate_metric: Literal["pr_auc", "roc_auc"] = "pr_auc"
     gate_margin: float = Field(
         0.0,
@@ -262,16 +230,21 @@ class ServeSpec(_Section):
     )
     min_replicas: int = Field(1, ge=0)
     max_replicas: PositiveInt = 2
-    target_ongoing_requests: float = Field(
-        32, gt=0, description="Autoscaling target per model replica."
-    )
+    target_ongoing_requests: float = Field(32, gt=0, description="Autoscaling target per model replica.")
     upscale_delay_s: float = Field(5, ge=0)
     downscale_delay_s: float = Field(60, ge=0)
-    replica_cpus: float = Field(
-        0.5, gt=0, description="CPUs reserved by each model replica."
+    replica_cpus: float = Field(0.5, gt=0, description="CPUs reserved by each model replica.")
+    ingress_cpus: float = Field(0.25, gt=0, description="CPUs reserved by each ingress replica.")
+    ingress_batching: bool = Field(
+        True,
+        description="The ingress gathers requests into batches and sends each batch to a model "
+        "replica in one call (one RPC per batch, not per request); autoscaling then counts batches.",
     )
-    ingress_cpus: float = Field(
-        0.25, gt=0, description="CPUs reserved by each ingress replica."
+    access_log: bool = Field(
+        True, description="Serve's per-request access log lines (the metrics count requests either way)."
+    )
+    challenger_cpus: float = Field(
+        0.25, gt=0, description="CPUs reserved by the challenger replica (canary/shadow share)."
     )
     max_replicas_per_node: PositiveInt | None = Field(
         None,
@@ -283,21 +256,11 @@ class ServeSpec(_Section):
         description="Custom Ray resources the ingress replica asks for, to pin it to the nodes "
         "that offer them (e.g. {'node:__internal_head__': 0.001}: the head, beside its proxy).",
     )
-    max_records: PositiveInt = Field(
-        1000, description="Records in one request; more is a 413."
-    )
-    max_body_bytes: PositiveInt = Field(
-        1_048_576, description="Request body size limit; larger is a 413."
-    )
-    reload_interval_s: float = Field(
-        2.0, gt=0, description="How often replicas check the model aliases."
-    )
-    log_flush_s: float = Field(
-        1.0, gt=0, description="How often the prediction log is written to Delta."
-    )
-    auth: bool = Field(
-        True, description="Require an API key on /v1 endpoints (health stays open)."
-    )
+    max_records: PositiveInt = Field(1000, description="Records in one request; more is a 413.")
+    max_body_bytes: PositiveInt = Field(1_048_576, description="Request body size limit; larger is a 413.")
+    reload_interval_s: float = Field(2.0, gt=0, description="How often replicas check the model aliases.")
+    log_flush_s: float = Field(1.0, gt=0, description="How often the prediction log is written to Delta.")
+    auth: bool = Field(True, description="Require an API key on /v1 endpoints (health stays open).")
     traffic: TrafficSpec = TrafficSpec()
 
     @model_validator(mode="after")
@@ -315,9 +278,7 @@ class ServeSpec(_Section):
 
 class MonitorSpec(_Section):
     window_rows: PositiveInt = 2000
-    drift_share: float = Field(
-        0.3, gt=0, le=1, description="Share of drifted columns that is drift."
-    )
+    drift_share: float = Field(0.3, gt=0, le=1, description="Share of drifted columns that is drift.")
     windows_to_trigger: PositiveInt = 3
     cooldown_s: float = Field(600, ge=0)
 
@@ -345,20 +306,15 @@ class Spec(_Section):
         ):
             for name in names:
                 if name not in columns:
-                    raise ValueError(
-                        f"features.{kind}: '{name}' is not a contract column"
-                    )
+                    raise ValueError(f"features.{kind}: '{name}' is not a contract column")
                 if name == label:
                     raise ValueError(f"features.{kind}: '{name}' is the label")
                 if columns[name].type not in allowed:
                     raise ValueError(
-                        f"features.{kind}: '{name}' has type {columns[name].type}, "
-                        f"expected one of {allowed}"
+                        f"features.{kind}: '{name}' has type {columns[name].type}, expected one of {allowed}"
                     )
         if not self.features.all:
-            raise ValueError(
-                "features: list at least one numeric or categorical feature"
-            )
+            raise ValueError("features: list at least one numeric or categorical feature")
         return self
 
     @property
@@ -391,9 +347,7 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Spec
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
-        raise SpecError(
-            f"{path}: a spec is a mapping of sections, got {type(raw).__name__}"
-        )
+        raise SpecError(f"{path}: a spec is a mapping of sections, got {type(raw).__name__}")
     for dotted, value in {**_env_overrides(), **(overrides or {})}.items():
         _set_dotted(raw, dotted, value)
     return parse_spec(raw, source=str(path))
@@ -417,11 +371,7 @@ def _describe(err: ValidationError) -> str:
             msg = "missing required field"
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            if (
-                kind != "value_error"
-                and "input" in e
-                and not isinstance(e["input"], dict)
-            ):
+            if kind != "value_error" and "input" in e and not isinstance(e["input"], dict):
                 msg += f" (got {e['input']!r})"
         lines.append(f"  - {where}: {msg}")
     return "\n".join(lines)
@@ -461,9 +411,7 @@ class Settings(BaseSettings):
         None,
         description="Where Delta tables live (path or s3://, gs:// URI); default HOME/tables.",
     )
-    mlflow_uri: str | None = Field(
-        None, description="MLflow tracking URI; default SQLite under HOME."
-    )
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI; default SQLite under HOME.")
     artifact_root: str | None = Field(
         None,
         description="MLflow artifact store (models, profiles); default HOME/mlartifacts.",
@@ -477,19 +425,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("RAYINFRA_RAY_ADDRESS", "RAY_ADDRESS"),
         description="Ray cluster to join; a local Ray starts when unset.",
     )
-    num_cpus: PositiveInt | None = Field(
-        None, description="CPUs for a local Ray (default: the machine's cores)."
-    )
-    object_store_mb: PositiveInt | None = Field(
-        None, description="Object store size for a local Ray, in MiB."
-    )
-    serve_host: str = Field(
-        "127.0.0.1", description="Address Serve's HTTP proxy binds to."
-    )
+    num_cpus: PositiveInt | None = Field(None, description="CPUs for a local Ray (default: the machine's cores).")
+    object_store_mb: PositiveInt | None = Field(None, description="Object store size for a local Ray, in MiB.")
+    serve_host: str = Field("127.0.0.1", description="Address Serve's HTTP proxy binds to.")
     serve_port: int = Field(8000, ge=0, le=65535, description="Serve's HTTP port.")
-    api_keys: str | None = Field(
-        None, description="Comma-separated API keys (plain, or sha256:<hex>)."
-    )
+    api_keys: str | None = Field(None, description="Comma-separated API keys (plain, or sha256:<hex>).")
     api_keys_file: Path | None = Field(
         None,
         description="File of API keys, one per line (plain, or sha256:<hex>); default HOME/secrets/api_keys.",

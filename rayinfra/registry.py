@@ -52,9 +52,7 @@ class TabularModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.pre = Preprocessor.load(context.artifacts["preprocessor"])
-        state = torch.load(
-            context.artifacts["model"], map_location="cpu", weights_only=False
-        )
+        state = torch.load(context.artifacts["model"], map_location="cpu", weights_only=False)
         self.model = build_model(
             state["model_name"],
             len(self.pre.numeric),
@@ -65,20 +63,14 @@ class TabularModel(mlflow.pyfunc.PythonModel):
         self.model.eval()
         self.threshold = float(state["threshold"])
 
-    def predict(
-        self, context, model_input: pd.DataFrame, params: dict | None = None
-    ) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         p = self.probabilities(pa.Table.from_pandas(model_input, preserve_index=False))
-        return pd.DataFrame(
-            {"probability": p, "prediction": (p >= self.threshold).astype(np.int64)}
-        )
+        return pd.DataFrame({"probability": p, "prediction": (p >= self.threshold).astype(np.int64)})
 
     def probabilities(self, batch: pa.Table) -> np.ndarray:
         x = self.pre.transform(batch)
         with torch.no_grad():
-            logits = self.model(
-                torch.from_numpy(x["x_num"]), torch.from_numpy(x["x_cat"])
-            )
+            logits = self.model(torch.from_numpy(x["x_num"]), torch.from_numpy(x["x_cat"]))
         return torch.sigmoid(logits).numpy()
 
 
@@ -97,9 +89,7 @@ def experiment(spec: Spec, settings: Settings | None = None) -> str:
     c = client(settings)
     found = c.get_experiment_by_name(spec.name)
     experiment_id = (
-        found.experiment_id
-        if found
-        else c.create_experiment(spec.name, artifact_location=settings.artifact_uri)
+        found.experiment_id if found else c.create_experiment(spec.name, artifact_location=settings.artifact_uri)
     )
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
@@ -120,12 +110,7 @@ def lineage(spec: Spec, outcome: TrainOutcome) -> dict[str, str]:
         "rayinfra.python_version": platform.python_version(),
         "rayinfra.train_run": outcome.name,
     }
-    tags.update(
-        {
-            f"rayinfra.metric.test_{k}": f"{v:.6g}"
-            for k, v in outcome.test_metrics.items()
-        }
-    )
+    tags.update({f"rayinfra.metric.test_{k}": f"{v:.6g}" for k, v in outcome.test_metrics.items()})
     return tags
 
 
@@ -166,9 +151,7 @@ def log_run(
 
     experiment(spec, settings)
     tags = lineage(spec, outcome)
-    with mlflow.start_run(
-        run_name=outcome.name, parent_run_id=parent_run_id, tags=tags
-    ) as run:
+    with mlflow.start_run(run_name=outcome.name, parent_run_id=parent_run_id, tags=tags) as run:
         mlflow.log_params({**outcome.params, "model": spec.model.name, "num_workers": spec.train.num_workers,
                            "table_version": outcome.data.version, "spec_hash": spec.hash()})  # fmt: skip
         for epoch in outcome.history:
@@ -182,9 +165,7 @@ def log_run(
                     "model": outcome.model.state_dict(),
                     "model_name": spec.model.name,
                     "model_params": {
-                        k.removeprefix("model."): v
-                        for k, v in outcome.params.items()
-                        if k.startswith("model.")
+                        k.removeprefix("model."): v for k, v in outcome.params.items() if k.startswith("model.")
                     },
                     "threshold": outcome.val_metrics["val_threshold"],
                 },
@@ -192,13 +173,9 @@ def log_run(
             )
             (tmp / "spec.json").write_text(spec.model_dump_json(indent=2))
             mlflow.log_artifact(str(tmp / "spec.json"))
-            train_rows = outcome.data.raw.filter(expr=f"split == {TRAIN}").drop_columns(
-                ["split"]
-            )
+            train_rows = outcome.data.raw.filter(expr=f"split == {TRAIN}").drop_columns(["split"])
             profile = save_profile(profile_dataset(train_rows), tmp / "profile.bin")
-            mlflow.log_artifact(
-                str(profile), artifact_path=str(Path(PROFILE_ARTIFACT).parent)
-            )
+            mlflow.log_artifact(str(profile), artifact_path=str(Path(PROFILE_ARTIFACT).parent))
             example = raw_split(outcome.data, TEST, max_rows=5)[spec.features.all]
             info = mlflow.pyfunc.log_model(
                 name="model",
@@ -237,14 +214,10 @@ def signature(spec: Spec):
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def log_search(
-    spec: Spec, search: TuneOutcome, settings: Settings | None = None
-) -> str:
+def log_search(spec: Spec, search: TuneOutcome, settings: Settings | None = None) -> str:
     """A parent run for a Tune search, with a nested child run per trial; return the parent's id."""
     experiment(spec, settings)
-    with mlflow.start_run(
-        run_name=search.name, tags={"rayinfra.kind": "tune"}
-    ) as parent:
+    with mlflow.start_run(run_name=search.name, tags={"rayinfra.kind": "tune"}) as parent:
         mlflow.log_params({"num_samples": spec.tune.num_samples, "metric": spec.tune.metric,
                            "concurrency": search.concurrency, "trials": len(search.trials)})  # fmt: skip
         for trial in search.trials:
@@ -256,9 +229,7 @@ def log_search(
                 mlflow.log_params(trial.params)
                 for row in trial.history:
                     mlflow.log_metrics(_numbers(row), step=int(row.get("epoch", 0)))
-        mlflow.log_metric(
-            f"best_{spec.tune.metric}", max(t.best_score for t in search.trials)
-        )
+        mlflow.log_metric(f"best_{spec.tune.metric}", max(t.best_score for t in search.trials))
         return parent.info.run_id
 
 
@@ -266,10 +237,7 @@ def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
     return {
         k: float(v)
         for k, v in metrics.items()
-        if isinstance(v, (int, float))
-        and not isinstance(v, bool)
-        and k != "epoch"
-        and np.isfinite(v)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch" and np.isfinite(v)
     }
 
 
@@ -281,9 +249,7 @@ def _requirements() -> list[str]:
 
 
 # ------------------------------------------------------------------------- registry
-def register(
-    spec: Spec, model_uri: str, tags: dict[str, str], settings: Settings | None = None
-) -> int:
+def register(spec: Spec, model_uri: str, tags: dict[str, str], settings: Settings | None = None) -> int:
     """A new version of the spec's registered model, tagged with its lineage."""
     c = client(settings)
     name = spec.model_name
@@ -297,9 +263,7 @@ def register(
     return int(version.version)
 
 
-def alias_version(
-    name: str, alias: str, settings: Settings | None = None
-) -> int | None:
+def alias_version(name: str, alias: str, settings: Settings | None = None) -> int | None:
     try:
         return int(client(settings).get_model_version_by_alias(name, alias).version)
     except MlflowException:
@@ -327,9 +291,7 @@ class GateResult:
         )
 
 
-def gate(
-    spec: Spec, candidate: int, held_out: pd.DataFrame, settings: Settings | None = None
-) -> GateResult:
+def gate(spec: Spec, candidate: int, held_out: pd.DataFrame, settings: Settings | None = None) -> GateResult:
     """Score candidate and champion on the same held-out rows; promote only a clear winner."""
     name, metric, margin = (
         spec.model_name,
@@ -338,19 +300,13 @@ def gate(
     )
     champion = alias_version(name, CHAMPION, settings)
     y = held_out[spec.contract.label].to_numpy()
-    score = lambda v: classification_metrics(
-        y, _probabilities(name, v, held_out, spec, settings)
-    )[metric]  # noqa: E731
+    score = lambda v: classification_metrics(y, _probabilities(name, v, held_out, spec, settings))[metric]  # noqa: E731
     cand_score = score(candidate)
     champ_score = score(champion) if champion is not None else None
     promoted = champion is None or cand_score >= champ_score + margin
-    result = GateResult(
-        candidate, champion, metric, cand_score, champ_score, margin, promoted
-    )
+    result = GateResult(candidate, champion, metric, cand_score, champ_score, margin, promoted)
     c = client(settings)
-    c.set_model_version_tag(
-        name, str(candidate), "rayinfra.gate", json.dumps(result.__dict__)
-    )
+    c.set_model_version_tag(name, str(candidate), "rayinfra.gate", json.dumps(result.__dict__))
     audit.record("gate", result.reason, settings, model=name, version=candidate, champion=champion,
                  passed=promoted, metric=metric, candidate_score=cand_score, champion_score=champ_score,
                  held_out_rows=len(held_out))  # fmt: skip
@@ -358,15 +314,11 @@ def gate(
         promote(spec, candidate, f"passed the gate: {result.reason}", settings)
     else:
         c.set_registered_model_alias(name, CHALLENGER, str(candidate))
-        audit.record(
-            "challenger", result.reason, settings, model=name, version=candidate
-        )
+        audit.record("challenger", result.reason, settings, model=name, version=candidate)
     return result
 
 
-def _probabilities(
-    name: str, version: int, frame: pd.DataFrame, spec: Spec, settings: Settings | None
-) -> np.ndarray:
+def _probabilities(name: str, version: int, frame: pd.DataFrame, spec: Spec, settings: Settings | None) -> np.ndarray:
     client(settings)
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     return model.predict(frame[spec.features.all])["probability"].to_numpy()
@@ -402,18 +354,14 @@ def resolve(name: str, ref: int | str, settings: Settings | None = None) -> int:
     return version
 
 
-def load(
-    name: str, ref: int | str = CHAMPION, settings: Settings | None = None
-) -> LoadedModel:
+def load(name: str, ref: int | str = CHAMPION, settings: Settings | None = None) -> LoadedModel:
     """Load ``name`` at a version or alias, resolved once so the version is known."""
     version = resolve(name, ref, settings)
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     return LoadedModel(name, version, pyfunc.unwrap_python_model())
 
 
-def promote(
-    spec: Spec, version: int, reason: str, settings: Settings | None = None
-) -> None:
+def promote(spec: Spec, version: int, reason: str, settings: Settings | None = None) -> None:
     """Make ``version`` the champion; remember the previous one for rollback."""
     c, name = client(settings), spec.model_name
     c.get_model_version(name, str(version))  # raises if unknown
@@ -426,9 +374,7 @@ def promote(
     c.set_registered_model_alias(name, CHAMPION, str(version))
     if alias_version(name, CHALLENGER, settings) == version:
         c.delete_registered_model_alias(name, CHALLENGER)
-    audit.record(
-        "promote", reason, settings, model=name, version=version, previous=previous
-    )
+    audit.record("promote", reason, settings, model=name, version=version, previous=previous)
 
 
 def rollback(spec: Spec, reason: str, settings: Settings | None = None) -> int:
@@ -443,9 +389,7 @@ def rollback(spec: Spec, reason: str, settings: Settings | None = None) -> int:
     c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
     c.set_registered_model_alias(name, CHAMPION, str(previous))
     c.set_model_version_tag(name, str(current), "rayinfra.rolled_back", reason)
-    audit.record(
-        "rollback", reason, settings, model=name, version=previous, previous=current
-    )
+    audit.record("rollback", reason, settings, model=name, version=previous, previous=current)
     return previous
 
 

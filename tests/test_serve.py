@@ -44,19 +44,13 @@ def home(tmp_path_factory, ray_session):
         api_keys=KEY,
     )
     spec = _spec()
-    Table.for_spec(spec, settings).append(
-        synthetic.generate(5_000, seed=3), source="test"
-    )
+    Table.for_spec(spec, settings).append(synthetic.generate(5_000, seed=3), source="test")
     first = train_and_register(spec, settings)
     assert first.model_version == 1
     run = registry.client(settings).get_run(first.run_id)
     uri = f"runs:/{run.info.run_id}/model"
-    v2 = registry.register(
-        spec, uri, {"rayinfra.note": "same weights, for traffic tests"}, settings
-    )
-    registry.client(settings).set_registered_model_alias(
-        spec.model_name, registry.CHALLENGER, str(v2)
-    )
+    v2 = registry.register(spec, uri, {"rayinfra.note": "same weights, for traffic tests"}, settings)
+    registry.client(settings).set_registered_model_alias(spec.model_name, registry.CHALLENGER, str(v2))
     return settings
 
 
@@ -77,9 +71,7 @@ def _records(n: int, seed: int = 5, drift: float = 0.0) -> list[dict]:
     return json.loads(frame.to_json(orient="records"))
 
 
-def post(
-    url: str, body, key: str | None = KEY, path: str = "/v1/predict", **kw
-) -> requests.Response:
+def post(url: str, body, key: str | None = KEY, path: str = "/v1/predict", **kw) -> requests.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
     return requests.post(
@@ -96,11 +88,7 @@ def test_one_record_and_a_list_are_answered_with_the_version(url):
     one = post(url, _records(1)[0])
     assert one.status_code == 200, one.text
     body = one.json()
-    assert (
-        body["model_version"] == 1
-        and body["role"] == "champion"
-        and len(body["predictions"]) == 1
-    )
+    assert body["model_version"] == 1 and body["role"] == "champion" and len(body["predictions"]) == 1
     p = body["predictions"][0]
     assert 0 <= p["probability"] <= 1 and p["prediction"] in (0, 1)
     many = post(url, _records(20))
@@ -113,9 +101,7 @@ def test_answers_match_the_registered_model(url, home):
     records = _records(10, seed=8)
     got = [p["probability"] for p in post(url, records).json()["predictions"]]
     spec = _spec()
-    want = registry.load(spec.model_name, 1, home).probabilities(
-        pa.Table.from_pylist(records)
-    )
+    want = registry.load(spec.model_name, 1, home).probabilities(pa.Table.from_pylist(records))
     assert got == pytest.approx(want.tolist(), abs=1e-6)
 
 
@@ -170,12 +156,8 @@ def test_malformed_json_too_many_records_and_big_bodies(url):
 def test_keys_health_and_docs(url):
     assert post(url, _records(1), key=None).status_code == 401
     assert post(url, _records(1), key="wrong").status_code == 403
-    assert (
-        post(url, _records(1), key=None).json()["error"].startswith("missing API key")
-    )
-    x_api_key = requests.post(
-        url + "/v1/predict", json=_records(1), headers={"X-API-Key": KEY}, timeout=30
-    )
+    assert post(url, _records(1), key=None).json()["error"].startswith("missing API key")
+    x_api_key = requests.post(url + "/v1/predict", json=_records(1), headers={"X-API-Key": KEY}, timeout=30)
     assert x_api_key.status_code == 200
     assert requests.get(url + "/healthz", timeout=10).json() == {"status": "ok"}
     ready = requests.get(url + "/readyz", timeout=10)
@@ -183,25 +165,26 @@ def test_keys_health_and_docs(url):
     docs = requests.get(url + "/docs", timeout=10)
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     schema = requests.get(url + "/openapi.json", timeout=10).json()
-    record = next(
-        v for k, v in schema["components"]["schemas"].items() if k.endswith("Record")
-    )
-    assert (
-        "amount" in record["required"] and record["properties"]["hour"]["maximum"] == 23
-    )
+    record = next(v for k, v in schema["components"]["schemas"].items() if k.endswith("Record"))
+    assert "amount" in record["required"] and record["properties"]["hour"]["maximum"] == 23
+
+
+def test_http_binds_to_localhost_only(url, home):
+    import psutil
+
+    listening = {
+        c.laddr.ip for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == home.serve_port
+    }
+    assert listening == {"127.0.0.1"}
 
 
 def test_models_lists_versions_aliases_and_lineage(url):
-    r = requests.get(
-        url + "/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
-    )
+    r = requests.get(url + "/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["serving"]["champion"]["version"] == 1
     versions = {v["version"]: v for v in body["versions"]}
-    assert versions[1]["aliases"] == ["champion"] and versions[2]["aliases"] == [
-        "challenger"
-    ]
+    assert versions[1]["aliases"] == ["champion"] and versions[2]["aliases"] == ["challenger"]
     assert versions[1]["tags"]["rayinfra.table_version"] == "1"
 
 
@@ -212,10 +195,7 @@ def test_feedback_appends_labelled_rows_through_the_contract(url, home):
     table = Table.for_spec(spec, home)
     before = table.version()
     answer = post(url, _records(3, seed=21)).json()
-    items = [
-        {"request_id": answer["request_id"], "index": i, "label": i % 2}
-        for i in range(3)
-    ]
+    items = [{"request_id": answer["request_id"], "index": i, "label": i % 2} for i in range(3)]
     r = post(url, items, path="/v1/feedback")
     assert r.status_code == 200, r.text
     assert r.json()["appended"] == 3 and r.json()["table_version"] == before + 1
@@ -228,10 +208,7 @@ def test_feedback_appends_labelled_rows_through_the_contract(url, home):
     r = post(url, [{"request_id": "nope", "label": 1}], path="/v1/feedback")
     assert r.status_code == 404 and r.json()["fields"][0]["field"] == "request_id"
     assert table.version() == before + 1
-    assert (
-        post(url, [{"request_id": "x", "label": 7}], path="/v1/feedback").status_code
-        == 422
-    )
+    assert post(url, [{"request_id": "x", "label": 7}], path="/v1/feedback").status_code == 422
 
 
 # ---------------------------------------------------------------- traffic between versions
@@ -298,14 +275,10 @@ def test_hot_reload_on_promotion_and_rollback_drops_nothing(url, home):
         _wait_for_version(results, 1)
         stop.set()
     failures = [r for r in results if r[0] != 200]
-    assert not failures, (
-        f"{len(failures)} of {len(results)} requests failed: {failures[:5]}"
-    )
+    assert not failures, f"{len(failures)} of {len(results)} requests failed: {failures[:5]}"
     versions = [v for _, v in results]
     assert 2 in versions and versions[-1] == 1 and len(results) > 50
-    registry.client(home).set_registered_model_alias(
-        spec.model_name, registry.CHALLENGER, "2"
-    )
+    registry.client(home).set_registered_model_alias(spec.model_name, registry.CHALLENGER, "2")
 
 
 def _wait_for_version(results: list, version: int, timeout: float = 30) -> None:
@@ -416,10 +389,15 @@ def test_serve_config_deploys_with_the_serve_cli(url, home, tmp_path):
     path = tmp_path / "serve.yaml"
     path.write_text(yaml.safe_dump(config))
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAYINFRA_HOME": str(key_home)}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "RAYINFRA_HOME": str(key_home),
+    }
     address = ray._private.worker.get_dashboard_url()
     address = address if address.startswith("http") else f"http://{address}"
-    cli = lambda *a: subprocess.run([str(bin_dir / "serve"), *a, "--address", address], env=env,  # noqa: E731
+    cli = lambda *a: subprocess.run([str(bin_dir / "serve"), *a, "--address", address], env=env,
                                     capture_output=True, text=True, timeout=300)  # fmt: skip
     deployed = cli("deploy", str(path))
     assert deployed.returncode == 0, deployed.stderr

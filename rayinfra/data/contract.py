@@ -57,9 +57,7 @@ class ContractViolation(ValueError):
         self.violations = violations
         self.source = source
         columns = sorted({v.column for v in violations})
-        lines = [
-            f"{source} rejected by the contract; offending columns: {', '.join(columns)}"
-        ]
+        lines = [f"{source} rejected by the contract; offending columns: {', '.join(columns)}"]
         lines += [f"  - {v}" for v in violations]
         super().__init__("\n".join(lines))
 
@@ -71,16 +69,11 @@ class ContractViolation(ValueError):
 def arrow_schema(contract: Contract) -> pa.Schema:
     """The Arrow (and so Delta) schema a contract describes."""
     return pa.schema(
-        [
-            pa.field(name, ARROW_TYPES[col.type], nullable=col.nullable)
-            for name, col in contract.columns.items()
-        ]
+        [pa.field(name, ARROW_TYPES[col.type], nullable=col.nullable) for name, col in contract.columns.items()]
     )
 
 
-def from_records(
-    records: Sequence[dict[str, Any]], contract: Contract, source: str = "batch"
-) -> pa.Table:
+def from_records(records: Sequence[dict[str, Any]], contract: Contract, source: str = "batch") -> pa.Table:
     """Build an Arrow table from records; a column of mixed value types is a violation."""
     names = list(dict.fromkeys(k for r in records for k in r))
     arrays, violations = {}, []
@@ -151,9 +144,7 @@ def conform(batch: pa.Table, contract: Contract, source: str = "batch") -> pa.Ta
     return pa.table(columns, schema=arrow_schema(contract))
 
 
-def _check_column(
-    name: str, arr: pa.ChunkedArray, spec: ColumnSpec
-) -> tuple[pa.ChunkedArray, list[Violation]]:
+def _check_column(name: str, arr: pa.ChunkedArray, spec: ColumnSpec) -> tuple[pa.ChunkedArray, list[Violation]]:
     cast = _cast(arr, spec)
     if cast is None:
         return arr, [_wrong_type(name, arr, spec)]
@@ -190,9 +181,7 @@ def _check_column(
         )
     if spec.categories is not None:
         unknown = pc.invert(pc.is_in(cast, value_set=pa.array(spec.categories)))
-        allowed = ", ".join(spec.categories[:8]) + (
-            " ..." if len(spec.categories) > 8 else ""
-        )
+        allowed = ", ".join(spec.categories[:8]) + (" ..." if len(spec.categories) > 8 else "")
         problems += _flag(
             name,
             "unknown category",
@@ -217,18 +206,11 @@ def _cast(arr: pa.ChunkedArray, spec: ColumnSpec) -> pa.ChunkedArray | None:
         arr, t = arr.cast(t.value_type), t.value_type
     target = ARROW_TYPES[spec.type]
     ok = {
-        "int": pa.types.is_integer(t)
-        or pa.types.is_floating(t),  # float only if integral (safe cast)
-        "float": pa.types.is_integer(t)
-        or pa.types.is_floating(t)
-        or pa.types.is_decimal(t),
+        "int": pa.types.is_integer(t) or pa.types.is_floating(t),  # float only if integral (safe cast)
+        "float": pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t),
         "bool": pa.types.is_boolean(t),
-        "string": pa.types.is_string(t)
-        or pa.types.is_large_string(t)
-        or pa.types.is_string_view(t),
-        "timestamp": pa.types.is_timestamp(t)
-        or pa.types.is_date(t)
-        or pa.types.is_string(t),
+        "string": pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t),
+        "timestamp": pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_string(t),
     }
     ok["category"] = ok["string"]
     if not (ok[spec.type] or pa.types.is_null(t)):
@@ -266,18 +248,14 @@ def _wrong_type(name: str, arr: pa.ChunkedArray, spec: ColumnSpec) -> Violation:
     )
 
 
-def _flag(
-    name: str, problem: str, detail: str, mask: pa.ChunkedArray, values: pa.ChunkedArray
-) -> list[Violation]:
+def _flag(name: str, problem: str, detail: str, mask: pa.ChunkedArray, values: pa.ChunkedArray) -> list[Violation]:
     mask = pc.fill_null(mask, False)
     if not pc.any(mask).as_py():
         return []
     return [Violation(name, problem, detail, *_examples(mask, values))]
 
 
-def _examples(
-    mask: pa.ChunkedArray, values: pa.ChunkedArray
-) -> tuple[int, list[tuple[int, Any]]]:
+def _examples(mask: pa.ChunkedArray, values: pa.ChunkedArray) -> tuple[int, list[tuple[int, Any]]]:
     mask = pc.fill_null(mask, False)
     count = pc.sum(mask).as_py() or 0
     idx = pc.indices_nonzero(mask).slice(0, MAX_EXAMPLES)

@@ -45,16 +45,15 @@ def application(spec: Spec, settings: Settings | None = None) -> Application:
     s = spec.serve
     hashes = auth.key_hashes(settings, create=True) if s.auth else []
     threads = max(1, math.floor(s.replica_cpus))
-    model_opts = {"max_ongoing_requests": s.max_ongoing_requests, "max_queued_requests": s.max_queued_requests,
+    # Access lines cost a log write per request on every hop; metrics count requests anyway.
+    logging = {"enable_access_log": s.access_log, "log_level": "INFO" if s.access_log else "WARNING"}
+    model_opts = {"logging_config": logging, "max_ongoing_requests": s.max_ongoing_requests, "max_queued_requests": s.max_queued_requests,
                   "ray_actor_options": {"num_cpus": s.replica_cpus}, "health_check_period_s": 5,
                   "max_replicas_per_node": s.max_replicas_per_node}  # fmt: skip
-    champion = serve.deployment(
-        ModelServer, name="champion", autoscaling_config=autoscaling(spec), **model_opts
-    )
+    champion = serve.deployment(ModelServer, name="champion", autoscaling_config=autoscaling(spec), **model_opts)
     # The challenger only answers a canary share or shadow copies: one replica is enough.
-    challenger = serve.deployment(
-        ModelServer, name="challenger", num_replicas=1, **model_opts
-    )
+    challenger_opts = {**model_opts, "ray_actor_options": {"num_cpus": s.challenger_cpus}}
+    challenger = serve.deployment(ModelServer, name="challenger", num_replicas=1, **challenger_opts)
     # The ingress is cheap per request and sheds with a JSON 503 when the model's queue is
     # full; its own queue (at the proxy, which answers in plain text) is kept deeper.
     ingress = serve.deployment(
@@ -64,6 +63,7 @@ def application(spec: Spec, settings: Settings | None = None) -> Application:
         max_ongoing_requests=max(s.max_ongoing_requests * s.max_replicas, 256),
         max_queued_requests=-1 if s.max_queued_requests < 0 else max(4 * s.max_queued_requests, 1024),
         ray_actor_options={"num_cpus": s.ingress_cpus, "resources": dict(s.ingress_resources)},
+        logging_config=logging,
     )
     return ingress.bind(
         champion.bind(spec, settings, registry.CHAMPION, threads),
@@ -81,9 +81,7 @@ def build_app(args: dict[str, Any]) -> Application:
     """
     unknown = set(args) - {"spec", "home", "overrides"}
     if unknown:
-        raise ValueError(
-            f"unknown application args: {', '.join(sorted(unknown))} (known: spec, home, overrides)"
-        )
+        raise ValueError(f"unknown application args: {', '.join(sorted(unknown))} (known: spec, home, overrides)")
     spec = load_spec(
         _spec_path(args.get("spec", "jobs/specs/fraud.yaml")),
         args.get("overrides") or {},
@@ -92,12 +90,25 @@ def build_app(args: dict[str, Any]) -> Application:
     return application(spec, settings)
 
 
+def _check_fits(spec: Spec) -> None:
+    """Refuse a layout the cluster can never place: Serve would wait for it forever."""
+    import ray
+
+    s, cpus = spec.serve, ray.cluster_resources().get("CPU", 0)
+    needed = s.ingress_cpus + s.challenger_cpus + max(1, s.min_replicas) * s.replica_cpus
+    if needed > cpus:
+        raise ValueError(
+            f"serve needs {needed:g} CPUs (ingress {s.ingress_cpus:g} + challenger {s.challenger_cpus:g} + "
+            f"{max(1, s.min_replicas)} x replica {s.replica_cpus:g}) but the cluster has {cpus:g}: "
+            "lower serve.replica_cpus or serve.min_replicas"
+        )
+
+
 def deploy(spec: Spec, settings: Settings | None = None, blocking: bool = False) -> str:
     """Start Serve (bound to ``settings.serve_host``) and deploy ``spec``'s app; return its URL."""
     settings = settings or Settings()
     registry.resolve(spec.model_name, registry.CHAMPION, settings)  # a clear error before any replica starts
+    _check_fits(spec)
     serve.start(http_options={"host": settings.serve_host, "port": settings.serve_port})
-    serve.run(
-        application(spec, settings), name=spec.name, route_prefix="/", blocking=blocking
-    )
+    serve.run(application(spec, settings), name=spec.name, route_prefix="/", blocking=blocking)
     return f"http://{settings.serve_host}:{settings.serve_port}"

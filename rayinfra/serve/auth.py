@@ -50,11 +50,7 @@ def key_hashes(settings: Settings, create: bool = False) -> list[str]:
         entries += [k for k in settings.api_keys.split(",") if k.strip()]
     path = settings.api_keys_file or default_key_file(settings)
     if path.exists():
-        entries += [
-            line
-            for line in path.read_text().splitlines()
-            if line.strip() and not line.startswith("#")
-        ]
+        entries += [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
     elif create and not entries:
         entries.append(_write_new_key(path))
     return sorted({_as_hash(e) for e in entries})
@@ -65,9 +61,7 @@ def _write_new_key(path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(
-            f"# rayinfra API key, made on first deploy; send it as 'Authorization: Bearer <key>'\n{key}\n"
-        )
+        f.write(f"# rayinfra API key, made on first deploy; send it as 'Authorization: Bearer <key>'\n{key}\n")
     return key
 
 
@@ -75,21 +69,13 @@ def client_key(settings: Settings | None = None) -> str | None:
     """A plain key for clients on this machine (CLI, demo, tests): env first, then the file."""
     settings = settings or Settings()
     if settings.api_keys:
-        plain = [
-            k.strip()
-            for k in settings.api_keys.split(",")
-            if k.strip() and not k.startswith(PREFIX)
-        ]
+        plain = [k.strip() for k in settings.api_keys.split(",") if k.strip() and not k.startswith(PREFIX)]
         if plain:
             return plain[0]
     path = settings.api_keys_file or default_key_file(settings)
     if path.exists():
         for line in path.read_text().splitlines():
-            if (
-                line.strip()
-                and not line.startswith("#")
-                and not line.startswith(PREFIX)
-            ):
+            if line.strip() and not line.startswith("#") and not line.startswith(PREFIX):
                 return line.strip()
     return None
 

@@ -20,9 +20,7 @@ from rayinfra.serve.predlog import PredictionLog
 from rayinfra.serve.schemas import ApiError, FeedbackItem, FeedbackResponse
 
 
-def append_feedback(
-    spec: Spec, settings: Settings, plog: PredictionLog, items: list[FeedbackItem]
-) -> FeedbackResponse:
+def append_feedback(spec: Spec, settings: Settings, plog: PredictionLog, items: list[FeedbackItem]) -> FeedbackResponse:
     """Join labels to logged records and append them as one commit; nothing is written on error."""
     logged = plog.lookup(sorted({i.request_id for i in items})).to_pylist()
     by_key = {(r["request_id"], r["idx"]): r for r in logged}
@@ -39,16 +37,9 @@ def append_feedback(
     try:
         version = ingest_records(table, rows, source="feedback")
     except ContractViolation as err:
-        fields = [
-            {"field": v.column, "record": None, "problem": str(v)}
-            for v in err.violations
-        ]
-        raise ApiError(
-            422, "feedback rows break the table contract; nothing was appended", fields
-        ) from None
-    return FeedbackResponse(
-        appended=len(rows), table=spec.dataset.table, table_version=version
-    )
+        fields = [{"field": v.column, "record": None, "problem": str(v)} for v in err.violations]
+        raise ApiError(422, "feedback rows break the table contract; nothing was appended", fields) from None
+    return FeedbackResponse(appended=len(rows), table=spec.dataset.table, table_version=version)
 
 
 def _row(spec: Spec, logged: dict[str, Any], label: int) -> dict[str, Any]:
@@ -58,9 +49,7 @@ def _row(spec: Spec, logged: dict[str, Any], label: int) -> dict[str, Any]:
         row[contract.key] = feedback_key(logged["request_id"], logged["idx"])
     if contract.event_time:
         when = row.get(contract.event_time)
-        row[contract.event_time] = (
-            dt.datetime.fromisoformat(when) if isinstance(when, str) else logged["ts"]
-        )
+        row[contract.event_time] = dt.datetime.fromisoformat(when) if isinstance(when, str) else logged["ts"]
     row[contract.label] = label
     return row
 

@@ -43,9 +43,7 @@ ERRORS = {401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 413: {"model": E
           422: {"model": ErrorBody}, 503: {"model": ErrorBody}}  # fmt: skip
 
 
-def _error(
-    status: int, error: str, fields: list[dict[str, Any]] | None = None, **headers: str
-) -> JSONResponse:
+def _error(status: int, error: str, fields: list[dict[str, Any]] | None = None, **headers: str) -> JSONResponse:
     return JSONResponse(
         {"error": error, "fields": fields or []},
         status_code=status,
@@ -84,9 +82,7 @@ class BodyLimit:
             await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope, receive, send) -> None:
-        response = _error(
-            413, f"request body is larger than the limit of {self.limit} bytes"
-        )
+        response = _error(413, f"request body is larger than the limit of {self.limit} bytes")
         await response(scope, receive, send)
 
 
@@ -97,10 +93,7 @@ def _field_errors(err: RequestValidationError) -> list[dict[str, Any]]:
         # FastAPI tries each member of Union[list[Record], Record]; name the record's field.
         loc = [p for p in loc if not p.startswith(("list[", "function-"))] or loc
         record = next((int(p) for p in loc if p.isdigit()), None)
-        field = (
-            ".".join(p for p in loc if not p.isdigit() and not p.endswith("Record"))
-            or None
-        )
+        field = ".".join(p for p in loc if not p.isdigit() and not p.endswith("Record")) or None
         out.append(
             {
                 "field": field,
@@ -115,6 +108,13 @@ def _field_errors(err: RequestValidationError) -> list[dict[str, Any]]:
 def make_ingress(spec: Spec) -> type:
     """The ingress class for ``spec``, with its FastAPI app attached."""
     Record = record_model(spec)
+
+    def _check_count(items: list, what: str) -> None:
+        if not items:
+            raise ApiError(422, f"no {what} in the request")
+        if len(items) > spec.serve.max_records:
+            raise ApiError(413, f"{len(items)} {what} in one request; the limit is {spec.serve.max_records}")
+
     app = FastAPI(
         title=f"rayinfra · {spec.name}",
         description=f"Predictions from the registered model '{spec.model_name}' (champion, with canary/shadow).",
@@ -145,6 +145,13 @@ def make_ingress(spec: Spec) -> type:
                      key_hashes: list[str]) -> None:  # fmt: skip
             self.spec, self.settings, self.hashes = spec, settings, key_hashes
             self.champion, self.challenger = champion, challenger
+            s = spec.serve
+            self._waiting = 0
+            self._capacity = (
+                s.max_ongoing_requests * s.max_replicas + s.max_queued_requests if s.max_queued_requests >= 0 else 2**62
+            )
+            self._champion_batch.set_max_batch_size(spec.serve.max_batch_size)
+            self._champion_batch.set_batch_wait_timeout_s(spec.serve.batch_wait_timeout_s)
             self.plog = PredictionLog(log_table(spec, settings), spec.serve.log_flush_s)
             self._challenger_version: int | None = None
             self._challenger_checked = 0.0
@@ -162,9 +169,7 @@ def make_ingress(spec: Spec) -> type:
             except auth.AuthError as err:
                 raise ApiError(err.status, err.reason) from None
 
-        def _observe(
-            self, route: str, status: int, version: Any, started: float
-        ) -> None:
+        def _observe(self, route: str, status: int, version: Any, started: float) -> None:
             self._requests.inc(
                 tags={
                     "route": route,
@@ -172,32 +177,40 @@ def make_ingress(spec: Spec) -> type:
                     "model_version": str(version),
                 }
             )
-            self._latency.observe(
-                (time.perf_counter() - started) * 1000, tags={"route": route}
-            )
+            self._latency.observe((time.perf_counter() - started) * 1000, tags={"route": route})
 
         async def _challenger_ready(self) -> bool:
             # Asked at most once per reload interval: the answer changes only with an alias move.
-            if (
-                time.monotonic() - self._challenger_checked
-                > spec.serve.reload_interval_s
-            ):
+            if time.monotonic() - self._challenger_checked > spec.serve.reload_interval_s:
                 self._challenger_checked = time.monotonic()
                 try:
-                    self._challenger_version = (await self.challenger.info.remote())[
-                        "version"
-                    ]
+                    self._challenger_version = (await self.challenger.info.remote())["version"]
                 except Exception:  # noqa: BLE001 (no challenger replica answering = no challenger)
                     self._challenger_version = None
             return self._challenger_version is not None
 
         async def _call(self, handle: DeploymentHandle, records: list[dict]) -> dict:
             try:
+                if handle is self.champion and spec.serve.ingress_batching:
+                    return await self._admitted(records)
                 return await handle.predict.remote(records)
             except BackPressureError:
-                raise ApiError(
-                    503, "overloaded: the model's queue is full, retry later"
-                ) from None
+                raise ApiError(503, "overloaded: the model's queue is full, retry later") from None
+
+        async def _admitted(self, records: list[dict]) -> dict:
+            # Batches gathered here would otherwise queue without bound: shed past capacity.
+            if self._waiting >= self._capacity:
+                raise BackPressureError(num_queued_requests=self._waiting, max_queued_requests=self._capacity)
+            self._waiting += 1
+            try:
+                return await self._champion_batch(records)
+            finally:
+                self._waiting -= 1
+
+        # Limits are set per replica in __init__ from the spec.
+        @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01, max_concurrent_batches=4)
+        async def _champion_batch(self, requests: list[list[dict]]) -> list[dict]:
+            return await self.champion.predict_batch.remote(requests)
 
         async def _shadow(self, request_id: str, records: list[dict]) -> None:
             try:
@@ -223,13 +236,7 @@ def make_ingress(spec: Spec) -> type:
             try:
                 self.authorize(request)
                 items = body if isinstance(body, list) else [body]
-                if not items:
-                    raise ApiError(422, "no records in the request")
-                if len(items) > spec.serve.max_records:
-                    raise ApiError(
-                        413,
-                        f"{len(items)} records in one request; the limit is {spec.serve.max_records}",
-                    )
+                _check_count(items, "records")
                 records = [r.model_dump() for r in items]
                 role, handle = await self._route()
                 try:
@@ -244,16 +251,9 @@ def make_ingress(spec: Spec) -> type:
                         await self._call(self.champion, records),
                     )  # canary fell over
                 request_id = uuid.uuid4().hex
-                self.plog.add(
-                    request_id, role, answer["version"], records, answer["predictions"]
-                )
-                if (
-                    spec.serve.traffic.mode == "shadow"
-                    and await self._challenger_ready()
-                ):
-                    asyncio.get_running_loop().create_task(
-                        self._shadow(request_id, records)
-                    )
+                self.plog.add(request_id, role, answer["version"], records, answer["predictions"])
+                if spec.serve.traffic.mode == "shadow" and await self._challenger_ready():
+                    asyncio.get_running_loop().create_task(self._shadow(request_id, records))
             except ApiError as err:
                 self._observe("predict", err.status, "none", started)
                 return _error(err.status, err.error, err.fields)
@@ -263,26 +263,14 @@ def make_ingress(spec: Spec) -> type:
 
         async def _route(self) -> tuple[str, DeploymentHandle]:
             traffic = spec.serve.traffic
-            if (
-                traffic.mode == "canary"
-                and random.random() < traffic.canary_weight
-                and await self._challenger_ready()
-            ):
+            if traffic.mode == "canary" and random.random() < traffic.canary_weight and await self._challenger_ready():
                 return registry.CHALLENGER, self.challenger
             return registry.CHAMPION, self.champion
 
         @app.post("/v1/feedback", response_model=FeedbackResponse, responses=ERRORS)
-        async def feedback(
-            self, request: Request, items: Annotated[list[FeedbackItem], Body()]
-        ) -> FeedbackResponse:
+        async def feedback(self, request: Request, items: Annotated[list[FeedbackItem], Body()]) -> FeedbackResponse:
             self.authorize(request)
-            if not items:
-                raise ApiError(422, "no feedback items")
-            if len(items) > spec.serve.max_records:
-                raise ApiError(
-                    413,
-                    f"{len(items)} feedback items; the limit is {spec.serve.max_records}",
-                )
+            _check_count(items, "feedback items")
             return await asyncio.to_thread(self._append_feedback, items)
 
         def _append_feedback(self, items: list[FeedbackItem]) -> FeedbackResponse:
@@ -293,9 +281,7 @@ def make_ingress(spec: Spec) -> type:
         @app.get("/v1/models", responses=ERRORS)
         async def models(self, request: Request) -> dict[str, Any]:
             self.authorize(request)
-            versions = await asyncio.to_thread(
-                registry.list_versions, spec, self.settings
-            )
+            versions = await asyncio.to_thread(registry.list_versions, spec, self.settings)
             serving = {"champion": await self.champion.info.remote()}
             if await self._challenger_ready():
                 serving["challenger"] = await self.challenger.info.remote()

@@ -33,18 +33,12 @@ class NoModel(RuntimeError):
 class ModelServer:
     """Serve-deployed class (see ``app.py``): raw records in, probabilities out."""
 
-    def __init__(
-        self, spec: Spec, settings: Settings, role: str, threads: int = 1
-    ) -> None:
+    def __init__(self, spec: Spec, settings: Settings, role: str, threads: int = 1) -> None:
         import torch
 
-        torch.set_num_threads(
-            max(1, threads)
-        )  # replicas share a few cores; oversubscribing costs more
+        torch.set_num_threads(max(1, threads))  # replicas share a few cores; oversubscribing costs more
         self.spec, self.settings, self.role = spec, settings, role
-        self.schema = pa.schema(
-            [(n, ARROW_TYPES[spec.contract.columns[n].type]) for n in spec.features.all]
-        )
+        self.schema = pa.schema([(n, ARROW_TYPES[spec.contract.columns[n].type]) for n in spec.features.all])
         self.loaded: registry.LoadedModel | None = None
         self.loaded_at = 0.0
         self.predict.set_max_batch_size(spec.serve.max_batch_size)
@@ -60,20 +54,19 @@ class ModelServer:
         )
         self._refresh()
         if role == registry.CHAMPION and self.loaded is None:
-            raise NoModel(
-                f"model '{spec.model_name}' has no champion: train and promote one first"
-            )
+            raise NoModel(f"model '{spec.model_name}' has no champion: train and promote one first")
         self._stop = threading.Event()
         threading.Thread(target=self._watch, name=f"watch-{role}", daemon=True).start()
 
     # --------------------------------------------------------------------- serving
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01)
-    async def predict(
-        self, requests: list[list[dict[str, Any]]]
-    ) -> list[dict[str, Any]]:
-        loaded = (
-            self.loaded
-        )  # one model for the whole batch, even if a reload lands now
+    async def predict(self, requests: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """One request's records per call; Serve gathers concurrent calls into a batch."""
+        return self.predict_batch(requests)
+
+    def predict_batch(self, requests: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """A batch already gathered by the caller (the ingress): one call, many requests."""
+        loaded = self.loaded  # one model for the whole batch, even if a reload lands now
         if loaded is None:
             raise NoModel(f"no {self.role} model is loaded")
         rows = [record for request in requests for record in request]
@@ -107,9 +100,7 @@ class ModelServer:
         while not self._stop.wait(self.spec.serve.reload_interval_s):
             try:
                 self._refresh()
-            except (
-                Exception
-            ):  # the registry may be briefly unreachable: keep serving what we have
+            except Exception:  # the registry may be briefly unreachable: keep serving what we have
                 log.exception("%s: could not check the registry", self.role)
 
     def _refresh(self) -> None:
@@ -118,9 +109,7 @@ class ModelServer:
         if wanted == current:
             return
         if wanted is None:
-            if (
-                self.role != registry.CHAMPION
-            ):  # a champion keeps serving; a challenger may go away
+            if self.role != registry.CHAMPION:  # a champion keeps serving; a challenger may go away
                 self.loaded = None
             return
         fresh = registry.load(self.spec.model_name, wanted, self.settings)

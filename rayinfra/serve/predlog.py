@@ -27,9 +27,7 @@ LOG_CONTRACT = Contract(
         "request_id": ColumnSpec(type="string"),
         "idx": ColumnSpec(type="int", min=0),
         "ts": ColumnSpec(type="timestamp"),
-        "role": ColumnSpec(
-            type="category", categories=["champion", "challenger", "shadow"]
-        ),
+        "role": ColumnSpec(type="category", categories=["champion", "challenger", "shadow"]),
         "model_version": ColumnSpec(type="int", min=0),
         "probability": ColumnSpec(type="float", min=0, max=1),
         "prediction": ColumnSpec(type="int", min=0, max=1),
@@ -52,13 +50,9 @@ class PredictionLog:
         self.flush_s = flush_s
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._write_lock = (
-            threading.Lock()
-        )  # one commit at a time, flush() and the thread alike
+        self._write_lock = threading.Lock()  # one commit at a time, flush() and the thread alike
         self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="prediction-log", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
     def add(
@@ -69,7 +63,7 @@ class PredictionLog:
         records: list[dict],
         predictions: list[dict],
     ) -> None:
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         rows = [
             {"request_id": request_id, "idx": i, "ts": now, "role": role, "model_version": version,
              "probability": p["probability"], "prediction": p["prediction"], "record": json.dumps(r, default=str)}
@@ -88,9 +82,7 @@ class PredictionLog:
             try:
                 return self.table.append(rows, source="serve")
             except ContractViolation:
-                log.exception(
-                    "prediction log: %d rows break the log contract; dropped", len(rows)
-                )
+                log.exception("prediction log: %d rows break the log contract; dropped", len(rows))
                 return None
             except Exception:
                 log.exception(
@@ -106,9 +98,7 @@ class PredictionLog:
         self.flush()
         if not self.table.exists():
             return pa.table({name: [] for name in LOG_CONTRACT.columns})
-        dataset = self.table.delta().to_pyarrow_dataset(
-            filesystem=self.table._filesystem()
-        )
+        dataset = self.table.delta().to_pyarrow_dataset(filesystem=self.table._filesystem())
         expr = pc.field("request_id").isin(request_ids) & (pc.field("role") != "shadow")
         return dataset.to_table(filter=expr)
 

@@ -88,8 +88,6 @@ class ErrorBody(BaseModel):
 class ApiError(Exception):
     """A request refused with ``status`` and a JSON reason naming the fields at fault."""
 
-    def __init__(
-        self, status: int, error: str, fields: list[dict[str, Any]] | None = None
-    ) -> None:
+    def __init__(self, status: int, error: str, fields: list[dict[str, Any]] | None = None) -> None:
         super().__init__(error)
         self.status, self.error, self.fields = status, error, fields or []
