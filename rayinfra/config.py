@@ -281,6 +281,11 @@ class MonitorSpec(_Section):
     drift_share: float = Field(0.3, gt=0, le=1, description="Share of drifted columns that is drift.")
     windows_to_trigger: PositiveInt = 3
     cooldown_s: float = Field(600, ge=0)
+    pvalue: float = Field(0.01, gt=0, lt=1, description="A column drifts below this p-value (KS, chi-square).")
+    min_ks: float = Field(
+        0.05, ge=0, le=1, description="...and, for numbers, with a KS statistic of at least this (effect size)."
+    )
+    keep_windows: PositiveInt = Field(500, description="Window decisions kept in the monitor's state.")
 
 
 class Spec(_Section):

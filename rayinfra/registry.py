@@ -361,6 +361,16 @@ def load(name: str, ref: int | str = CHAMPION, settings: Settings | None = None)
     return LoadedModel(name, version, pyfunc.unwrap_python_model())
 
 
+def reference_profile(name: str, version: int, settings: Settings | None = None) -> bytes:
+    """The serialized whylogs profile of the training data behind ``name`` v``version``."""
+    c = client(settings)
+    try:
+        run_id = c.get_model_version(name, str(version)).run_id
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=PROFILE_ARTIFACT)).read_bytes()
+    except (MlflowException, OSError) as err:
+        raise RegistryError(f"model '{name}' v{version} has no reference profile: {err}") from None
+
+
 def promote(spec: Spec, version: int, reason: str, settings: Settings | None = None) -> None:
     """Make ``version`` the champion; remember the previous one for rollback."""
     c, name = client(settings), spec.model_name

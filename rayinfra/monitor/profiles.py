@@ -25,7 +25,9 @@ def profile_dataset(ds: ray.data.Dataset) -> DatasetProfileView:
     def one(df):
         return {"profile": np.array([profile_batch(df).serialize()], dtype=object)}
 
-    views = [DatasetProfileView.deserialize(row["profile"]) for row in ds.map_batches(one, batch_format="pandas").take_all()]
+    views = [
+        DatasetProfileView.deserialize(row["profile"]) for row in ds.map_batches(one, batch_format="pandas").take_all()
+    ]
     if not views:
         raise ValueError("cannot profile an empty dataset")
     merged = views[0]

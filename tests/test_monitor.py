@@ -1,0 +1,104 @@
+"""DriftMonitor: no alarm on training-like traffic, drift found on the columns that moved,
+state kept across a killed actor."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+
+from rayinfra.data import synthetic
+from rayinfra.monitor.profiles import profile_batch
+from tests.conftest import small_spec
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return small_spec(**{"registry.model_name": "fraud-monitor-test", "train.epochs": 1,
+                         "monitor.window_rows": 2000, "monitor.windows_to_trigger": 3})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def champion(spec, train_home):
+    from rayinfra.pipeline import train_and_register
+
+    return train_and_register(spec, train_home).model_version
+
+
+def _profile(spec, rows: int, seed: int, drift: float = 0.0) -> bytes:
+    frame = synthetic.generate(rows, seed=seed, drift=drift, start_id=10_000_000 * seed).to_pandas()
+    return profile_batch(frame[spec.features.all]).serialize()
+
+
+def _monitor(spec, settings):
+    from rayinfra.monitor.monitor import get_monitor
+
+    return get_monitor(spec, settings)
+
+
+def _reset(spec, settings):
+    import shutil
+
+    from rayinfra.monitor.monitor import actor_name, state_dir
+
+    try:
+        ray.kill(ray.get_actor(actor_name(spec), namespace="rayinfra"))
+    except ValueError:
+        pass
+    shutil.rmtree(state_dir(spec, settings), ignore_errors=True)
+
+
+def test_training_like_traffic_raises_no_alarm(spec, train_home, champion):
+    _reset(spec, train_home)
+    monitor = _monitor(spec, train_home)
+    for seed in range(100, 108):  # 8 windows of held-out traffic from the training distribution
+        for part in range(2):
+            ray.get(monitor.add.remote(_profile(spec, 1000, seed * 10 + part), 1000, champion))
+    status = ray.get(monitor.status.remote())
+    history = ray.get(monitor.history.remote())
+    assert status["windows"] == 8 and status["reference_version"] == champion
+    assert sum(w["drifted"] for w in history) <= 1, [w["drifted_columns"] for w in history]
+    assert not status["drift_holds"]
+
+
+def test_shifted_traffic_is_detected_on_the_columns_that_moved(spec, train_home, champion):
+    _reset(spec, train_home)
+    monitor = _monitor(spec, train_home)
+    closed = [ray.get(monitor.add.remote(_profile(spec, 2000, 200 + i, drift=1.0), 2000, champion)) for i in range(3)]
+    status = ray.get(monitor.status.remote())
+    assert all(w and w["drifted"] for w in closed) and status["drift_holds"]
+    moved = set(closed[-1]["drifted_columns"])
+    assert {"amount", "distance_from_home_km", "country", "device"} <= moved, moved
+    assert "merchant_category" not in moved  # the synthetic drift knob leaves it alone
+
+
+def test_state_survives_a_killed_actor(spec, train_home, champion):
+    from rayinfra.monitor.monitor import actor_name
+
+    _reset(spec, train_home)
+    monitor = _monitor(spec, train_home)
+    for i in range(2):
+        ray.get(monitor.add.remote(_profile(spec, 2000, 300 + i, drift=1.0), 2000, champion))
+    ray.get(monitor.add.remote(_profile(spec, 700, 310), 700, champion))  # an open, unfinished window
+    before = ray.get(monitor.status.remote())
+    ray.kill(ray.get_actor(actor_name(spec), namespace="rayinfra"), no_restart=True)
+    monitor = _monitor(spec, train_home)  # a new actor, same name: state from disk
+    after = ray.get(monitor.status.remote())
+    assert after == before and after["consecutive_drifted"] == 2 and after["open_window_rows"] == 700
+    ray.get(monitor.add.remote(_profile(spec, 1300, 311, drift=1.0), 1300, champion))
+    assert ray.get(monitor.status.remote())["consecutive_drifted"] == 3
+
+
+def test_a_new_champion_resets_the_reference(spec, train_home, champion):
+    _reset(spec, train_home)
+    monitor = _monitor(spec, train_home)
+    ray.get(monitor.add.remote(_profile(spec, 2000, 400, drift=1.0), 2000, champion))
+    assert ray.get(monitor.status.remote())["consecutive_drifted"] == 1
+    from rayinfra import registry
+
+    run = registry.client(train_home).get_model_version(spec.model_name, str(champion)).run_id
+    newer = registry.register(spec, f"runs:/{run}/model", {}, train_home)
+    ray.get(monitor.add.remote(_profile(spec, 500, 401), 500, newer))
+    status = ray.get(monitor.status.remote())
+    assert status["reference_version"] == newer and status["consecutive_drifted"] == 0
+    assert status["open_window_rows"] == 500
+    _reset(spec, train_home)
