@@ -21,6 +21,8 @@ jobs_app = typer.Typer(help="Jobs on a Ray cluster: list, logs, stop.", no_args_
 app.add_typer(data_app, name="data")
 app.add_typer(spec_app, name="spec")
 app.add_typer(jobs_app, name="jobs")
+drift_app = typer.Typer(help="Drift of served traffic against the champion's training data.", no_args_is_help=True)
+app.add_typer(drift_app, name="drift")
 console = Console()
 
 DEFAULT_SPEC = Path("jobs/specs/fraud.yaml")
@@ -69,7 +71,10 @@ def demo(
     result = _guard(lambda: run_demo(_spec(spec), settings, rows=rows, console=console))
     _print_summary(_table(spec))
     _print_history(_table(spec), limit=5)
-    console.print("rows streamed through Ray Data, by pinned version: " + ", ".join(f"v{v}: {n:,}" for v, n in result.rows_at_version.items()))
+    console.print(
+        "rows streamed through Ray Data, by pinned version: "
+        + ", ".join(f"v{v}: {n:,}" for v, n in result.rows_at_version.items())
+    )
 
 
 @app.command()
@@ -141,7 +146,9 @@ def maintain(spec: SpecOpt = DEFAULT_SPEC) -> None:
 @data_app.command("vacuum")
 def vacuum(
     spec: SpecOpt = DEFAULT_SPEC,
-    retention_hours: Annotated[Optional[int], typer.Option(help="Keep files newer than this (>= the table's guard).")] = None,  # noqa: UP007
+    retention_hours: Annotated[
+        Optional[int], typer.Option(help="Keep files newer than this (>= the table's guard).")
+    ] = None,  # noqa: UP007
     apply: Annotated[bool, typer.Option("--apply", help="Delete; without it, only list.")] = False,
 ) -> None:
     """Remove files no longer referenced by versions inside the retention period."""
@@ -154,8 +161,12 @@ def spec_check(path: Annotated[Path, typer.Argument(help="Spec file.")] = DEFAUL
     """Validate a spec; print its hash and settings."""
     spec = _spec(path)
     settings = Settings()
-    console.print(f"[green]ok[/] {path}: task '{spec.name}', spec hash {spec.hash()}, contract hash {spec.contract.hash()}")
-    console.print(f"table: {settings.table_uri(spec.dataset.table)}\nmlflow: {settings.tracking_uri}\nray: {settings.ray_address or 'local'}")
+    console.print(
+        f"[green]ok[/] {path}: task '{spec.name}', spec hash {spec.hash()}, contract hash {spec.contract.hash()}"
+    )
+    console.print(
+        f"table: {settings.table_uri(spec.dataset.table)}\nmlflow: {settings.tracking_uri}\nray: {settings.ray_address or 'local'}"
+    )
 
 
 @app.command("ray-info")
@@ -165,7 +176,9 @@ def ray_info() -> None:
 
     layout = init_ray(Settings())
     console.print(f"CPUs {layout.cpus:g} (Ray Data keeps {layout.data_cpus:g}), GPUs {layout.gpus:g}")
-    console.print(f"2 Train workers get {layout.train_worker(2)} each; Tune runs {layout.tune_concurrency(2)} trial(s) at once")
+    console.print(
+        f"2 Train workers get {layout.train_worker(2)} each; Tune runs {layout.tune_concurrency(2)} trial(s) at once"
+    )
     console.print(f"auth mode: {auth_mode()}; token file: {token_path()}")
 
 
@@ -182,7 +195,9 @@ def train_cmd(
     params = {"epochs": epochs} if epochs else None
     out = _guard(lambda: train_and_register(task, Settings(), version=version, params=params))
     _print_outcome(out.outcome)
-    console.print(f"registered [bold]{task.model_name}[/] v{out.model_version} (run {out.run_id}); gate: {out.gate.reason}")
+    console.print(
+        f"registered [bold]{task.model_name}[/] v{out.model_version} (run {out.run_id}); gate: {out.gate.reason}"
+    )
 
 
 @app.command("tune")
@@ -195,13 +210,22 @@ def tune_cmd(
 
     task = _spec(spec)
     out = _guard(lambda: tune_and_register(task, Settings(), version=version))
-    trials = RichTable("trial", "params", "epochs", task.tune.metric, "status", title=f"{out.search.name}: {len(out.search.trials)} trials, {out.search.concurrency} at a time, {out.search.seconds:.0f}s")
+    trials = RichTable(
+        "trial",
+        "params",
+        "epochs",
+        task.tune.metric,
+        "status",
+        title=f"{out.search.name}: {len(out.search.trials)} trials, {out.search.concurrency} at a time, {out.search.seconds:.0f}s",
+    )
     for t in sorted(out.search.trials, key=lambda t: -t.best_score if task.tune.mode == "max" else t.best_score):
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
         trials.add_row(t.trial_id, params, str(t.epochs), f"{t.best_score:.4f}", t.status)
     console.print(trials)
     _print_outcome(out.registered.outcome)
-    console.print(f"registered [bold]{task.model_name}[/] v{out.registered.model_version}; gate: {out.registered.gate.reason}")
+    console.print(
+        f"registered [bold]{task.model_name}[/] v{out.registered.model_version}; gate: {out.registered.gate.reason}"
+    )
 
 
 @app.command("predict-batch")
@@ -230,7 +254,16 @@ def models_cmd(spec: SpecOpt = DEFAULT_SPEC) -> None:
     from rayinfra import registry
 
     task = _spec(spec)
-    out = RichTable("version", "aliases", "test pr_auc", "test roc_auc", "table@version", "code", "trained by", title=task.model_name)
+    out = RichTable(
+        "version",
+        "aliases",
+        "test pr_auc",
+        "test roc_auc",
+        "table@version",
+        "code",
+        "trained by",
+        title=task.model_name,
+    )
     for v in registry.list_versions(task, Settings()):
         tags = v["tags"]
         out.add_row(
@@ -267,6 +300,33 @@ def rollback(
     console.print(f"rolled back: v{version} is champion again")
 
 
+@drift_app.command("status")
+def drift_status(
+    spec: SpecOpt = DEFAULT_SPEC,
+    windows: Annotated[int, typer.Option(help="Recent windows to list.")] = 10,
+) -> None:
+    """Windows, drifted columns and the run of drifted windows (read from the monitor's state on disk)."""
+    from rayinfra.monitor.monitor import describe, read_state
+
+    task = _spec(spec)
+    state = read_state(task, Settings())
+    if state is None:
+        raise _fail(f"no drift monitor state for model '{task.model_name}' yet: serve it and send traffic first")
+    s = describe(task, state)
+    console.print(
+        f"[bold]{s['model']}[/] reference v{s['reference_version']}: {s['windows']} windows, "
+        f"{s['consecutive_drifted']}/{s['windows_to_trigger']} drifted in a row "
+        f"({'[red]drift holds[/]' if s['drift_holds'] else 'no sustained drift'}); open window {s['open_window_rows']} rows"
+    )
+    out = RichTable("closed (UTC)", "rows", "ref", "share", "drifted columns")
+    for w in state["windows"][-windows:]:
+        when = datetime.fromtimestamp(w["closed_at"], tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        out.add_row(
+            when, str(w["rows"]), f"v{w['reference_version']}", f"{w['share']:.2f}", ", ".join(w["drifted_columns"])
+        )
+    console.print(out)
+
+
 @app.command("audit")
 def audit_cmd(limit: int = 20) -> None:
     """The newest entries of the audit log."""
@@ -281,7 +341,9 @@ def audit_cmd(limit: int = 20) -> None:
 @app.command("serve")
 def serve_cmd(
     spec: SpecOpt = DEFAULT_SPEC,
-    detach: Annotated[bool, typer.Option(help="Deploy and return (needs RAY_ADDRESS: a local Ray ends with this process).")] = False,
+    detach: Annotated[
+        bool, typer.Option(help="Deploy and return (needs RAY_ADDRESS: a local Ray ends with this process).")
+    ] = False,
 ) -> None:
     """Serve the champion over HTTP (Ray Serve): batching, autoscaling, canary/shadow, API keys."""
     import time
@@ -299,7 +361,9 @@ def serve_cmd(
     console.print(f"serving [bold]{task.model_name}[/]@champion at {url}  (docs: {url}/docs)")
     if task.serve.auth:
         console.print(f"API key: {'RAYINFRA_API_KEYS' if settings.api_keys else key_file}")
-    console.print(f"try: curl -H 'Authorization: Bearer <key>' -H 'Content-Type: application/json' -d @record.json {url}/v1/predict")
+    console.print(
+        f"try: curl -H 'Authorization: Bearer <key>' -H 'Content-Type: application/json' -d @record.json {url}/v1/predict"
+    )
     if not detach:
         console.print("Ctrl-C to stop")
         try:
@@ -307,10 +371,14 @@ def serve_cmd(
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
+
+
 @app.command("submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def submit_cmd(
     ctx: typer.Context,
-    stage: Annotated[str, typer.Argument(help="train, tune, batch-predict or retrain; arguments after -- go to the job.")],
+    stage: Annotated[
+        str, typer.Argument(help="train, tune, batch-predict or retrain; arguments after -- go to the job.")
+    ],
     spec: SpecOpt = DEFAULT_SPEC,
     address: AddressOpt = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the job id and return; do not follow.")] = False,
@@ -329,7 +397,11 @@ def submit_cmd(
     try:
         status = jobs.follow(client, job_id, lambda text: typer.echo(text, nl=False))
     except KeyboardInterrupt:
-        console.print(f"\nstopped following; the job goes on (rayinfra jobs stop {job_id} ends it)", highlight=False, soft_wrap=True)
+        console.print(
+            f"\nstopped following; the job goes on (rayinfra jobs stop {job_id} ends it)",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(130) from None
     console.print(f"job {job_id} {status}", highlight=False, soft_wrap=True)
     raise typer.Exit(jobs.exit_code(status))
@@ -347,7 +419,11 @@ def jobs_list(address: AddressOpt = None, limit: int = 20) -> None:
         out.add_column(column, no_wrap=True)
     out.add_column("entrypoint", overflow="fold")
     for job in sorted(found, key=lambda j: j.start_time or 0, reverse=True)[:limit]:
-        started = datetime.fromtimestamp(job.start_time / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if job.start_time else ""
+        started = (
+            datetime.fromtimestamp(job.start_time / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            if job.start_time
+            else ""
+        )
         out.add_row(job.submission_id or job.job_id or "", job.status.value, started, job.entrypoint)
     console.print(out)
 
@@ -356,7 +432,9 @@ def jobs_list(address: AddressOpt = None, limit: int = 20) -> None:
 def jobs_logs(
     job_id: Annotated[str, typer.Argument(help="The id `rayinfra submit` printed.")],
     address: AddressOpt = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until the job ends; exit with its outcome.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Stream until the job ends; exit with its outcome.")
+    ] = False,
 ) -> None:
     """A job's logs."""
     from rayinfra import submit as jobs
@@ -378,7 +456,9 @@ def jobs_stop(
 
     client = _submit_guard(lambda: jobs.client(address))
     if not _submit_guard(lambda: client.stop_job(job_id)):
-        console.print(f"job {job_id} had already ended: {client.get_job_status(job_id).value}", highlight=False, soft_wrap=True)
+        console.print(
+            f"job {job_id} had already ended: {client.get_job_status(job_id).value}", highlight=False, soft_wrap=True
+        )
         return
     console.print(f"job {job_id} {jobs.wait(client, job_id, timeout_s=60)}", highlight=False, soft_wrap=True)
 
@@ -420,7 +500,16 @@ def _guard(fn):
 
     try:
         return fn()
-    except (ContractViolation, IngestError, TableError, SpecError, TrainingError, RegistryError, ScoringError, ValueError) as err:
+    except (
+        ContractViolation,
+        IngestError,
+        TableError,
+        SpecError,
+        TrainingError,
+        RegistryError,
+        ScoringError,
+        ValueError,
+    ) as err:
         raise _fail(str(err)) from None
 
 
@@ -437,5 +526,12 @@ def _print_history(table, limit: int) -> None:
     for c in _guard(lambda: table.history(limit)):
         when = datetime.fromtimestamp(c["timestamp"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         added = (c.get("operationMetrics") or {}).get("num_added_rows", "")
-        out.add_row(str(c["version"]), when, c.get("operation", ""), str(added), c.get("rayinfra.source", ""), c.get("rayinfra.user", ""))
+        out.add_row(
+            str(c["version"]),
+            when,
+            c.get("operation", ""),
+            str(added),
+            c.get("rayinfra.source", ""),
+            c.get("rayinfra.user", ""),
+        )
     console.print(out)

@@ -286,6 +286,9 @@ class MonitorSpec(_Section):
         0.05, ge=0, le=1, description="...and, for numbers, with a KS statistic of at least this (effect size)."
     )
     keep_windows: PositiveInt = Field(500, description="Window decisions kept in the monitor's state.")
+    profile: bool = Field(True, description="Champion replicas profile their traffic for the drift monitor.")
+    flush_s: float = Field(10.0, gt=0, description="Replicas send merged profiles at least this often...")
+    flush_rows: PositiveInt = Field(1000, description="...or after this many rows.")
 
 
 class Spec(_Section):

@@ -26,7 +26,8 @@ def _free_port() -> int:
 
 def _spec(**serve):
     base = {"registry.model_name": "fraud-serve-test", "serve.reload_interval_s": 0.5, "serve.log_flush_s": 0.2,
-            "serve.max_records": 50, "serve.max_body_bytes": 20_000, "serve.min_replicas": 1, "serve.max_replicas": 1}  # fmt: skip
+            "serve.max_records": 50, "serve.max_body_bytes": 20_000, "serve.min_replicas": 1, "serve.max_replicas": 1,
+            "monitor.flush_s": 0.5}  # fmt: skip
     return small_spec(**{**base, **{f"serve.{k}": v for k, v in serve.items()}})
 
 
@@ -209,6 +210,30 @@ def test_feedback_appends_labelled_rows_through_the_contract(url, home):
     assert r.status_code == 404 and r.json()["fields"][0]["field"] == "request_id"
     assert table.version() == before + 1
     assert post(url, [{"request_id": "x", "label": 7}], path="/v1/feedback").status_code == 422
+
+
+def test_served_traffic_reaches_the_drift_monitor(url, home):
+    from typer.testing import CliRunner
+
+    from rayinfra.cli import app
+
+    for _ in range(3):
+        assert post(url, _records(40, seed=31)).status_code == 200
+    headers = {"Authorization": f"Bearer {KEY}"}
+    deadline, status = time.time() + 30, {}
+    while time.time() < deadline:
+        status = requests.get(url + "/v1/drift", headers=headers, timeout=30).json()
+        if status.get("open_window_rows", 0) + 2000 * status.get("windows", 0) >= 120:
+            break
+        time.sleep(0.5)
+    assert status["reference_version"] == 1 and status["open_window_rows"] >= 120, status
+    assert requests.get(url + "/v1/drift", timeout=30).status_code == 401
+    spec_file = home.home / "serve-spec.yaml"
+    spec_file.write_text(_spec().model_dump_json())  # JSON is YAML
+    result = CliRunner().invoke(
+        app, ["drift", "status", "--spec", str(spec_file)], env={"RAYINFRA_HOME": str(home.home)}
+    )
+    assert result.exit_code == 0 and "reference v1" in result.output, result.output
 
 
 # ---------------------------------------------------------------- traffic between versions

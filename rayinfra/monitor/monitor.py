@@ -36,6 +36,26 @@ def state_dir(spec: Spec, settings: Settings) -> Path:
     return settings.home / "monitor" / spec.model_name
 
 
+def describe(spec: Spec, state: dict[str, Any]) -> dict[str, Any]:
+    """The monitor's status from its state (the actor's, or the file's when no actor runs)."""
+    last = state["windows"][-1] if state["windows"] else None
+    return {
+        "model": spec.model_name,
+        "reference_version": state["reference_version"],
+        "windows": len(state["windows"]),
+        "open_window_rows": state["window_rows"],
+        "consecutive_drifted": state["consecutive"],
+        "windows_to_trigger": spec.monitor.windows_to_trigger,
+        "drift_holds": state["consecutive"] >= spec.monitor.windows_to_trigger,
+        "last_window": last,
+    }
+
+
+def read_state(spec: Spec, settings: Settings) -> dict[str, Any] | None:
+    path = state_dir(spec, settings) / "state.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 class DriftMonitor:
     """Plain class; run it as an actor with ``get_monitor``."""
 
@@ -46,6 +66,7 @@ class DriftMonitor:
         self.state = self._load()
         self._reference = None  # DatasetProfileView of state["reference_version"], loaded lazily
         self._window = self._load_window()
+        self._gauges = _gauges()
 
     # ------------------------------------------------------------------ intake
     def add(self, profile: bytes, rows: int, model_version: int) -> dict[str, Any] | None:
@@ -64,18 +85,7 @@ class DriftMonitor:
         return closed
 
     def status(self) -> dict[str, Any]:
-        s = self.state
-        last = s["windows"][-1] if s["windows"] else None
-        return {
-            "model": self.spec.model_name,
-            "reference_version": s["reference_version"],
-            "windows": len(s["windows"]),
-            "open_window_rows": s["window_rows"],
-            "consecutive_drifted": s["consecutive"],
-            "windows_to_trigger": self.spec.monitor.windows_to_trigger,
-            "drift_holds": s["consecutive"] >= self.spec.monitor.windows_to_trigger,
-            "last_window": last,
-        }
+        return describe(self.spec, self.state)
 
     def history(self, limit: int = 50) -> list[dict[str, Any]]:
         return self.state["windows"][-limit:]
@@ -90,7 +100,15 @@ class DriftMonitor:
         self.state["consecutive"] = self.state["consecutive"] + 1 if result.drifted else 0
         self.state["windows"] = (self.state["windows"] + [record])[-m.keep_windows :]
         self._window, self.state["window_rows"] = None, 0
+        self._export(result)
         return record
+
+    def _export(self, result) -> None:
+        tags = {"model": self.spec.model_name}
+        self._gauges["share"].set(result.share, tags=tags)
+        self._gauges["consecutive"].set(self.state["consecutive"], tags=tags)
+        for name, col in result.columns.items():
+            self._gauges["pvalue"].set(col.pvalue, tags={**tags, "column": name})
 
     def _follow(self, version: int) -> None:
         """The champion changed: its training data is the new reference; the run starts over."""
@@ -126,6 +144,16 @@ class DriftMonitor:
         else:
             (self.dir / "window.bin").unlink(missing_ok=True)
         _atomic_write(self.dir / "state.json", json.dumps(self.state).encode())
+
+
+def _gauges() -> dict[str, Any]:
+    from ray.util.metrics import Gauge
+
+    return {
+        "share": Gauge("rayinfra_drift_share", "Share of drifted features in the last window.", tag_keys=("model",)),
+        "consecutive": Gauge("rayinfra_drift_consecutive", "Drifted windows in a row.", tag_keys=("model",)),
+        "pvalue": Gauge("rayinfra_drift_pvalue", "Per-feature p-value, last window.", tag_keys=("model", "column")),
+    }
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -288,6 +288,14 @@ def make_ingress(spec: Spec) -> type:
             return {"model": spec.model_name, "traffic": spec.serve.traffic.model_dump(), "serving": serving,
                     "versions": versions}  # fmt: skip
 
+        @app.get("/v1/drift", responses=ERRORS)
+        async def drift(self, request: Request) -> dict[str, Any]:
+            """The drift monitor's status: reference version, windows, drifted columns."""
+            from rayinfra.monitor.monitor import get_monitor
+
+            self.authorize(request)
+            return await get_monitor(spec, self.settings).status.remote()
+
         @app.get("/healthz")
         async def healthz(self) -> dict[str, str]:
             """Liveness: the ingress answers."""

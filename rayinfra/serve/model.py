@@ -57,6 +57,11 @@ class ModelServer:
             raise NoModel(f"model '{spec.model_name}' has no champion: train and promote one first")
         self._stop = threading.Event()
         threading.Thread(target=self._watch, name=f"watch-{role}", daemon=True).start()
+        self.profiler = None
+        if role == registry.CHAMPION and spec.monitor.profile:
+            from rayinfra.monitor.profiler import TrafficProfiler
+
+            self.profiler = TrafficProfiler(spec, settings)
 
     # --------------------------------------------------------------------- serving
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01)
@@ -72,6 +77,8 @@ class ModelServer:
         rows = [record for request in requests for record in request]
         self._batch_sizes.observe(len(rows), tags={"role": self.role})
         probs = loaded.probabilities(pa.Table.from_pylist(rows, schema=self.schema))
+        if self.profiler is not None:
+            self.profiler.submit(rows, probs, loaded.version)  # profiled on another thread
         out, start = [], 0
         for request in requests:
             p = probs[start : start + len(request)]
@@ -126,3 +133,5 @@ class ModelServer:
     def __del__(self) -> None:
         if hasattr(self, "_stop"):
             self._stop.set()
+        if getattr(self, "profiler", None) is not None:
+            self.profiler.close()

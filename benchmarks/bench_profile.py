@@ -1,0 +1,73 @@
+"""Profiling benchmark, both sides measured in the same run.
+
+(a) whylogs throughput on the demo schema (11 features + the prediction), one thread,
+    batches of 64 rows as a replica sees them and of 4096 rows: rows/s per core.
+    whylogs' published figure: about 109k rows/s per 8-vCPU instance at 43 columns.
+(b) Serving with traffic profiling on against off: same model, payloads and load
+    generator as bench_serve.py (direct ingress, tiny model). Goal: profiling costs
+    <= 5% of requests/s.
+
+Usage: python benchmarks/bench_profile.py [--seconds 15]
+Writes benchmarks/results/bench_profile.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_serve
+
+from rayinfra.data import synthetic
+from rayinfra.monitor.profiles import profile_batch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ON = "tiny/serve-direct-ingress"
+OFF = "tiny/serve-direct-ingress-no-profiling"
+
+
+def whylogs_rows_per_s(batch_rows: int, total_rows: int = 200_000) -> float:
+    spec = bench_serve._spec("tiny")
+    frame = synthetic.generate(total_rows, seed=5).to_pandas()[spec.features.all]
+    frame["prediction_probability"] = 0.5
+    batches = [frame.iloc[i : i + batch_rows] for i in range(0, len(frame), batch_rows)]
+    profile_batch(batches[0])  # warm-up: imports, schema resolution
+    t0, merged = time.perf_counter(), None
+    for b in batches:
+        view = profile_batch(b)
+        merged = view if merged is None else merged.merge(view)
+    return total_rows / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=15)
+    ap.add_argument("--concurrency", type=int, default=32)
+    a = ap.parse_args()
+    small, large = whylogs_rows_per_s(64, 50_000), whylogs_rows_per_s(4096)
+    print(f"whylogs, 1 thread: {small:,.0f} rows/s in 64-row batches, {large:,.0f} rows/s in 4096-row batches")
+    model, server, overrides, env = bench_serve.VARIANTS[ON]
+    bench_serve.VARIANTS[OFF] = (model, server, {**overrides, "monitor.profile": False}, env)
+    bench_serve.WORK.mkdir(parents=True, exist_ok=True)
+    bench_serve.prepare()
+    runs = {name: bench_serve.measure(name, a.seconds, a.concurrency) for name in (OFF, ON)}
+    cost = 1 - runs[ON]["rps"] / runs[OFF]["rps"]
+    out = {
+        "benchmark": "bench_profile",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
+        "whylogs_rows_per_s_per_core": {"batch_64": round(small), "batch_4096": round(large), "columns": 12},
+        "serving": {"profiling_off": runs[OFF], "profiling_on": runs[ON], "cost": round(cost, 4), "goal": "<= 0.05"},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench_profile.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps({"cost": out["serving"]["cost"], **out["whylogs_rows_per_s_per_core"]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
