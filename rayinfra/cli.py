@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -126,7 +126,7 @@ def history(spec: SpecOpt = DEFAULT_SPEC, limit: int = 20) -> None:
 @data_app.command("show")
 def show(
     spec: SpecOpt = DEFAULT_SPEC,
-    version: Annotated[Optional[int], typer.Option(help="Table version (default latest).")] = None,  # noqa: UP007
+    version: Annotated[int | None, typer.Option(help="Table version (default latest).")] = None,
     rows: Annotated[int, typer.Option(help="Sample rows to print.")] = 5,
 ) -> None:
     """Summary of the table at a version, and its first rows."""
@@ -147,8 +147,8 @@ def maintain(spec: SpecOpt = DEFAULT_SPEC) -> None:
 def vacuum(
     spec: SpecOpt = DEFAULT_SPEC,
     retention_hours: Annotated[
-        Optional[int], typer.Option(help="Keep files newer than this (>= the table's guard).")
-    ] = None,  # noqa: UP007
+        int | None, typer.Option(help="Keep files newer than this (>= the table's guard).")
+    ] = None,
     apply: Annotated[bool, typer.Option("--apply", help="Delete; without it, only list.")] = False,
 ) -> None:
     """Remove files no longer referenced by versions inside the retention period."""
@@ -185,8 +185,8 @@ def ray_info() -> None:
 @app.command("train")
 def train_cmd(
     spec: SpecOpt = DEFAULT_SPEC,
-    version: Annotated[Optional[int], typer.Option(help="Table version to train on (default latest).")] = None,  # noqa: UP007
-    epochs: Annotated[Optional[int], typer.Option(help="Override train.epochs.")] = None,  # noqa: UP007
+    version: Annotated[int | None, typer.Option(help="Table version to train on (default latest).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
 ) -> None:
     """Train on a pinned table version, log to MLflow, register, and gate against the champion."""
     from rayinfra.pipeline import train_and_register
@@ -200,10 +200,36 @@ def train_cmd(
     )
 
 
+@app.command("retrain")
+def retrain_cmd(spec: SpecOpt = DEFAULT_SPEC) -> None:
+    """Retrain on the latest table version, register, and promote only through the gate (audited)."""
+    import os
+
+    from rayinfra import audit
+    from rayinfra.pipeline import train_and_register
+
+    task, settings = _spec(spec), Settings()
+    trigger = json.loads(os.environ.get("RAYINFRA_RETRAIN_TRIGGER", "{}"))
+    job_id = os.environ.get("RAYINFRA_JOB_ID")  # set by the DriftMonitor when it submits this job
+    audit.record(
+        "retrain_start",
+        trigger.get("reason", "by hand"),
+        settings,
+        model=task.model_name,
+        job_id=job_id,
+        trigger=trigger,
+    )
+    out = _guard(lambda: train_and_register(task, settings))
+    _print_outcome(out.outcome)
+    audit.record("retrain_done", out.gate.reason, settings, model=task.model_name, job_id=job_id,
+                 version=out.model_version, promoted=out.gate.promoted, table_version=out.outcome.data.version)  # fmt: skip
+    console.print(f"registered [bold]{task.model_name}[/] v{out.model_version}; gate: {out.gate.reason}")
+
+
 @app.command("tune")
 def tune_cmd(
     spec: SpecOpt = DEFAULT_SPEC,
-    version: Annotated[Optional[int], typer.Option(help="Table version (default latest).")] = None,  # noqa: UP007
+    version: Annotated[int | None, typer.Option(help="Table version (default latest).")] = None,
 ) -> None:
     """Search hyperparameters (ASHA), then register and gate the best trial."""
     from rayinfra.pipeline import tune_and_register
@@ -320,7 +346,7 @@ def drift_status(
     )
     out = RichTable("closed (UTC)", "rows", "ref", "share", "drifted columns")
     for w in state["windows"][-windows:]:
-        when = datetime.fromtimestamp(w["closed_at"], tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        when = datetime.fromtimestamp(w["closed_at"], tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
         out.add_row(
             when, str(w["rows"]), f"v{w['reference_version']}", f"{w['share']:.2f}", ", ".join(w["drifted_columns"])
         )
@@ -420,7 +446,7 @@ def jobs_list(address: AddressOpt = None, limit: int = 20) -> None:
     out.add_column("entrypoint", overflow="fold")
     for job in sorted(found, key=lambda j: j.start_time or 0, reverse=True)[:limit]:
         started = (
-            datetime.fromtimestamp(job.start_time / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            datetime.fromtimestamp(job.start_time / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
             if job.start_time
             else ""
         )
@@ -524,7 +550,7 @@ def _print_summary(table, version: int | None = None) -> None:
 def _print_history(table, limit: int) -> None:
     out = RichTable("version", "time (UTC)", "operation", "rows added", "source", "user")
     for c in _guard(lambda: table.history(limit)):
-        when = datetime.fromtimestamp(c["timestamp"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        when = datetime.fromtimestamp(c["timestamp"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
         added = (c.get("operationMetrics") or {}).get("num_added_rows", "")
         out.add_row(
             str(c["version"]),

@@ -13,7 +13,7 @@ from tests.conftest import small_spec
 
 @pytest.fixture(scope="module")
 def spec():
-    return small_spec(**{"registry.model_name": "fraud-monitor-test", "train.epochs": 1,
+    return small_spec(**{"registry.model_name": "fraud-monitor-test", "train.epochs": 1, "monitor.retrain": False,
                          "monitor.window_rows": 2000, "monitor.windows_to_trigger": 3})  # fmt: skip
 
 

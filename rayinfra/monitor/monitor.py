@@ -19,13 +19,14 @@ from typing import Any
 
 import ray
 
-from rayinfra import registry
+from rayinfra import audit, registry
 from rayinfra.config import Settings, Spec
 from rayinfra.monitor.drift import window_drift
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "rayinfra"
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 def actor_name(spec: Spec) -> str:
@@ -48,6 +49,8 @@ def describe(spec: Spec, state: dict[str, Any]) -> dict[str, Any]:
         "windows_to_trigger": spec.monitor.windows_to_trigger,
         "drift_holds": state["consecutive"] >= spec.monitor.windows_to_trigger,
         "last_window": last,
+        "retrain": state.get("retrain"),
+        "retrains": len(state.get("retrains", [])),
     }
 
 
@@ -81,10 +84,82 @@ class DriftMonitor:
         closed = None
         if self.state["window_rows"] >= self.spec.monitor.window_rows:
             closed = self._close_window()
-        self._save()
+        self.check_retrain()
         return closed
 
+    # ---------------------------------------------------------------- retraining
+    def check_retrain(self) -> dict[str, Any] | None:
+        """Follow a running retraining job; start one if drift holds, none runs, and waits are over."""
+        m, s, now = self.spec.monitor, self.state, time.time()
+        job = s["retrain"]
+        if job and job["status"] not in TERMINAL:
+            job["status"] = self._status(job["job_id"])
+            if job["status"] in TERMINAL:
+                self._finished(job, now)
+        elif m.retrain and s["consecutive"] >= m.windows_to_trigger and now >= self._next_allowed(now):
+            self._start(now)
+        self._save()
+        return s["retrain"]
+
+    def _next_allowed(self, now: float) -> float:
+        s, m = self.state, self.spec.monitor
+        job = s["retrain"]
+        if job and job["status"] != "SUCCEEDED" and job.get("retry_at"):
+            return job["retry_at"]  # a failed job, to be retried after its backoff
+        return (s["last_retrain_at"] or 0) + m.cooldown_s
+
+    def _start(self, now: float) -> None:
+        from rayinfra.monitor.retrain import submit_retrain
+
+        s = self.state
+        previous = s["retrain"]
+        attempt = previous["attempt"] + 1 if previous and previous.get("retry_at") else 1
+        last = s["windows"][-1]
+        trigger = {"reason": f"drift held for {s['consecutive']} windows", "windows": s["consecutive"],
+                   "share": last["share"], "drifted_columns": last["drifted_columns"],
+                   "reference_version": s["reference_version"], "attempt": attempt}  # fmt: skip
+        try:
+            job_id = submit_retrain(self.spec, self.settings, self.dir, trigger)
+        except Exception as err:
+            log.exception("drift monitor: could not submit the retraining job")
+            s["retrain"] = {"job_id": None, "status": "FAILED", "submitted_at": now, "attempt": attempt,
+                            "trigger": trigger, "error": str(err)}  # fmt: skip
+            self._finished(s["retrain"], now)
+            return
+        s["retrain"] = {
+            "job_id": job_id,
+            "status": "PENDING",
+            "submitted_at": now,
+            "attempt": attempt,
+            "trigger": trigger,
+        }
+        audit.record("retrain_submitted", trigger["reason"], self.settings, model=self.spec.model_name,
+                     job_id=job_id, **{k: v for k, v in trigger.items() if k != "reason"})  # fmt: skip
+
+    def _finished(self, job: dict[str, Any], now: float) -> None:
+        m, s = self.spec.monitor, self.state
+        job["finished_at"] = now
+        s["retrains"] = (s["retrains"] + [dict(job)])[-50:]
+        if job["status"] == "SUCCEEDED" or job["attempt"] > m.max_retries:
+            # Done, or out of retries: either way the cooldown starts and the run starts over.
+            s["last_retrain_at"], s["consecutive"] = now, 0
+            job.pop("retry_at", None)
+        else:
+            job["retry_at"] = now + m.backoff_s * 2 ** (job["attempt"] - 1)
+        audit.record("retrain_finished", f"job {job['status'].lower()}", self.settings, model=self.spec.model_name,
+                     job_id=job["job_id"], attempt=job["attempt"], retry_at=job.get("retry_at"))  # fmt: skip
+
+    def _status(self, job_id: str) -> str:
+        from rayinfra.monitor.retrain import job_status
+
+        try:
+            return job_status(job_id)
+        except Exception:
+            log.exception("drift monitor: no status for job %s", job_id)
+            return "UNKNOWN"
+
     def status(self) -> dict[str, Any]:
+        self.check_retrain()  # a job may have finished since the last window
         return describe(self.spec, self.state)
 
     def history(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -129,7 +204,8 @@ class DriftMonitor:
         path = self.dir / "state.json"
         if path.exists():
             return json.loads(path.read_text())
-        return {"reference_version": None, "window_rows": 0, "consecutive": 0, "windows": []}
+        return {"reference_version": None, "window_rows": 0, "consecutive": 0, "windows": [], "retrain": None,
+                "retrains": [], "last_retrain_at": None}  # fmt: skip
 
     def _load_window(self):
         from whylogs.core import DatasetProfileView

@@ -1,0 +1,63 @@
+"""Retraining as a Ray job, submitted by the DriftMonitor when drift holds.
+
+The job runs ``python -m rayinfra retrain`` (the same path as ``jobs/retrain.py``): it
+trains on the table's latest version (served traffic with its feedback included),
+registers the candidate and lets the gate decide; a candidate that loses stays
+challenger. It goes through the Jobs API so it has its own logs and status.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from rayinfra.config import Settings, Spec
+
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def jobs_address() -> str:
+    """The Jobs API of the cluster this process runs in (the dashboard)."""
+    import ray
+
+    # From the cluster's own KV store: in a worker process, get_dashboard_url() answers
+    # the default port, which may be another cluster's on the same machine.
+    url = ray._private.services.get_webui_url_from_internal_kv() or ray._private.worker.get_dashboard_url()
+    return url if url.startswith("http") else f"http://{url}"
+
+
+def _job_env(settings: Settings) -> dict[str, str]:
+    env = {"RAYINFRA_HOME": str(settings.home)}
+    for name in ("data_root", "mlflow_uri", "artifact_root", "checkpoint_root"):
+        if getattr(settings, name):
+            env[f"RAYINFRA_{name.upper()}"] = str(getattr(settings, name))
+    return env
+
+
+def submit_retrain(spec: Spec, settings: Settings, spec_dir: Path, trigger: dict[str, Any]) -> str:
+    """Write the spec beside the monitor's state and submit the retraining job; return its id."""
+    from rayinfra import submit
+
+    spec_path = spec_dir / "retrain-spec.json"
+    spec_path.write_text(spec.model_dump_json())  # JSON is YAML: `load_spec` reads it
+    # Our own submission id, so the job can name itself in the audit log.
+    job_id = f"rayinfra-retrain-{spec.model_name}-{uuid.uuid4().hex[:12]}"
+    env = {**_job_env(settings), "RAYINFRA_RETRAIN_TRIGGER": json.dumps(trigger), "RAYINFRA_JOB_ID": job_id}
+    client = submit.client(jobs_address())
+    return client.submit_job(
+        submission_id=job_id,
+        # This worker's interpreter: the one with rayinfra installed (PATH may name another).
+        entrypoint=shlex.join([sys.executable, "-m", "rayinfra", "retrain", "--spec", str(spec_path)]),
+        runtime_env={"env_vars": env},
+        metadata={"rayinfra.stage": "retrain", "rayinfra.model": spec.model_name},
+    )
+
+
+def job_status(job_id: str) -> str:
+    from rayinfra import submit
+
+    return str(submit.client(jobs_address()).get_job_status(job_id).value)

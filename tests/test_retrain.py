@@ -1,0 +1,110 @@
+"""Sustained drift submits exactly one retraining job (Ray Jobs API); a failing one is
+retried with backoff, then given up, and the champion keeps its place."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import ray
+
+from rayinfra import audit, registry
+from rayinfra.data import synthetic
+from rayinfra.monitor.profiles import profile_batch
+from tests.conftest import small_spec
+
+BASE = {"registry.model_name": "fraud-retrain-test", "train.epochs": 1, "monitor.window_rows": 1000,
+        "monitor.windows_to_trigger": 2, "monitor.cooldown_s": 3600, "monitor.backoff_s": 1, "monitor.max_retries": 1}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, ray_session):
+    from rayinfra.config import Settings
+    from rayinfra.data.tables import Table
+    from rayinfra.pipeline import train_and_register
+
+    settings = Settings(home=tmp_path_factory.mktemp("retrain-home"), num_cpus=2)
+    spec = small_spec(**BASE)
+    Table.for_spec(spec, settings).append(synthetic.generate(5_000, seed=4), source="test")
+    assert train_and_register(spec, settings).model_version == 1
+    return settings
+
+
+def _drifted(spec, rows: int, seed: int) -> bytes:
+    frame = synthetic.generate(rows, seed=seed, drift=1.0).to_pandas()
+    return profile_batch(frame[spec.features.all]).serialize()
+
+
+def _fresh_monitor(spec, settings):
+    import shutil
+
+    from rayinfra.monitor.monitor import actor_name, get_monitor, state_dir
+
+    try:
+        ray.kill(ray.get_actor(actor_name(spec), namespace="rayinfra"))
+    except ValueError:
+        pass
+    shutil.rmtree(state_dir(spec, settings), ignore_errors=True)
+    return get_monitor(spec, settings)
+
+
+def _wait_for(monitor, done, timeout: float = 400) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = ray.get(monitor.status.remote())
+        if done(status):
+            return status
+        time.sleep(2)
+    raise AssertionError(f"timed out; last status {status}")
+
+
+def _logs(job_id: str) -> str:
+    from rayinfra import submit
+    from rayinfra.monitor.retrain import jobs_address
+
+    return submit.client(jobs_address()).get_job_logs(job_id)[-3000:]
+
+
+def _actions(settings, action: str) -> list[dict]:
+    return [e for e in audit.entries(settings) if e["action"] == action and e.get("model") == "fraud-retrain-test"]
+
+
+def test_sustained_drift_retrains_exactly_once(home):
+    spec = small_spec(**BASE)
+    monitor = _fresh_monitor(spec, home)
+    for i in range(2):
+        ray.get(monitor.add.remote(_drifted(spec, 1000, 500 + i), 1000, 1))
+    job = ray.get(monitor.status.remote())["retrain"]
+    assert job and job["job_id"] and job["trigger"]["windows"] == 2
+    for i in range(3):  # drift goes on while the job runs: no second job
+        ray.get(monitor.add.remote(_drifted(spec, 1000, 510 + i), 1000, 1))
+    status = _wait_for(monitor, lambda s: s["retrain"]["status"] in ("SUCCEEDED", "FAILED"))
+    assert status["retrain"]["status"] == "SUCCEEDED", _logs(job["job_id"])
+    assert status["retrain"]["job_id"] == job["job_id"]
+    assert status["consecutive_drifted"] == 0 and status["retrains"] == 1
+    for i in range(3):  # still drifted, but inside the cooldown
+        ray.get(monitor.add.remote(_drifted(spec, 1000, 520 + i), 1000, 1))
+    assert ray.get(monitor.status.remote())["retrain"]["job_id"] == job["job_id"]
+    assert [e["job_id"] for e in _actions(home, "retrain_submitted")] == [job["job_id"]]
+    done = _actions(home, "retrain_done")
+    assert len(done) == 1 and done[0]["job_id"] == job["job_id"] and done[0]["version"] == 2
+    assert registry.list_versions(spec, home)[-1]["tags"]["rayinfra.table_version"] == "1"
+
+
+def test_failing_retrain_is_retried_then_given_up_and_the_champion_stays(home):
+    # A model the job cannot build: the job really fails, on the cluster.
+    spec = small_spec(**{**BASE, "model.name": "rayinfra_no_such_module:make"})
+    champion = registry.alias_version(spec.model_name, registry.CHAMPION, home)
+    monitor = _fresh_monitor(spec, home)
+    for i in range(2):
+        ray.get(monitor.add.remote(_drifted(spec, 1000, 600 + i), 1000, champion))
+
+    def two_failures(s) -> bool:
+        return s["retrains"] == 2
+
+    status = _wait_for(monitor, two_failures)
+    jobs = [e for e in _actions(home, "retrain_finished") if e["job_id"]][-2:]
+    assert [e["attempt"] for e in jobs] == [1, 2]
+    assert jobs[0]["retry_at"] and jobs[1]["retry_at"] is None  # retried once after backoff, then given up
+    assert status["retrain"]["status"] == "FAILED" and status["consecutive_drifted"] == 0
+    assert registry.alias_version(spec.model_name, registry.CHAMPION, home) == champion
