@@ -62,19 +62,78 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
 def demo(
     spec: SpecOpt = DEFAULT_SPEC,
     rows: Annotated[int, typer.Option(help="Rows of demo data to generate.")] = 100_000,
+    data_only: Annotated[bool, typer.Option(help="Stop after the data stages.")] = False,
+    drifted_rows: Annotated[int, typer.Option(help="Drifted records sent (and labelled) in the loop.")] = 5000,
 ) -> None:
-    """Run the main job on embedded defaults: data in, versioned, read back through Ray."""
+    """The whole life of a model on embedded defaults: data, tune, serve, drift, retrain, gate, new champion."""
     from rayinfra.demo import run_demo
 
-    settings = Settings()
-    console.rule(f"rayinfra demo · data under {settings.home}")
-    result = _guard(lambda: run_demo(_spec(spec), settings, rows=rows, console=console))
+    settings, task = Settings(), _spec(spec)
+    console.rule(f"rayinfra demo · everything under {settings.home}")
+    result = _guard(lambda: run_demo(task, settings, rows=rows, console=console))
     _print_summary(_table(spec))
     _print_history(_table(spec), limit=5)
     console.print(
         "rows streamed through Ray Data, by pinned version: "
         + ", ".join(f"v{v}: {n:,}" for v, n in result.rows_at_version.items())
     )
+    if data_only:
+        return
+    from rayinfra.loop_demo import run_loop
+
+    loop = _guard(lambda: run_loop(task, settings, console, drifted_rows=drifted_rows))
+    _print_loop_summary(task, settings, {**result.seconds, **loop.seconds}, loop)
+
+
+def _print_loop_summary(task, settings: Settings, seconds: dict[str, float], loop) -> None:
+    from rayinfra import registry
+    from rayinfra.report import write_report
+
+    versions = registry.list_versions(task, settings)
+    out = RichTable(
+        "version", "aliases", "table version", "test PR-AUC", "test ROC-AUC", "gate", title="model versions"
+    )
+    for v in versions[-5:]:
+        tags = v["tags"]
+        gate = json.loads(tags["rayinfra.gate"])["promoted"] if "rayinfra.gate" in tags else ""
+        out.add_row(f"v{v['version']}", ", ".join(v["aliases"]), tags.get("rayinfra.table_version", ""),
+                    tags.get("rayinfra.metric.test_pr_auc", "")[:6], tags.get("rayinfra.metric.test_roc_auc", "")[:6],
+                    "passed" if gate is True else "refused" if gate is False else "")  # fmt: skip
+    console.print(out)
+    drifted = [w for w in loop.drift_windows if w["drifted"]]
+    if drifted:
+        last = drifted[-1]
+        console.print(
+            "drift, last drifted window: "
+            + ", ".join(f"{c} p={d['pvalue']:.1e}" for c, d in last["columns"].items() if d["drifted"])
+        )
+    console.print("stage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()))
+    lat = sorted(loop.latencies_ms)
+    summary = {
+        "table": _table_uri(task, settings), "champion before": f"v{loop.champion_before}",
+        "champion after": f"v{loop.champion_after}", "retraining job": (loop.retrain or {}).get("job_id"),
+        "job status": (loop.retrain or {}).get("status"), "windows": len(loop.drift_windows),
+        "drifted windows": len(drifted), "requests": len(lat),
+        "p50 latency ms": round(lat[len(lat) // 2], 1) if lat else None,
+        "p95 latency ms": round(lat[int(len(lat) * 0.95)], 1) if lat else None,
+        **{f"{k} (s)": v for k, v in seconds.items()},
+    }  # fmt: skip
+    report = write_report(
+        settings.home / "reports" / "demo.html", summary, loop.drift_windows, loop.versions_seen, loop.latencies_ms
+    )
+    console.print(f"report: {report}")
+    console.print(
+        f"endpoint (while serving): {loop.url}/v1/predict  ·  docs {loop.url}/docs  ·  keep it up: rayinfra serve"
+    )
+    console.print(f"MLflow UI: mlflow ui --backend-store-uri {settings.tracking_uri}")
+    console.print("audit trail: rayinfra audit  ·  drift: rayinfra drift status")
+
+
+def _table_uri(task, settings: Settings) -> str:
+    from rayinfra.data.tables import Table
+
+    t = Table.for_spec(task, settings)
+    return f"{t.uri}@v{t.version()}"
 
 
 @app.command()
@@ -219,7 +278,8 @@ def retrain_cmd(spec: SpecOpt = DEFAULT_SPEC) -> None:
         job_id=job_id,
         trigger=trigger,
     )
-    out = _guard(lambda: train_and_register(task, settings))
+    # The gate scores both models on recent labelled rows (after the champion's data), when there are enough.
+    out = _guard(lambda: train_and_register(task, settings, recent=True))
     _print_outcome(out.outcome)
     audit.record("retrain_done", out.gate.reason, settings, model=task.model_name, job_id=job_id,
                  version=out.model_version, promoted=out.gate.promoted, table_version=out.outcome.data.version)  # fmt: skip

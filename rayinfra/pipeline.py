@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
+
 from rayinfra import registry
 from rayinfra.config import Settings, Spec
 from rayinfra.data.split import TEST
+from rayinfra.data.tables import Table
 from rayinfra.train.trainer import TrainOutcome, raw_split, train
 from rayinfra.train.tune import TuneOutcome, tune_search
 
@@ -22,19 +25,52 @@ class Registered:
     gate: registry.GateResult
 
 
-def register_and_gate(spec: Spec, settings: Settings, outcome: TrainOutcome, parent_run_id: str | None = None) -> Registered:
+def register_and_gate(
+    spec: Spec, settings: Settings, outcome: TrainOutcome, parent_run_id: str | None = None, recent: bool = False
+) -> Registered:
     run_id, model_uri = registry.log_run(spec, outcome, settings, parent_run_id)
     version = registry.register(spec, model_uri, registry.lineage(spec, outcome), settings)
     held_out = raw_split(outcome.data, TEST, max_rows=GATE_ROWS)
+    if recent:
+        held_out = recent_rows(spec, settings, held_out)
     result = registry.gate(spec, version, held_out, settings)
     return Registered(outcome, run_id, version, result)
 
 
+MIN_RECENT_ROWS = 200
+
+
+def recent_rows(spec: Spec, settings: Settings, held_out: pd.DataFrame) -> pd.DataFrame:
+    """The held-out rows that arrived after the champion's training version (traffic, feedback).
+
+    Falls back to all held-out rows when there is no champion, no key, or too few recent
+    rows (or only one class) to score both models on.
+    """
+    key, label = spec.contract.key, spec.contract.label
+    champion = registry.alias_version(spec.model_name, registry.CHAMPION, settings)
+    if champion is None or key is None:
+        return held_out
+    tags = registry.client(settings).get_model_version(spec.model_name, str(champion)).tags
+    old_version = tags.get("rayinfra.table_version")
+    if old_version is None:
+        return held_out
+    old_keys = Table.for_spec(spec, settings).to_arrow(version=int(old_version), columns=[key]).column(0)
+    recent = held_out[~held_out[key].isin(old_keys.to_numpy())]
+    if len(recent) < MIN_RECENT_ROWS or recent[label].nunique() < 2:
+        return held_out
+    return recent
+
+
 def train_and_register(
-    spec: Spec, settings: Settings | None = None, version: int | None = None, params: dict[str, Any] | None = None
+    spec: Spec,
+    settings: Settings | None = None,
+    version: int | None = None,
+    params: dict[str, Any] | None = None,
+    recent: bool = False,
 ) -> Registered:
+    """Train, register and gate; with ``recent``, the gate scores rows newer than the champion's data."""
     settings = settings or Settings()
-    return register_and_gate(spec, settings, train(spec, settings, version=version, params=params))
+    return register_and_gate(spec, settings, train(spec, settings, version=version, params=params), recent=recent)
 
 
 @dataclass

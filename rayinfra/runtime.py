@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = "rayinfra"
 # What a Tune trial asks for: it only drives a Train run whose workers hold the
 # resources, and Tune refuses an empty request.
+RESERVED_CPUS_ENV = "RAYINFRA_RESERVED_CPUS"
 TRIAL_CPU = 0.01
 
 
@@ -61,7 +62,11 @@ class ResourceLayout:
         import ray
 
         total = ray.cluster_resources()
-        return cls(cpus=float(total.get("CPU", 0)), gpus=float(total.get("GPU", 0)))
+        # CPUs held by long-running services on this cluster (Serve replicas, when the drift
+        # monitor submits a retraining job beside them): laid out as if they were not there,
+        # training and Ray Data would wait for them forever on a small machine.
+        reserved = float(os.environ.get(RESERVED_CPUS_ENV, "0") or 0)
+        return cls(cpus=max(0.0, float(total.get("CPU", 0)) - reserved), gpus=float(total.get("GPU", 0)))
 
 
 def init_ray(settings: Settings | None = None, **overrides: object) -> ResourceLayout:

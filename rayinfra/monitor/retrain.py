@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rayinfra.config import Settings, Spec
+from rayinfra.runtime import RESERVED_CPUS_ENV
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -38,6 +39,21 @@ def _job_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def serve_footprint(spec: Spec) -> float:
+    """CPUs the served model holds now (0 when it is not served): the job is laid out on the rest."""
+    from ray import serve
+
+    s = spec.serve
+    per_replica = {"ingress": s.ingress_cpus, "challenger": s.challenger_cpus, "champion": s.replica_cpus}
+    try:
+        app = serve.status().applications.get(spec.name)
+    except Exception:  # noqa: BLE001 (Serve not started on this cluster)
+        return 0.0
+    if app is None:
+        return 0.0
+    return sum(per_replica.get(name, 0.0) * sum(d.replica_states.values()) for name, d in app.deployments.items())
+
+
 def submit_retrain(spec: Spec, settings: Settings, spec_dir: Path, trigger: dict[str, Any]) -> str:
     """Write the spec beside the monitor's state and submit the retraining job; return its id."""
     from rayinfra import submit
@@ -46,7 +62,8 @@ def submit_retrain(spec: Spec, settings: Settings, spec_dir: Path, trigger: dict
     spec_path.write_text(spec.model_dump_json())  # JSON is YAML: `load_spec` reads it
     # Our own submission id, so the job can name itself in the audit log.
     job_id = f"rayinfra-retrain-{spec.model_name}-{uuid.uuid4().hex[:12]}"
-    env = {**_job_env(settings), "RAYINFRA_RETRAIN_TRIGGER": json.dumps(trigger), "RAYINFRA_JOB_ID": job_id}
+    env = {**_job_env(settings), "RAYINFRA_RETRAIN_TRIGGER": json.dumps(trigger), "RAYINFRA_JOB_ID": job_id,
+           RESERVED_CPUS_ENV: str(serve_footprint(spec))}  # fmt: skip
     client = submit.client(jobs_address())
     return client.submit_job(
         submission_id=job_id,

@@ -77,7 +77,8 @@ def prepare_data(spec: Spec, settings: Settings, version: int | None = None) -> 
     if contract.label is None:
         raise TrainingError(f"the contract of {table.uri} names no label column; training needs one")
     splitter = _splitter(spec, table, version)
-    columns = list(dict.fromkeys([*spec.features.all, contract.label, splitter.column]))
+    keys = [contract.key] if contract.key else []  # kept so a gate can pick out recent rows
+    columns = list(dict.fromkeys([*spec.features.all, contract.label, splitter.column, *keys]))
     raw = table.read(version=version, columns=columns)
     label = contract.label
 

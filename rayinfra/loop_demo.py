@@ -1,0 +1,187 @@
+"""The whole life of a model, on embedded defaults: what `make demo` runs after the data stages.
+
+tune → register → serve over HTTP → normal traffic → drifted traffic with labelled
+feedback → drift detected → retraining job → gate → promotion → serving the new
+version. Every stage is timed; the summary and an HTML report end it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from rich.console import Console
+
+from rayinfra import registry
+from rayinfra.config import Settings, Spec
+from rayinfra.data import synthetic
+from rayinfra.data.tables import Table
+
+# The demo's loop settings: small windows and short waits, so it closes in minutes.
+LOOP_OVERRIDES: dict[str, Any] = {
+    "tune.num_samples": 2, "train.epochs": 2, "train.num_workers": 1,
+    "serve.min_replicas": 1, "serve.max_replicas": 1, "serve.replica_cpus": 0.5,
+    "monitor.window_rows": 1000, "monitor.windows_to_trigger": 2, "monitor.flush_s": 1, "monitor.flush_rows": 500,
+    "monitor.cooldown_s": 120, "monitor.backoff_s": 10, "monitor.max_retries": 1,
+}  # fmt: skip
+RECORDS_PER_REQUEST = 20
+
+
+@dataclass
+class LoopResult:
+    url: str = ""
+    champion_before: int | None = None
+    champion_after: int | None = None
+    retrain: dict[str, Any] | None = None
+    drift_windows: list[dict[str, Any]] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    versions_seen: list[tuple[float, int]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def loop_spec(spec: Spec) -> Spec:
+    from rayinfra.config import parse_spec
+
+    raw = spec.model_dump(mode="json")
+    for dotted, value in LOOP_OVERRIDES.items():
+        node = raw
+        *path, last = dotted.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return parse_spec(raw, "demo loop")
+
+
+class _Client:
+    def __init__(self, url: str, key: str | None, result: LoopResult) -> None:
+        self.url, self.result, self.t0 = url, result, time.time()
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+
+    def predict(self, records: list[dict]) -> dict:
+        t = time.perf_counter()
+        r = requests.post(self.url + "/v1/predict", json=records, headers=self.headers, timeout=60)
+        r.raise_for_status()
+        self.result.latencies_ms.append((time.perf_counter() - t) * 1000)
+        body = r.json()
+        self.result.versions_seen.append((time.time() - self.t0, body["model_version"]))
+        return body
+
+    def feedback(self, items: list[dict]) -> dict:
+        r = requests.post(self.url + "/v1/feedback", json=items, headers=self.headers, timeout=120)
+        r.raise_for_status()
+        return r.json()
+
+    def drift(self) -> dict:
+        return requests.get(self.url + "/v1/drift", headers=self.headers, timeout=60).json()
+
+
+def _records(n: int, seed: int, drift: float, start_id: int) -> tuple[list[dict], list[int]]:
+    frame = synthetic.generate(n, seed=seed, drift=drift, start_id=start_id).to_pandas()
+    labels = frame["is_fraud"].astype(int).tolist()
+    frame = frame.drop(columns=["is_fraud"])
+    frame["event_time"] = frame["event_time"].astype(str)
+    return json.loads(frame.to_json(orient="records")), labels
+
+
+def send(client: _Client, records: list[dict], labels: list[int] | None = None) -> int:
+    """Send records in requests of 20 (4 at a time); with labels, send them back as feedback."""
+    chunks = [records[i : i + RECORDS_PER_REQUEST] for i in range(0, len(records), RECORDS_PER_REQUEST)]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(client.predict, chunks))
+    if labels is None:
+        return 0
+    items = [{"request_id": a["request_id"], "index": i, "label": labels[n * RECORDS_PER_REQUEST + i]}
+             for n, a in enumerate(answers) for i in range(len(a["predictions"]))]  # fmt: skip
+    appended = 0
+    for i in range(0, len(items), 1000):  # one commit per 1,000 labels
+        appended += client.feedback(items[i : i + 1000])["appended"]
+    return appended
+
+
+def run_loop(spec: Spec, settings: Settings, console: Console, drifted_rows: int = 5000) -> LoopResult:
+    from rayinfra.pipeline import tune_and_register
+    from rayinfra.serve import auth
+    from rayinfra.serve.app import deploy
+
+    spec, result = loop_spec(spec), LoopResult()
+    table = Table.for_spec(spec, settings)
+    with _Stage(console, result, "tune", f"{spec.tune.num_samples} trials, ASHA, on {table.uri}"):
+        tuned = tune_and_register(spec, settings)
+        console.print(f"registered v{tuned.registered.model_version}; gate: {tuned.registered.gate.reason}")
+        result.champion_before = registry.alias_version(spec.model_name, registry.CHAMPION, settings)
+
+    with _Stage(console, result, "serve", "ingress + champion + challenger on Ray Serve"):
+        result.url = deploy(spec, settings)
+        client = _Client(result.url, auth.client_key(settings), result)
+
+    start = table.delta().count() + 10_000_000  # fresh ids for traffic
+    with _Stage(console, result, "normal traffic", "1,500 records like the training data"):
+        records, _ = _records(1500, seed=start, drift=0.0, start_id=start)
+        send(client, records)
+
+    with _Stage(console, result, "drifted traffic", f"{drifted_rows:,} drifted records, then their labels"):
+        records, labels = _records(drifted_rows, seed=start + 1, drift=1.0, start_id=start + 2000)
+        appended = send(client, records, labels)
+        console.print(f"feedback: {appended:,} labelled rows appended; table now at v{table.version()}")
+
+    with _Stage(console, result, "drift → retrain job", "the DriftMonitor decides, the Jobs API runs it"):
+        status = _wait(lambda: client.drift(), lambda s: s.get("retrain") is not None, 180, "a retraining job")
+        console.print(
+            f"drift held {status['consecutive_drifted']} windows: {status['retrain']['trigger']['drifted_columns']}"
+        )
+        console.print(f"job {status['retrain']['job_id']} submitted")
+        status = _wait(
+            lambda: client.drift(),
+            lambda s: s["retrain"]["status"] in ("SUCCEEDED", "FAILED", "STOPPED"),
+            600,
+            "the job",
+        )
+        result.retrain = status["retrain"]
+        result.drift_windows = _windows(spec, settings)
+        console.print(f"job {result.retrain['status'].lower()}")
+
+    with _Stage(console, result, "gate → serving", "the new champion answers (hot reload)"):
+        result.champion_after = registry.alias_version(spec.model_name, registry.CHAMPION, settings)
+        if result.champion_after != result.champion_before:
+            probe, _ = _records(RECORDS_PER_REQUEST, seed=start + 3, drift=1.0, start_id=start + 9_000_000)
+            _wait(lambda: client.predict(probe), lambda b: b["model_version"] == result.champion_after, 60, "reload")
+            console.print(f"v{result.champion_after} is champion and serving (was v{result.champion_before})")
+        else:
+            console.print(f"the candidate did not pass the gate: v{result.champion_before} keeps serving")
+    return result
+
+
+def _windows(spec: Spec, settings: Settings) -> list[dict[str, Any]]:
+    from rayinfra.monitor.monitor import read_state
+
+    state = read_state(spec, settings)
+    return state["windows"] if state else []
+
+
+def _wait(probe, done, timeout: float, what: str):
+    deadline, last = time.time() + timeout, None
+    while time.time() < deadline:
+        last = probe()
+        if done(last):
+            return last
+        time.sleep(2)
+    raise TimeoutError(f"waited {timeout:.0f}s for {what}; last: {str(last)[:500]}")
+
+
+class _Stage:
+    def __init__(self, console: Console, result: LoopResult, name: str, what: str) -> None:
+        self.console, self.result, self.name, self.what = console, result, name, what
+
+    def __enter__(self) -> _Stage:
+        self.console.rule(f"[bold]{self.name}[/] · {self.what}", align="left")
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.result.seconds[self.name] = round(time.perf_counter() - self.t0, 1)
+        if exc[0] is None:
+            self.console.print(f"[green]✓[/] {self.name} in {self.result.seconds[self.name]:.1f}s")
