@@ -102,16 +102,20 @@ def send(client: _Client, records: list[dict], labels: list[int] | None = None) 
     return appended
 
 
-def run_loop(spec: Spec, settings: Settings, console: Console, drifted_rows: int = 5000) -> LoopResult:
-    from rayinfra.pipeline import tune_and_register
+def run_loop(
+    spec: Spec, settings: Settings, console: Console, drifted_rows: int = 5000, tune: bool = True
+) -> LoopResult:
+    """The loop on ``spec`` (with the demo's small windows); ``tune=False`` trains once instead of searching."""
+    from rayinfra.pipeline import train_and_register, tune_and_register
     from rayinfra.serve import auth
     from rayinfra.serve.app import deploy
 
     spec, result = loop_spec(spec), LoopResult()
     table = Table.for_spec(spec, settings)
-    with _Stage(console, result, "tune", f"{spec.tune.num_samples} trials, ASHA, on {table.uri}"):
-        tuned = tune_and_register(spec, settings)
-        console.print(f"registered v{tuned.registered.model_version}; gate: {tuned.registered.gate.reason}")
+    what = f"{spec.tune.num_samples} trials, ASHA" if tune else "one run"
+    with _Stage(console, result, "tune" if tune else "train", f"{what}, on {table.uri}"):
+        first = tune_and_register(spec, settings).registered if tune else train_and_register(spec, settings)
+        console.print(f"registered v{first.model_version}; gate: {first.gate.reason}")
         result.champion_before = registry.alias_version(spec.model_name, registry.CHAMPION, settings)
 
     with _Stage(console, result, "serve", "ingress + champion + challenger on Ray Serve"):

@@ -342,7 +342,8 @@ def test_load_beyond_capacity_is_shed_quickly_with_503(url, home):
 
 def test_autoscaling_adds_a_replica_under_load_and_removes_it_after(url, home):
     _redeploy(home, min_replicas=1, max_replicas=2, target_ongoing_requests=1, upscale_delay_s=1,
-              downscale_delay_s=2, replica_cpus=0.25, batch_wait_timeout_s=0.05)  # fmt: skip
+              downscale_delay_s=2, replica_cpus=0.25, batch_wait_timeout_s=0.05,
+              ingress_batching=False)  # fmt: skip  (one call per request: replicas count requests, not batches)
     stop, seen = threading.Event(), []
 
     def load() -> None:

@@ -16,8 +16,10 @@ import time
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from rayinfra.config import Settings, Spec
+from rayinfra.monitor.profiles import profile_batch
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,16 @@ class TrafficProfiler:
                 self._merge(rows, probs, version)
         except Exception:
             log.exception("traffic profiler: %d batches could not be profiled", len(pending))
+
+    def _merge(self, rows: list[dict[str, Any]], probs: np.ndarray, version: int) -> None:
+        if self._version is not None and version != self._version and self._rows:
+            self._flush()  # one profile, one model version
+        self._version = version
+        frame = pd.DataFrame.from_records(rows, columns=self.spec.features.all)
+        frame[PREDICTION] = probs
+        view = profile_batch(frame)
+        self._view = view if self._view is None else self._view.merge(view)
+        self._rows += len(frame)
 
     def _flush(self) -> None:
         from rayinfra.monitor.monitor import get_monitor

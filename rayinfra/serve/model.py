@@ -107,6 +107,8 @@ class ModelServer:
         while not self._stop.wait(self.spec.serve.reload_interval_s):
             try:
                 self._refresh()
+                if self.loaded is not None:  # re-set: a gauge set once, early, may never be exported
+                    self._version_gauge.set(self.loaded.version, tags={"role": self.role})
             except Exception:  # the registry may be briefly unreachable: keep serving what we have
                 log.exception("%s: could not check the registry", self.role)
 

@@ -1,0 +1,42 @@
+"""The loop end to end, on small data: served traffic drifts, labels come back, the
+monitor submits a retraining job, the gate promotes, and the new champion answers."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from rayinfra import registry
+from rayinfra.data import synthetic
+from tests.conftest import small_spec
+
+
+def test_the_loop_closes_by_itself(tmp_path, ray_session):
+    from ray import serve
+
+    from rayinfra.config import Settings
+    from rayinfra.data.tables import Table
+    from rayinfra.loop_demo import loop_spec, run_loop
+
+    settings = Settings(home=tmp_path / "home", num_cpus=2, serve_port=_free_port())
+    spec = small_spec(**{"registry.model_name": "fraud-loop-test"})
+    table = Table.for_spec(spec, settings)
+    table.append(synthetic.generate(4_000, seed=8), source="test")
+    first_version = table.version()
+    try:
+        result = run_loop(spec, settings, Console(width=120), drifted_rows=6000, tune=False)
+    finally:
+        serve.shutdown()
+    assert result.retrain["status"] == "SUCCEEDED"
+    assert result.champion_after != result.champion_before, "the retrained model did not pass the gate"
+    assert result.versions_seen[-1][1] == result.champion_after  # the new champion answered
+    tags = registry.client(settings).get_model_version(loop_spec(spec).model_name, str(result.champion_after)).tags
+    assert int(tags["rayinfra.table_version"]) > first_version  # trained on the data with the feedback
+    assert any(w["drifted"] for w in result.drift_windows)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
