@@ -24,7 +24,9 @@ from rayinfra.data.tables import Table
 # The demo's loop settings: small windows and short waits, so it closes in minutes.
 LOOP_OVERRIDES: dict[str, Any] = {
     "tune.num_samples": 2, "train.epochs": 2, "train.num_workers": 1,
-    "serve.min_replicas": 1, "serve.max_replicas": 1, "serve.replica_cpus": 0.5,
+    # Serve holds 0.45 CPU, so a retraining job still finds room for Ray Data (1 CPU) and a worker on 2 CPUs.
+    "serve.min_replicas": 1, "serve.max_replicas": 1, "serve.replica_cpus": 0.25, "serve.ingress_cpus": 0.1,
+    "serve.challenger_cpus": 0.1,
     "monitor.window_rows": 1000, "monitor.windows_to_trigger": 2, "monitor.flush_s": 1, "monitor.flush_rows": 500,
     "monitor.cooldown_s": 120, "monitor.backoff_s": 10, "monitor.max_retries": 1,
 }  # fmt: skip
