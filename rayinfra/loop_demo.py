@@ -43,6 +43,8 @@ class LoopResult:
     latencies_ms: list[float] = field(default_factory=list)
     versions_seen: list[tuple[float, int]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    drift_started: float = 0.0  # wall clock of the first drifted request
+    new_version_at: float | None = None  # wall clock of the first answer from the new champion
 
 
 def loop_spec(spec: Spec) -> Spec:
@@ -131,6 +133,7 @@ def run_loop(
 
     with _Stage(console, result, "drifted traffic", f"{drifted_rows:,} drifted records, then their labels"):
         records, labels = _records(drifted_rows, seed=start + 1, drift=1.0, start_id=start + 2000)
+        result.drift_started = time.time()
         appended = send(client, records, labels)
         console.print(f"feedback: {appended:,} labelled rows appended; table now at v{table.version()}")
 
@@ -155,6 +158,7 @@ def run_loop(
         if result.champion_after != result.champion_before:
             probe, _ = _records(RECORDS_PER_REQUEST, seed=start + 3, drift=1.0, start_id=start + 9_000_000)
             _wait(lambda: client.predict(probe), lambda b: b["model_version"] == result.champion_after, 60, "reload")
+            result.new_version_at = time.time()
             console.print(f"v{result.champion_after} is champion and serving (was v{result.champion_before})")
         else:
             console.print(f"the candidate did not pass the gate: v{result.champion_before} keeps serving")

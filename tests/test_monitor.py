@@ -102,3 +102,30 @@ def test_a_new_champion_resets_the_reference(spec, train_home, champion):
     assert status["reference_version"] == newer and status["consecutive_drifted"] == 0
     assert status["open_window_rows"] == 500
     _reset(spec, train_home)
+
+
+def test_prediction_drift_and_live_quality(spec, train_home, champion):
+    import numpy as np
+
+    _reset(spec, train_home)
+    monitor = _monitor(spec, train_home)
+    rng = np.random.default_rng(0)
+
+    def window(seed: int, low: float, high: float) -> bytes:
+        frame = synthetic.generate(2000, seed=seed).to_pandas()[spec.features.all]
+        frame["prediction_probability"] = rng.uniform(low, high, len(frame))
+        return profile_batch(frame).serialize()
+
+    first = ray.get(monitor.add.remote(window(700, 0.0, 0.3), 2000, champion))
+    same = ray.get(monitor.add.remote(window(701, 0.0, 0.3), 2000, champion))
+    moved = ray.get(monitor.add.remote(window(702, 0.5, 1.0), 2000, champion))
+    assert first["prediction_drift"] is None  # the first window is the baseline
+    assert not same["prediction_drift"]["drifted"] and moved["prediction_drift"]["drifted"]
+
+    y = rng.integers(0, 2, 400)
+    p = np.clip(y * 0.6 + rng.uniform(0, 0.4, 400), 0, 1)  # informative scores
+    quality = ray.get(monitor.add_labels.remote(y.tolist(), p.tolist(), (p > 0.5).astype(int).tolist(), champion))
+    assert quality["labelled"] == 400 and quality["live_pr_auc"] > 0.9
+    assert 0 < quality["train_pr_auc"] < 1  # the version's test metric, for comparison
+    assert ray.get(monitor.status.remote())["quality"]["labelled"] == 400
+    _reset(spec, train_home)

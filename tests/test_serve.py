@@ -210,6 +210,12 @@ def test_feedback_appends_labelled_rows_through_the_contract(url, home):
     assert r.status_code == 404 and r.json()["fields"][0]["field"] == "request_id"
     assert table.version() == before + 1
     assert post(url, [{"request_id": "x", "label": 7}], path="/v1/feedback").status_code == 422
+    # The labels also reach the drift monitor: live quality of v1.
+    deadline, quality = time.time() + 20, {}
+    while time.time() < deadline and quality.get("labelled", 0) < 3:
+        quality = requests.get(url + "/v1/drift", headers={"Authorization": f"Bearer {KEY}"}, timeout=30).json().get("quality", {})
+        time.sleep(0.5)
+    assert quality.get("labelled", 0) >= 3 and quality["version"] == 1, quality
 
 
 def test_served_traffic_reaches_the_drift_monitor(url, home):

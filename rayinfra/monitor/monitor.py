@@ -37,6 +37,32 @@ def state_dir(spec: Spec, settings: Settings) -> Path:
     return settings.home / "monitor" / spec.model_name
 
 
+MAX_LABELS = 20_000  # labelled answers kept per version for live quality
+PREDICTION = "prediction_probability"  # the column replicas add to their profiles
+
+
+def live_quality(spec: Spec, settings: Settings, version: int, q: dict[str, list]) -> dict[str, Any]:
+    """PR-AUC, ROC-AUC, precision and recall on labelled answers, beside the version's test metrics."""
+    import numpy as np
+    from sklearn.metrics import average_precision_score, precision_score, recall_score, roc_auc_score
+
+    y, p, yhat = (np.asarray(q[k]) for k in ("y", "p", "yhat"))
+    out: dict[str, Any] = {"version": version, "labelled": len(y), "positives": int(y.sum())}
+    if len(np.unique(y)) == 2:
+        out.update(live_pr_auc=float(average_precision_score(y, p)), live_roc_auc=float(roc_auc_score(y, p)))
+    if len(y):
+        out.update(live_precision=float(precision_score(y, yhat, zero_division=0)),
+                   live_recall=float(recall_score(y, yhat, zero_division=0)))  # fmt: skip
+    try:
+        tags = registry.client(settings).get_model_version(spec.model_name, str(version)).tags
+    except Exception:  # noqa: BLE001 (metrics of a deleted version: report live ones only)
+        tags = {}
+    for name in ("pr_auc", "roc_auc", "precision", "recall"):
+        if f"rayinfra.metric.test_{name}" in tags:
+            out[f"train_{name}"] = float(tags[f"rayinfra.metric.test_{name}"])
+    return out
+
+
 def describe(spec: Spec, state: dict[str, Any]) -> dict[str, Any]:
     """The monitor's status from its state (the actor's, or the file's when no actor runs)."""
     last = state["windows"][-1] if state["windows"] else None
@@ -160,7 +186,10 @@ class DriftMonitor:
 
     def status(self) -> dict[str, Any]:
         self.check_retrain()  # a job may have finished since the last window
-        return describe(self.spec, self.state)
+        out = describe(self.spec, self.state)
+        if self.state["reference_version"] is not None:
+            out["quality"] = self._quality(self.state["reference_version"])
+        return out
 
     def history(self, limit: int = 50) -> list[dict[str, Any]]:
         return self.state["windows"][-limit:]
@@ -172,6 +201,7 @@ class DriftMonitor:
             self.spec, self._window, self._reference_view(), self.state["window_rows"], m.pvalue, m.min_ks
         )
         record = {"closed_at": time.time(), "reference_version": self.state["reference_version"], **result.to_dict()}
+        record["prediction_drift"] = self._prediction_drift()
         self.state["consecutive"] = self.state["consecutive"] + 1 if result.drifted else 0
         self.state["windows"] = (self.state["windows"] + [record])[-m.keep_windows :]
         self._window, self.state["window_rows"] = None, 0
@@ -185,11 +215,44 @@ class DriftMonitor:
         for name, col in result.columns.items():
             self._gauges["pvalue"].set(col.pvalue, tags={**tags, "column": name})
 
+    def _prediction_drift(self) -> dict[str, Any] | None:
+        """KS of the predicted probabilities against the first window served by this champion."""
+        from whylogs.core import DatasetProfileView
+        from whylogs.viz.drift.column_drift_algorithms import KS, calculate_drift_scores
+
+        baseline = self.dir / "prediction_baseline.bin"
+        if not baseline.exists():
+            _atomic_write(baseline, self._window.serialize())
+            return None
+        view = DatasetProfileView.deserialize(baseline.read_bytes())
+        score = calculate_drift_scores(self._window, view, drift_map={PREDICTION: KS()}).get(PREDICTION)
+        if not score:
+            return None
+        m = self.spec.monitor
+        p, stat = float(score["pvalue"]), float(score["statistic"])
+        return {"pvalue": p, "statistic": stat, "drifted": p < m.pvalue and stat >= m.min_ks}
+
+    def add_labels(self, labels: list[int], probabilities: list[float], predictions: list[int], version: int) -> dict:
+        """Feedback for answers of ``version``: live quality, next to the version's test metrics."""
+        q = self.state.setdefault("quality", {}).setdefault(str(version), {"y": [], "p": [], "yhat": []})
+        for key, values in (("y", labels), ("p", probabilities), ("yhat", predictions)):
+            q[key] = (q[key] + list(values))[-MAX_LABELS:]
+        self._save()
+        quality = self._quality(version)
+        if quality.get("live_pr_auc") is not None:
+            self._gauges["live_pr_auc"].set(quality["live_pr_auc"], tags={"model": self.spec.model_name})
+        return quality
+
+    def _quality(self, version: int) -> dict[str, Any]:
+        q = self.state.get("quality", {}).get(str(version))
+        return live_quality(self.spec, self.settings, version, q) if q else {}
+
     def _follow(self, version: int) -> None:
         """The champion changed: its training data is the new reference; the run starts over."""
         log.warning("drift monitor: reference moves to v%s (was v%s)", version, self.state["reference_version"])
         self.state.update(reference_version=version, consecutive=0, window_rows=0)
         self._window, self._reference = None, None
+        (self.dir / "prediction_baseline.bin").unlink(missing_ok=True)
 
     def _reference_view(self):
         from whylogs.core import DatasetProfileView
@@ -229,6 +292,7 @@ def _gauges() -> dict[str, Any]:
         "share": Gauge("rayinfra_drift_share", "Share of drifted features in the last window.", tag_keys=("model",)),
         "consecutive": Gauge("rayinfra_drift_consecutive", "Drifted windows in a row.", tag_keys=("model",)),
         "pvalue": Gauge("rayinfra_drift_pvalue", "Per-feature p-value, last window.", tag_keys=("model", "column")),
+        "live_pr_auc": Gauge("rayinfra_live_pr_auc", "PR-AUC on labelled answers (feedback).", tag_keys=("model",)),
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 from typing import Any
 
 from rayinfra.config import Settings, Spec
@@ -18,6 +19,8 @@ from rayinfra.data.ingest import ingest_records
 from rayinfra.data.tables import Table
 from rayinfra.serve.predlog import PredictionLog
 from rayinfra.serve.schemas import ApiError, FeedbackItem, FeedbackResponse
+
+log = logging.getLogger(__name__)
 
 
 def append_feedback(spec: Spec, settings: Settings, plog: PredictionLog, items: list[FeedbackItem]) -> FeedbackResponse:
@@ -39,7 +42,24 @@ def append_feedback(spec: Spec, settings: Settings, plog: PredictionLog, items: 
     except ContractViolation as err:
         fields = [{"field": v.column, "record": None, "problem": str(v)} for v in err.violations]
         raise ApiError(422, "feedback rows break the table contract; nothing was appended", fields) from None
+    _report_labels(spec, settings, [by_key[(i.request_id, i.index)] for i in items], [i.label for i in items])
     return FeedbackResponse(appended=len(rows), table=spec.dataset.table, table_version=version)
+
+
+def _report_labels(spec: Spec, settings: Settings, logged: list[dict[str, Any]], labels: list[int]) -> None:
+    """Tell the drift monitor how the answers fared (live quality), per model version; best effort."""
+    from rayinfra.monitor.monitor import get_monitor
+
+    by_version: dict[int, list[tuple[dict[str, Any], int]]] = {}
+    for row, label in zip(logged, labels):
+        by_version.setdefault(row["model_version"], []).append((row, label))
+    try:
+        monitor = get_monitor(spec, settings)
+        for version, pairs in by_version.items():
+            monitor.add_labels.remote([y for _, y in pairs], [r["probability"] for r, _ in pairs],
+                                      [r["prediction"] for r, _ in pairs], version)  # fmt: skip
+    except Exception:  # noqa: BLE001 (the labels are in the table already; live quality can wait)
+        log.exception("feedback: could not report labels to the drift monitor")
 
 
 def _row(spec: Spec, logged: dict[str, Any], label: int) -> dict[str, Any]:
