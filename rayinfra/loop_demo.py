@@ -20,6 +20,7 @@ from rayinfra import registry
 from rayinfra.config import Settings, Spec
 from rayinfra.data import synthetic
 from rayinfra.data.tables import Table
+from rayinfra.monitor.retrain import TERMINAL
 
 # The demo's loop settings: small windows and short waits, so it closes in minutes.
 LOOP_OVERRIDES: dict[str, Any] = {
@@ -145,7 +146,7 @@ def run_loop(
         console.print(f"job {status['retrain']['job_id']} submitted")
         status = _wait(
             lambda: client.drift(),
-            lambda s: s["retrain"]["status"] in ("SUCCEEDED", "FAILED", "STOPPED"),
+            lambda s: s["retrain"]["status"] in TERMINAL,
             600,
             "the job",
         )

@@ -129,3 +129,30 @@ def test_prediction_drift_and_live_quality(spec, train_home, champion):
     assert 0 < quality["train_pr_auc"] < 1  # the version's test metric, for comparison
     assert ray.get(monitor.status.remote())["quality"]["labelled"] == 400
     _reset(spec, train_home)
+
+
+def test_a_stop_between_logging_a_window_and_saving_the_state_loses_nothing(tmp_path):
+    import json
+
+    from rayinfra.monitor.monitor import _load_state
+
+    (tmp_path / "state.json").write_text(json.dumps({"windows_total": 1, "consecutive": 1, "window_rows": 2000}))
+    rows = [{"seq": 1, "consecutive": 1, "drifted": True}, {"seq": 2, "consecutive": 2, "drifted": True}]
+    (tmp_path / "windows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "window.bin").write_bytes(b"the window that was closed")
+    state = _load_state(tmp_path, keep=500)
+    assert (state["windows_total"], state["consecutive"], state["window_rows"]) == (2, 2, 0)
+    assert len(state["windows"]) == 2 and not (tmp_path / "window.bin").exists()  # not closed a second time
+    assert len(_load_state(tmp_path, keep=1)["windows"]) == 1
+
+
+def test_state_written_before_windows_jsonl_still_loads(tmp_path):
+    import json
+
+    from rayinfra.monitor.monitor import _load_state
+
+    old = {"reference_version": 1, "window_rows": 10, "consecutive": 2, "windows": [{"drifted": True}] * 3,
+           "retrain": None, "retrains": [], "last_retrain_at": None}  # fmt: skip
+    (tmp_path / "state.json").write_text(json.dumps(old))
+    state = _load_state(tmp_path, keep=500)
+    assert (state["windows_total"], state["consecutive"], state["window_rows"]) == (3, 2, 10)

@@ -108,3 +108,23 @@ def test_failing_retrain_is_retried_then_given_up_and_the_champion_stays(home):
     assert jobs[0]["retry_at"] and jobs[1]["retry_at"] is None  # retried once after backoff, then given up
     assert status["retrain"]["status"] == "FAILED" and status["consecutive_drifted"] == 0
     assert registry.alias_version(spec.model_name, registry.CHAMPION, home) == champion
+
+
+def test_a_job_the_cluster_no_longer_knows_is_lost_and_retried(home):
+    """After a cluster restart the monitor's job is unknown: it must not wait for it forever."""
+    import json
+
+    from rayinfra.monitor.monitor import get_monitor, state_dir
+
+    spec = small_spec(**BASE)
+    monitor = _fresh_monitor(spec, home)
+    ray.get(monitor.status.remote())
+    job = {"job_id": "rayinfra-retrain-from-a-cluster-gone", "status": "RUNNING", "submitted_at": time.time(),
+           "attempt": 1, "trigger": {}}  # fmt: skip
+    state = {"reference_version": 1, "window_rows": 0, "consecutive": 2, "windows_total": 2, "retrain": job,
+             "retrains": [], "last_retrain_at": None}  # fmt: skip
+    (state_dir(spec, home) / "state.json").write_text(json.dumps(state))
+    ray.kill(monitor, no_restart=True)
+    monitor = get_monitor(spec, home)  # a new actor, from the state just written
+    status = _wait_for(monitor, lambda s: s["retrain"]["status"] != "RUNNING", timeout=60)
+    assert status["retrain"]["status"] == "LOST" and status["retrain"]["retry_at"], status["retrain"]

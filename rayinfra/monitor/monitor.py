@@ -3,9 +3,11 @@
 Serving replicas send it merged whylogs profiles of their traffic (``add``). It fills
 windows of ``monitor.window_rows`` rows, compares each closed window with the
 reference profile of the champion that answered (it follows the champion), and keeps
-a run of consecutive drifted windows. Its state (window decisions, the open window's
-profile, the reference version, the run) is written to disk after every change, so a
-crash or ``ray.kill`` loses nothing: a new actor of the same name picks it up.
+a run of consecutive drifted windows. Its state is written to disk after every change, so
+a crash or ``ray.kill`` loses nothing: a new actor of the same name picks it up. Each write
+stays small however long the monitor runs: ``state.json`` holds the counters and the
+retraining job, the open window's profile is ``window.bin``, closed windows are appended
+to ``windows.jsonl``, and labels for live quality live in ``quality.json``.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import ray
 from rayinfra import audit, registry
 from rayinfra.config import Settings, Spec
 from rayinfra.monitor.drift import window_drift
+from rayinfra.monitor.profiles import PREDICTION
+from rayinfra.monitor.retrain import TERMINAL, job_status, submit_retrain
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "rayinfra"
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 def actor_name(spec: Spec) -> str:
@@ -38,7 +41,6 @@ def state_dir(spec: Spec, settings: Settings) -> Path:
 
 
 MAX_LABELS = 20_000  # labelled answers kept per version for live quality
-PREDICTION = "prediction_probability"  # the column replicas add to their profiles
 
 
 def live_quality(spec: Spec, settings: Settings, version: int, q: dict[str, list]) -> dict[str, Any]:
@@ -69,7 +71,7 @@ def describe(spec: Spec, state: dict[str, Any]) -> dict[str, Any]:
     return {
         "model": spec.model_name,
         "reference_version": state["reference_version"],
-        "windows": len(state["windows"]),
+        "windows": state["windows_total"],
         "open_window_rows": state["window_rows"],
         "consecutive_drifted": state["consecutive"],
         "windows_to_trigger": spec.monitor.windows_to_trigger,
@@ -81,8 +83,36 @@ def describe(spec: Spec, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_state(spec: Spec, settings: Settings) -> dict[str, Any] | None:
-    path = state_dir(spec, settings) / "state.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    """The monitor's state from disk (no Ray needed); None before its first window."""
+    folder = state_dir(spec, settings)
+    if not (folder / "state.json").exists():
+        return None
+    return _load_state(folder, spec.monitor.keep_windows)
+
+
+def _new_state() -> dict[str, Any]:
+    return {"reference_version": None, "window_rows": 0, "consecutive": 0, "windows_total": 0, "windows": [],
+            "retrain": None, "retrains": [], "last_retrain_at": None}  # fmt: skip
+
+
+def _load_state(folder: Path, keep: int) -> dict[str, Any]:
+    """state.json with the last ``keep`` closed windows from windows.jsonl."""
+    path = folder / "state.json"
+    state = {**_new_state(), **json.loads(path.read_text())} if path.exists() else _new_state()
+    log_path = folder / "windows.jsonl"
+    if log_path.exists():
+        lines = log_path.read_text().splitlines()[-keep:]
+        state["windows"] = [json.loads(line) for line in lines if line.strip()]
+    elif state["windows"] and "seq" not in state["windows"][-1]:  # written before windows.jsonl existed
+        state["windows_total"] = len(state["windows"])
+        for seq, window in enumerate(state["windows"], 1):
+            window.update(seq=seq, consecutive=None)
+    last = state["windows"][-1] if state["windows"] else None
+    if last and last["seq"] > state["windows_total"]:
+        # Stopped between logging a closed window and saving the state: the window is closed.
+        state.update(windows_total=last["seq"], consecutive=last["consecutive"], window_rows=0)
+        (folder / "window.bin").unlink(missing_ok=True)
+    return state
 
 
 class DriftMonitor:
@@ -92,9 +122,12 @@ class DriftMonitor:
         self.spec, self.settings = spec, settings
         self.dir = state_dir(spec, settings)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.state = self._load()
+        self.state = _load_state(self.dir, spec.monitor.keep_windows)
+        quality = self.dir / "quality.json"
+        self.quality: dict[str, dict[str, list]] = json.loads(quality.read_text()) if quality.exists() else {}
         self._reference = None  # DatasetProfileView of state["reference_version"], loaded lazily
-        self._window = self._load_window()
+        self._baseline = None  # the champion's first window: the baseline for prediction drift
+        self._window = self._load_view("window.bin")
         self._gauges = _gauges()
 
     # ------------------------------------------------------------------ intake
@@ -135,8 +168,6 @@ class DriftMonitor:
         return (s["last_retrain_at"] or 0) + m.cooldown_s
 
     def _start(self, now: float) -> None:
-        from rayinfra.monitor.retrain import submit_retrain
-
         s = self.state
         previous = s["retrain"]
         attempt = previous["attempt"] + 1 if previous and previous.get("retry_at") else 1
@@ -176,8 +207,6 @@ class DriftMonitor:
                      job_id=job["job_id"], attempt=job["attempt"], retry_at=job.get("retry_at"))  # fmt: skip
 
     def _status(self, job_id: str) -> str:
-        from rayinfra.monitor.retrain import job_status
-
         try:
             return job_status(job_id)
         except Exception:
@@ -200,11 +229,13 @@ class DriftMonitor:
         result = window_drift(
             self.spec, self._window, self._reference_view(), self.state["window_rows"], m.pvalue, m.min_ks
         )
-        record = {"closed_at": time.time(), "reference_version": self.state["reference_version"], **result.to_dict()}
-        record["prediction_drift"] = self._prediction_drift()
-        self.state["consecutive"] = self.state["consecutive"] + 1 if result.drifted else 0
-        self.state["windows"] = (self.state["windows"] + [record])[-m.keep_windows :]
-        self._window, self.state["window_rows"] = None, 0
+        s = self.state
+        s["consecutive"] = s["consecutive"] + 1 if result.drifted else 0
+        record = {"seq": s["windows_total"] + 1, "closed_at": time.time(), "reference_version": s["reference_version"],
+                  **result.to_dict(), "prediction_drift": self._prediction_drift(), "consecutive": s["consecutive"]}  # fmt: skip
+        self._log_window(record)
+        s["windows_total"], s["windows"] = record["seq"], (s["windows"] + [record])[-m.keep_windows :]
+        self._window, s["window_rows"] = None, 0
         self._export(result)
         return record
 
@@ -217,15 +248,15 @@ class DriftMonitor:
 
     def _prediction_drift(self) -> dict[str, Any] | None:
         """KS of the predicted probabilities against the first window served by this champion."""
-        from whylogs.core import DatasetProfileView
         from whylogs.viz.drift.column_drift_algorithms import KS, calculate_drift_scores
 
-        baseline = self.dir / "prediction_baseline.bin"
-        if not baseline.exists():
-            _atomic_write(baseline, self._window.serialize())
+        if self._baseline is None:
+            self._baseline = self._load_view("prediction_baseline.bin")
+        if self._baseline is None:
+            _atomic_write(self.dir / "prediction_baseline.bin", self._window.serialize())
+            self._baseline = self._window
             return None
-        view = DatasetProfileView.deserialize(baseline.read_bytes())
-        score = calculate_drift_scores(self._window, view, drift_map={PREDICTION: KS()}).get(PREDICTION)
+        score = calculate_drift_scores(self._window, self._baseline, drift_map={PREDICTION: KS()}).get(PREDICTION)
         if not score:
             return None
         m = self.spec.monitor
@@ -234,24 +265,24 @@ class DriftMonitor:
 
     def add_labels(self, labels: list[int], probabilities: list[float], predictions: list[int], version: int) -> dict:
         """Feedback for answers of ``version``: live quality, next to the version's test metrics."""
-        q = self.state.setdefault("quality", {}).setdefault(str(version), {"y": [], "p": [], "yhat": []})
+        q = self.quality.setdefault(str(version), {"y": [], "p": [], "yhat": []})
         for key, values in (("y", labels), ("p", probabilities), ("yhat", predictions)):
             q[key] = (q[key] + list(values))[-MAX_LABELS:]
-        self._save()
+        _atomic_write(self.dir / "quality.json", json.dumps(self.quality).encode())
         quality = self._quality(version)
         if quality.get("live_pr_auc") is not None:
             self._gauges["live_pr_auc"].set(quality["live_pr_auc"], tags={"model": self.spec.model_name})
         return quality
 
     def _quality(self, version: int) -> dict[str, Any]:
-        q = self.state.get("quality", {}).get(str(version))
+        q = self.quality.get(str(version))
         return live_quality(self.spec, self.settings, version, q) if q else {}
 
     def _follow(self, version: int) -> None:
         """The champion changed: its training data is the new reference; the run starts over."""
         log.warning("drift monitor: reference moves to v%s (was v%s)", version, self.state["reference_version"])
         self.state.update(reference_version=version, consecutive=0, window_rows=0)
-        self._window, self._reference = None, None
+        self._window, self._reference, self._baseline = None, None, None
         (self.dir / "prediction_baseline.bin").unlink(missing_ok=True)
 
     def _reference_view(self):
@@ -263,18 +294,23 @@ class DriftMonitor:
         return self._reference
 
     # ------------------------------------------------------------- persistence
-    def _load(self) -> dict[str, Any]:
-        path = self.dir / "state.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        return {"reference_version": None, "window_rows": 0, "consecutive": 0, "windows": [], "retrain": None,
-                "retrains": [], "last_retrain_at": None}  # fmt: skip
-
-    def _load_window(self):
+    def _load_view(self, name: str):
         from whylogs.core import DatasetProfileView
 
-        path = self.dir / "window.bin"
+        path = self.dir / name
         return DatasetProfileView.deserialize(path.read_bytes()) if path.exists() else None
+
+    def _log_window(self, record: dict[str, Any]) -> None:
+        """Append a closed window; now and then keep only the last ``keep_windows`` of them."""
+        path, keep = self.dir / "windows.jsonl", self.spec.monitor.keep_windows
+        if record["seq"] % keep == 0:  # rewrite: the kept windows and this one
+            lines = [json.dumps(w) for w in (self.state["windows"] + [record])[-keep:]]
+            _atomic_write(path, ("\n".join(lines) + "\n").encode())
+            return
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
     def _save(self) -> None:
         # Write-then-rename: a crash leaves the old state or the new one, never half of one.
@@ -282,7 +318,8 @@ class DriftMonitor:
             _atomic_write(self.dir / "window.bin", self._window.serialize())
         else:
             (self.dir / "window.bin").unlink(missing_ok=True)
-        _atomic_write(self.dir / "state.json", json.dumps(self.state).encode())
+        core = {k: v for k, v in self.state.items() if k != "windows"}  # windows are in windows.jsonl
+        _atomic_write(self.dir / "state.json", json.dumps(core).encode())
 
 
 def _gauges() -> dict[str, Any]:

@@ -1,48 +1,51 @@
 """Traffic profiling inside a model replica, off the request path.
 
-A batch's records and probabilities go on a queue (one ``put``, no copy); a daemon
-thread profiles them with whylogs, merges profiles locally, and sends the merged
-profile to the DriftMonitor every ``flush_s`` seconds or ``flush_rows`` rows. If the
-queue is full (the profiler cannot keep up) batches are dropped and counted, never
-waited for: serving comes first.
+A batch's features (the Arrow table the model scored) and probabilities go on a deque (one ``append``, no copy, no wake-up);
+a daemon thread drains it on its own clock, profiles with whylogs, merges profiles
+locally, and sends the merged profile to the DriftMonitor every ``flush_s`` seconds or
+``flush_rows`` rows. The thread is never woken per batch: a wake-up asks the serving
+thread for the GIL, which costs every request a little. If the deque is full (the
+profiler cannot keep up) batches are dropped and counted, never waited for: serving
+comes first.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
+from collections import deque
 import threading
 import time
-from typing import Any
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
 from rayinfra.config import Settings, Spec
-from rayinfra.monitor.profiles import profile_batch
+from rayinfra.monitor.profiles import PREDICTION, profile_traffic
 
 log = logging.getLogger(__name__)
 
-PREDICTION = "prediction_probability"
+Batch = tuple[pa.Table, np.ndarray, int]  # features as scored, probabilities, model version
+RETRY_S = 30.0  # wait after the monitor could not be started
+POLL_S = 0.25  # how often the profiling thread looks for batches
 
 
 class TrafficProfiler:
-    def __init__(self, spec: Spec, settings: Settings, max_queue: int = 256) -> None:
+    def __init__(self, spec: Spec, settings: Settings, max_queue: int = 4096) -> None:
         self.spec, self.settings = spec, settings
         self.flush_s, self.flush_rows = spec.monitor.flush_s, spec.monitor.flush_rows
-        self.dropped = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.dropped, self.max_queue = 0, max_queue
+        self._queue: deque[Batch] = deque()
         self._view, self._rows, self._version = None, 0, None
-        self._monitor = None
+        self._monitor, self._retry_at = None, 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="traffic-profiler", daemon=True)
         self._thread.start()
 
-    def submit(self, rows: list[dict[str, Any]], probabilities: np.ndarray, version: int) -> None:
-        try:
-            self._queue.put_nowait((rows, probabilities, version))
-        except queue.Full:
-            self.dropped += len(rows)
+    def submit(self, features: pa.Table, probabilities: np.ndarray, version: int) -> None:
+        if len(self._queue) >= self.max_queue:
+            self.dropped += features.num_rows
+            return
+        self._queue.append((features, probabilities, version))
 
     def close(self) -> None:
         self._stop.set()
@@ -50,51 +53,77 @@ class TrafficProfiler:
 
     # ------------------------------------------------------------------ thread
     def _run(self) -> None:
+        self._connect()  # start the monitor now, not in the middle of the first traffic
         last = time.monotonic()
-        pending: list[tuple[list[dict[str, Any]], np.ndarray, int]] = []
-        while not self._stop.is_set():
-            try:
-                pending.append(self._queue.get(timeout=0.2))
-            except queue.Empty:
-                pass
+        pending: list[Batch] = []
+        pending_rows = 0
+        while not self._stop.wait(POLL_S):
+            pending_rows += self._drain(pending)
             due = time.monotonic() - last >= self.flush_s
             # whylogs has a fixed cost per call: profile many small batches at once.
-            if pending and (sum(len(p[0]) for p in pending) >= self.flush_rows or due):
+            if pending and (pending_rows >= self.flush_rows or due):
                 self._profile(pending)
-                pending = []
+                pending, pending_rows = [], 0
             if self._rows and (self._rows >= self.flush_rows or due):
                 self._flush()
                 last = time.monotonic()
+        self._drain(pending)
         if pending:
             self._profile(pending)
         if self._rows:
             self._flush()
 
-    def _profile(self, pending: list[tuple[list[dict[str, Any]], np.ndarray, int]]) -> None:
+    def _drain(self, into: list) -> int:
+        """Move queued batches to ``into`` (this thread alone pops); return their rows."""
+        rows = 0
+        while self._queue:
+            into.append(self._queue.popleft())
+            rows += into[-1][0].num_rows
+        return rows
+
+    def _profile(self, pending: list[Batch]) -> None:
         try:
             for version in dict.fromkeys(v for _, _, v in pending):  # one profile per model version
-                rows = [r for batch, _, v in pending if v == version for r in batch]
+                features = pa.concat_tables([t for t, _, v in pending if v == version])
                 probs = np.concatenate([p for _, p, v in pending if v == version])
-                self._merge(rows, probs, version)
+                self._merge(features, probs, version)
         except Exception:
             log.exception("traffic profiler: %d batches could not be profiled", len(pending))
 
-    def _merge(self, rows: list[dict[str, Any]], probs: np.ndarray, version: int) -> None:
+    def _merge(self, features: pa.Table, probs: np.ndarray, version: int) -> None:
         if self._version is not None and version != self._version and self._rows:
             self._flush()  # one profile, one model version
         self._version = version
-        frame = pd.DataFrame.from_records(rows, columns=self.spec.features.all)
+        frame = features.to_pandas()
         frame[PREDICTION] = probs
-        view = profile_batch(frame)
+        view = profile_traffic(frame)
         self._view = view if self._view is None else self._view.merge(view)
         self._rows += len(frame)
 
-    def _flush(self) -> None:
+    def _connect(self) -> bool:
+        """The monitor actor, started (and imported, which takes seconds) if it is not running."""
+        import ray
+
         from rayinfra.monitor.monitor import get_monitor
 
+        if self._monitor is not None:
+            return True
+        if time.monotonic() < self._retry_at:
+            return False
         try:
-            if self._monitor is None:
-                self._monitor = get_monitor(self.spec, self.settings)
+            self._monitor = get_monitor(self.spec, self.settings)
+            ray.get(self._monitor.__ray_ready__.remote(), timeout=120)
+            return True
+        except Exception:
+            # Not again before a while: a monitor that cannot start must not cost serving a start per flush.
+            log.exception("traffic profiler: could not start the drift monitor; next try in %.0f s", RETRY_S)
+            self._monitor, self._retry_at = None, time.monotonic() + RETRY_S
+            return False
+
+    def _flush(self) -> None:
+        if not self._connect():
+            return  # the merged profile is kept, and sent with the next flush
+        try:
             self._monitor.add.remote(self._view.serialize(), self._rows, self._version)  # fire and forget
         except Exception:
             log.exception("traffic profiler: could not reach the drift monitor")

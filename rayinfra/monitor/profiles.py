@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,11 +12,40 @@ if TYPE_CHECKING:
     import ray.data
     from whylogs.core import DatasetProfileView
 
+PREDICTION = "prediction_probability"  # the column serving profiles add beside the features
+
 
 def profile_batch(df) -> DatasetProfileView:
     import whylogs as why
 
     return why.log(df).view()
+
+
+@functools.cache
+def _traffic_schema():
+    """Only the metrics the drift tests read: KS needs distributions, chi-square frequent
+    items and cardinality. About 2.5x cheaper than whylogs' default set per row."""
+    from whylogs.core.datatypes import AnyType, Fractional, Integral, String
+    from whylogs.core.metrics import StandardMetric
+    from whylogs.core.resolvers import MetricSpec, ResolverSpec
+    from whylogs.core.schema import DeclarativeSchema
+
+    def specs(*names: str) -> list[MetricSpec]:
+        return [MetricSpec(StandardMetric[n].value) for n in ("counts", "types", *names)]
+
+    return DeclarativeSchema([
+        ResolverSpec(column_type=Integral, metrics=specs("distribution", "frequent_items", "cardinality")),  # and bools
+        ResolverSpec(column_type=Fractional, metrics=specs("distribution")),
+        ResolverSpec(column_type=String, metrics=specs("frequent_items", "cardinality")),
+        ResolverSpec(column_type=AnyType, metrics=specs("frequent_items", "cardinality")),
+    ])  # fmt: skip
+
+
+def profile_traffic(df) -> DatasetProfileView:
+    """A serving profile: comparable with the training reference for drift, cheaper to make."""
+    import whylogs as why
+
+    return why.log(df, schema=_traffic_schema()).view()
 
 
 def profile_dataset(ds: ray.data.Dataset) -> DatasetProfileView:

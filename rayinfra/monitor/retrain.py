@@ -18,7 +18,7 @@ from typing import Any
 from rayinfra.config import Settings, Spec
 from rayinfra.runtime import RESERVED_CPUS_ENV
 
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "LOST")
 
 
 def jobs_address() -> str:
@@ -75,6 +75,12 @@ def submit_retrain(spec: Spec, settings: Settings, spec_dir: Path, trigger: dict
 
 
 def job_status(job_id: str) -> str:
+    """The job's status; LOST when the cluster does not know it (restarted since): it will not finish."""
     from rayinfra import submit
 
-    return str(submit.client(jobs_address()).get_job_status(job_id).value)
+    try:
+        return str(submit.client(jobs_address()).get_job_status(job_id).value)
+    except RuntimeError as err:
+        if "status code 404" in str(err):
+            return "LOST"
+        raise

@@ -76,9 +76,10 @@ class ModelServer:
             raise NoModel(f"no {self.role} model is loaded")
         rows = [record for request in requests for record in request]
         self._batch_sizes.observe(len(rows), tags={"role": self.role})
-        probs = loaded.probabilities(pa.Table.from_pylist(rows, schema=self.schema))
+        features = pa.Table.from_pylist(rows, schema=self.schema)
+        probs = loaded.probabilities(features)
         if self.profiler is not None:
-            self.profiler.submit(rows, probs, loaded.version)  # profiled on another thread
+            self.profiler.submit(features, probs, loaded.version)  # profiled on another thread
         out, start = [], 0
         for request in requests:
             p = probs[start : start + len(request)]
