@@ -25,7 +25,7 @@ from rayinfra import audit
 from rayinfra.config import Settings, load_spec
 from rayinfra.data import synthetic
 from rayinfra.data.tables import Table
-from rayinfra.loop_demo import run_loop
+from rayinfra.loop_demo import DEMO_DRIFTED_ROWS, run_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / ".work" / "loop"
@@ -51,9 +51,11 @@ def main() -> None:
     spec = load_spec(ROOT / "jobs/specs/fraud.yaml")
     Table.for_spec(spec, settings).append(synthetic.generate(100_000, seed=0), source="bench")
     try:
-        result = run_loop(spec, settings, Console(), drifted_rows=5000, tune=False)
+        result = run_loop(spec, settings, Console(), drifted_rows=DEMO_DRIFTED_ROWS, tune=False)
     finally:
         serve.shutdown()
+    if result.new_version_at is None:  # the gate kept the champion: no new version to time
+        raise SystemExit(f"the retrained model did not pass the gate (job {result.retrain}); see {WORK}/audit.jsonl")
     onset = result.drift_started
     marks = {
         "detect": _at(settings, "retrain_submitted"),
@@ -72,7 +74,7 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
         "rows": 100_000,
-        "drifted_rows": 5000,
+        "drifted_rows": DEMO_DRIFTED_ROWS,
         "onset_to_new_version_s": total,
         "goal_s": 120,
         "stages_s": stages,

@@ -63,7 +63,7 @@ def demo(
     spec: SpecOpt = DEFAULT_SPEC,
     rows: Annotated[int, typer.Option(help="Rows of demo data to generate.")] = 100_000,
     data_only: Annotated[bool, typer.Option(help="Stop after the data stages.")] = False,
-    drifted_rows: Annotated[int, typer.Option(help="Drifted records sent (and labelled) in the loop.")] = 5000,
+    drifted_rows: Annotated[int, typer.Option(help="Drifted records sent (and labelled) in the loop.")] = 20_000,
 ) -> None:
     """The whole life of a model on embedded defaults: data, tune, serve, drift, retrain, gate, new champion."""
     from rayinfra.demo import run_demo

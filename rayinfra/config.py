@@ -288,6 +288,10 @@ class MonitorSpec(_Section):
     keep_windows: PositiveInt = Field(500, description="Window decisions kept in the monitor's state.")
     profile: bool = Field(True, description="Champion replicas profile their traffic for the drift monitor.")
     retrain: bool = Field(True, description="Submit a retraining job when drift holds.")
+    min_labels: int = Field(
+        1000, ge=0, le=20_000, description="...and this many answers of the champion have come back labelled "
+        "(feedback): without labels of the new traffic, a retrained model has nothing new to learn."
+    )
     max_retries: int = Field(2, ge=0, description="Retries of a failed retraining job (backoff doubles).")
     backoff_s: float = Field(60, ge=0, description="Wait before the first retry of a failed retraining job.")
     flush_s: float = Field(10.0, gt=0, description="Replicas send merged profiles at least this often...")

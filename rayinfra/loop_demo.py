@@ -32,6 +32,9 @@ LOOP_OVERRIDES: dict[str, Any] = {
     "monitor.cooldown_s": 120, "monitor.backoff_s": 10, "monitor.max_retries": 1,
 }  # fmt: skip
 RECORDS_PER_REQUEST = 20
+# Drifted, labelled traffic the demo sends: a fifth of the demo table, enough for a
+# retrained model to learn the new relation and win the gate on recent rows.
+DEMO_DRIFTED_ROWS = 20_000
 
 
 @dataclass
@@ -48,11 +51,11 @@ class LoopResult:
     new_version_at: float | None = None  # wall clock of the first answer from the new champion
 
 
-def loop_spec(spec: Spec) -> Spec:
+def loop_spec(spec: Spec, extra: dict[str, Any] | None = None) -> Spec:
     from rayinfra.config import parse_spec
 
     raw = spec.model_dump(mode="json")
-    for dotted, value in LOOP_OVERRIDES.items():
+    for dotted, value in {**LOOP_OVERRIDES, **(extra or {})}.items():
         node = raw
         *path, last = dotted.split(".")
         for part in path:
@@ -108,14 +111,15 @@ def send(client: _Client, records: list[dict], labels: list[int] | None = None) 
 
 
 def run_loop(
-    spec: Spec, settings: Settings, console: Console, drifted_rows: int = 5000, tune: bool = True
+    spec: Spec, settings: Settings, console: Console, drifted_rows: int = DEMO_DRIFTED_ROWS, tune: bool = True
 ) -> LoopResult:
     """The loop on ``spec`` (with the demo's small windows); ``tune=False`` trains once instead of searching."""
     from rayinfra.pipeline import train_and_register, tune_and_register
     from rayinfra.serve import auth
     from rayinfra.serve.app import deploy
 
-    spec, result = loop_spec(spec), LoopResult()
+    # Retrain once most labels it sends are back: the retrained model learns from them.
+    spec, result = loop_spec(spec, {"monitor.min_labels": min(20_000, int(drifted_rows * 0.8))}), LoopResult()
     table = Table.for_spec(spec, settings)
     what = f"{spec.tune.num_samples} trials, ASHA" if tune else "one run"
     with _Stage(console, result, "tune" if tune else "train", f"{what}, on {table.uri}"):

@@ -14,7 +14,8 @@ from rayinfra.monitor.profiles import profile_batch
 from tests.conftest import small_spec
 
 BASE = {"registry.model_name": "fraud-retrain-test", "train.epochs": 1, "monitor.window_rows": 1000,
-        "monitor.windows_to_trigger": 2, "monitor.cooldown_s": 3600, "monitor.backoff_s": 1, "monitor.max_retries": 1}  # fmt: skip
+        "monitor.windows_to_trigger": 2, "monitor.cooldown_s": 3600, "monitor.backoff_s": 1, "monitor.max_retries": 1,
+        "monitor.min_labels": 0}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +129,19 @@ def test_a_job_the_cluster_no_longer_knows_is_lost_and_retried(home):
     monitor = get_monitor(spec, home)  # a new actor, from the state just written
     status = _wait_for(monitor, lambda s: s["retrain"]["status"] != "RUNNING", timeout=60)
     assert status["retrain"]["status"] == "LOST" and status["retrain"]["retry_at"], status["retrain"]
+
+
+def test_drift_waits_for_labels_of_the_new_traffic(home):
+    from rayinfra import submit
+    from rayinfra.monitor.retrain import jobs_address
+
+    spec = small_spec(**{**BASE, "monitor.min_labels": 50})
+    monitor = _fresh_monitor(spec, home)
+    for i in range(3):
+        ray.get(monitor.add.remote(_drifted(spec, 1000, 700 + i), 1000, 1))
+    status = ray.get(monitor.status.remote())
+    assert status["drift_holds"] and status["retrain"] is None and status["labels"] == 0  # nothing new to learn yet
+    ray.get(monitor.add_labels.remote([0, 1] * 25, [0.2, 0.8] * 25, [0, 1] * 25, 1))
+    job = ray.get(monitor.status.remote())["retrain"]
+    assert job and job["job_id"] and job["trigger"]["windows"] == 3
+    submit.client(jobs_address()).stop_job(job["job_id"])  # its run is tested above

@@ -148,17 +148,26 @@ class DriftMonitor:
 
     # ---------------------------------------------------------------- retraining
     def check_retrain(self) -> dict[str, Any] | None:
-        """Follow a running retraining job; start one if drift holds, none runs, and waits are over."""
+        """Follow a running retraining job; start one if drift holds, labels came back, none runs, and waits are over."""
         m, s, now = self.spec.monitor, self.state, time.time()
         job = s["retrain"]
         if job and job["status"] not in TERMINAL:
             job["status"] = self._status(job["job_id"])
             if job["status"] in TERMINAL:
                 self._finished(job, now)
-        elif m.retrain and s["consecutive"] >= m.windows_to_trigger and now >= self._next_allowed(now):
+        elif (
+            m.retrain
+            and s["consecutive"] >= m.windows_to_trigger
+            and self._labels() >= m.min_labels
+            and now >= self._next_allowed(now)
+        ):
             self._start(now)
         self._save()
         return s["retrain"]
+
+    def _labels(self) -> int:
+        """Labelled answers of the current champion (feedback) the monitor has seen."""
+        return len(self.quality.get(str(self.state["reference_version"]), {}).get("y", []))
 
     def _next_allowed(self, now: float) -> float:
         s, m = self.state, self.spec.monitor
@@ -216,6 +225,7 @@ class DriftMonitor:
     def status(self) -> dict[str, Any]:
         self.check_retrain()  # a job may have finished since the last window
         out = describe(self.spec, self.state)
+        out["labels"], out["min_labels"] = self._labels(), self.spec.monitor.min_labels
         if self.state["reference_version"] is not None:
             out["quality"] = self._quality(self.state["reference_version"])
         return out
@@ -269,6 +279,7 @@ class DriftMonitor:
         for key, values in (("y", labels), ("p", probabilities), ("yhat", predictions)):
             q[key] = (q[key] + list(values))[-MAX_LABELS:]
         _atomic_write(self.dir / "quality.json", json.dumps(self.quality).encode())
+        self.check_retrain()  # drift may have been waiting for these labels
         quality = self._quality(version)
         if quality.get("live_pr_auc") is not None:
             self._gauges["live_pr_auc"].set(quality["live_pr_auc"], tags={"model": self.spec.model_name})

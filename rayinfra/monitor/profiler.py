@@ -60,12 +60,16 @@ class TrafficProfiler:
         while not self._stop.wait(POLL_S):
             pending_rows += self._drain(pending)
             due = time.monotonic() - last >= self.flush_s
-            # whylogs has a fixed cost per call: profile many small batches at once.
-            if pending and (pending_rows >= self.flush_rows or due):
-                self._profile(pending)
-                pending, pending_rows = [], 0
-            if self._rows and (self._rows >= self.flush_rows or due):
+            # whylogs has a fixed cost per call: profile many small batches at once, but a
+            # backlog goes out as several profiles of flush_rows, so windows keep their size.
+            while pending and (pending_rows >= self.flush_rows or due):
+                chunk, pending, rows = _take(pending, self.flush_rows)
+                pending_rows -= rows
+                self._profile(chunk)
                 self._flush()
+                last, due = time.monotonic(), False
+            if self._rows and due:
+                self._flush()  # a flush that failed before
                 last = time.monotonic()
         self._drain(pending)
         if pending:
@@ -121,7 +125,7 @@ class TrafficProfiler:
             return False
 
     def _flush(self) -> None:
-        if not self._connect():
+        if not self._rows or not self._connect():
             return  # the merged profile is kept, and sent with the next flush
         try:
             self._monitor.add.remote(self._view.serialize(), self._rows, self._version)  # fire and forget
@@ -130,3 +134,12 @@ class TrafficProfiler:
             self._monitor = None
             return
         self._view, self._rows = None, 0
+
+
+def _take(pending: list[Batch], rows: int) -> tuple[list[Batch], list[Batch], int]:
+    """The first batches of ``pending`` that hold ``rows`` rows (or all), the rest, and their rows."""
+    n, taken = 0, 0
+    while n < len(pending) and taken < rows:
+        taken += pending[n][0].num_rows
+        n += 1
+    return pending[:n], pending[n:], taken
