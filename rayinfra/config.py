@@ -276,6 +276,9 @@ class ServeSpec(_Section):
         return self
 
 
+MAX_LABELS = 20_000  # labelled answers the drift monitor keeps per model version
+
+
 class MonitorSpec(_Section):
     window_rows: PositiveInt = 2000
     drift_share: float = Field(0.3, gt=0, le=1, description="Share of drifted columns that is drift.")
@@ -289,7 +292,7 @@ class MonitorSpec(_Section):
     profile: bool = Field(True, description="Champion replicas profile their traffic for the drift monitor.")
     retrain: bool = Field(True, description="Submit a retraining job when drift holds.")
     min_labels: int = Field(
-        1000, ge=0, le=20_000, description="...and this many answers of the champion have come back labelled "
+        1000, ge=0, le=MAX_LABELS, description="...and this many answers of the champion have come back labelled "
         "(feedback): without labels of the new traffic, a retrained model has nothing new to learn."
     )
     max_retries: int = Field(2, ge=0, description="Retries of a failed retraining job (backoff doubles).")

@@ -17,7 +17,7 @@ import requests
 from rich.console import Console
 
 from rayinfra import registry
-from rayinfra.config import Settings, Spec
+from rayinfra.config import MAX_LABELS, Settings, Spec
 from rayinfra.data import synthetic
 from rayinfra.data.tables import Table
 from rayinfra.monitor.retrain import TERMINAL
@@ -119,7 +119,7 @@ def run_loop(
     from rayinfra.serve.app import deploy
 
     # Retrain once most labels it sends are back: the retrained model learns from them.
-    spec, result = loop_spec(spec, {"monitor.min_labels": min(20_000, int(drifted_rows * 0.8))}), LoopResult()
+    spec, result = loop_spec(spec, {"monitor.min_labels": min(MAX_LABELS, int(drifted_rows * 0.8))}), LoopResult()
     table = Table.for_spec(spec, settings)
     what = f"{spec.tune.num_samples} trials, ASHA" if tune else "one run"
     with _Stage(console, result, "tune" if tune else "train", f"{what}, on {table.uri}"):

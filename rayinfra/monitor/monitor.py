@@ -22,7 +22,7 @@ from typing import Any
 import ray
 
 from rayinfra import audit, registry
-from rayinfra.config import Settings, Spec
+from rayinfra.config import MAX_LABELS, Settings, Spec
 from rayinfra.monitor.drift import window_drift
 from rayinfra.monitor.profiles import PREDICTION
 from rayinfra.monitor.retrain import TERMINAL, job_status, submit_retrain
@@ -40,29 +40,29 @@ def state_dir(spec: Spec, settings: Settings) -> Path:
     return settings.home / "monitor" / spec.model_name
 
 
-MAX_LABELS = 20_000  # labelled answers kept per version for live quality
-
-
-def live_quality(spec: Spec, settings: Settings, version: int, q: dict[str, list]) -> dict[str, Any]:
-    """PR-AUC, ROC-AUC, precision and recall on labelled answers, beside the version's test metrics."""
+def live_quality(q: dict[str, list]) -> dict[str, Any]:
+    """PR-AUC, ROC-AUC, precision and recall on labelled answers (``y``, ``p``, ``yhat``)."""
     import numpy as np
     from sklearn.metrics import average_precision_score, precision_score, recall_score, roc_auc_score
 
     y, p, yhat = (np.asarray(q[k]) for k in ("y", "p", "yhat"))
-    out: dict[str, Any] = {"version": version, "labelled": len(y), "positives": int(y.sum())}
+    out: dict[str, Any] = {"labelled": len(y), "positives": int(y.sum())}
     if len(np.unique(y)) == 2:
         out.update(live_pr_auc=float(average_precision_score(y, p)), live_roc_auc=float(roc_auc_score(y, p)))
     if len(y):
         out.update(live_precision=float(precision_score(y, yhat, zero_division=0)),
                    live_recall=float(recall_score(y, yhat, zero_division=0)))  # fmt: skip
+    return out
+
+
+def registered_test_metrics(spec: Spec, settings: Settings, version: int) -> dict[str, float]:
+    """The version's metrics on its test split, from its registry tags, as ``train_*``."""
     try:
         tags = registry.client(settings).get_model_version(spec.model_name, str(version)).tags
-    except Exception:  # noqa: BLE001 (metrics of a deleted version: report live ones only)
-        tags = {}
-    for name in ("pr_auc", "roc_auc", "precision", "recall"):
-        if f"rayinfra.metric.test_{name}" in tags:
-            out[f"train_{name}"] = float(tags[f"rayinfra.metric.test_{name}"])
-    return out
+    except Exception:  # noqa: BLE001 (a deleted version: live metrics only)
+        return {}
+    names = ("pr_auc", "roc_auc", "precision", "recall")
+    return {f"train_{n}": float(tags[f"rayinfra.metric.test_{n}"]) for n in names if f"rayinfra.metric.test_{n}" in tags}
 
 
 def describe(spec: Spec, state: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +127,7 @@ class DriftMonitor:
         self.quality: dict[str, dict[str, list]] = json.loads(quality.read_text()) if quality.exists() else {}
         self._reference = None  # DatasetProfileView of state["reference_version"], loaded lazily
         self._baseline = None  # the champion's first window: the baseline for prediction drift
+        self._test_metrics: dict[int, dict[str, float]] = {}  # per version, read from the registry once
         self._window = self._load_view("window.bin")
         self._gauges = _gauges()
 
@@ -143,6 +144,7 @@ class DriftMonitor:
         closed = None
         if self.state["window_rows"] >= self.spec.monitor.window_rows:
             closed = self._close_window()
+        self._save()
         self.check_retrain()
         return closed
 
@@ -152,8 +154,11 @@ class DriftMonitor:
         m, s, now = self.spec.monitor, self.state, time.time()
         job = s["retrain"]
         if job and job["status"] not in TERMINAL:
-            job["status"] = self._status(job["job_id"])
-            if job["status"] in TERMINAL:
+            status = self._status(job["job_id"])
+            if status == job["status"]:
+                return job  # nothing changed: nothing to write (status is polled)
+            job["status"] = status
+            if status in TERMINAL:
                 self._finished(job, now)
         elif (
             m.retrain
@@ -162,6 +167,8 @@ class DriftMonitor:
             and now >= self._next_allowed(now)
         ):
             self._start(now)
+        else:
+            return job
         self._save()
         return s["retrain"]
 
@@ -287,7 +294,11 @@ class DriftMonitor:
 
     def _quality(self, version: int) -> dict[str, Any]:
         q = self.quality.get(str(version))
-        return live_quality(self.spec, self.settings, version, q) if q else {}
+        if not q:
+            return {}
+        if version not in self._test_metrics:
+            self._test_metrics[version] = registered_test_metrics(self.spec, self.settings, version)
+        return {"version": version, **live_quality(q), **self._test_metrics[version]}
 
     def _follow(self, version: int) -> None:
         """The champion changed: its training data is the new reference; the run starts over."""
