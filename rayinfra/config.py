@@ -139,6 +139,11 @@ class TrainSpec(_Section):
     batch_size: PositiveInt = Field(1024, description="Global batch size, split evenly between workers.")
     learning_rate: PositiveFloat = 1e-3
     weight_decay: float = Field(0.0, ge=0)
+    seed: int | None = Field(
+        None,
+        ge=0,
+        description="Seeds the model's initial weights and dropout; none: different weights each run.",
+    )
     cpus_per_worker: PositiveFloat | None = Field(
         None,
         description="CPUs per Train worker; default from the cluster's resource layout.",

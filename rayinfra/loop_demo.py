@@ -111,15 +111,22 @@ def send(client: _Client, records: list[dict], labels: list[int] | None = None) 
 
 
 def run_loop(
-    spec: Spec, settings: Settings, console: Console, drifted_rows: int = DEMO_DRIFTED_ROWS, tune: bool = True
+    spec: Spec,
+    settings: Settings,
+    console: Console,
+    drifted_rows: int = DEMO_DRIFTED_ROWS,
+    tune: bool = True,
+    overrides: dict[str, Any] | None = None,
 ) -> LoopResult:
-    """The loop on ``spec`` (with the demo's small windows); ``tune=False`` trains once instead of searching."""
+    """The loop on ``spec`` with the demo's small windows, then ``overrides`` (dotted keys);
+    ``tune=False`` trains once instead of searching."""
     from rayinfra.pipeline import train_and_register, tune_and_register
     from rayinfra.serve import auth
     from rayinfra.serve.app import deploy
 
     # Retrain once most labels it sends are back: the retrained model learns from them.
-    spec, result = loop_spec(spec, {"monitor.min_labels": min(MAX_LABELS, int(drifted_rows * 0.8))}), LoopResult()
+    min_labels = {"monitor.min_labels": min(MAX_LABELS, int(drifted_rows * 0.8))}
+    spec, result = loop_spec(spec, {**min_labels, **(overrides or {})}), LoopResult()
     table = Table.for_spec(spec, settings)
     what = f"{spec.tune.num_samples} trials, ASHA" if tune else "one run"
     with _Stage(console, result, "tune" if tune else "train", f"{what}, on {table.uri}"):

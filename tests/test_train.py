@@ -29,6 +29,16 @@ def test_two_workers_reach_the_quality_of_one(train_home):
     assert one.data.version == 1 and len(one.history) == 3
 
 
+def test_a_seeded_run_repeats_exactly(train_home):
+    import torch
+
+    spec = small_spec(**{"train.epochs": 1, "train.seed": 3})
+    a, b = train(spec, train_home), train(spec, train_home)
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
+    for (name, wa), wb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(wa, wb), name
+
+
 def test_killed_worker_resumes_from_the_last_checkpoint(train_home, tmp_path):
     marker = tmp_path / "killed"
     hooks = {"fail_marker": str(marker), "fail_at_epoch": 2, "fail_rank": 1}

@@ -38,6 +38,8 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     rank = ctx.get_world_rank()
     device = ray.train.torch.get_device()
     pre = Preprocessor.from_json(config["preprocessor"])
+    if config.get("seed") is not None:
+        torch.manual_seed(config["seed"])  # the same weights on every rank; DDP syncs them anyway
     model = build_model(config["model"], len(pre.numeric), pre.cardinalities, config["model_params"])
     model = ray.train.torch.prepare_model(model)
     opt = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"])

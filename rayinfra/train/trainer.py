@@ -177,6 +177,7 @@ def build_trainer(
         # optimizer steps per epoch (and so convergence) does not depend on N.
         "batch_size": max(1, int(params["batch_size"]) // t.num_workers),
         "epochs": int(params["epochs"]),
+        "seed": t.seed,
         # Data that fit in the object store also fits in the workers: cache it there.
         "cache": data.materialized,
         **(test_hooks or {}),
