@@ -3,10 +3,10 @@
 A batch's features (the Arrow table the model scored) and probabilities go on a deque
 (one ``append``, no copy, no wake-up); a daemon thread drains it on its own clock,
 profiles with whylogs, merges profiles locally, and sends the merged profile to the
-DriftMonitor every ``flush_s`` seconds or ``flush_rows`` rows. The thread is never woken per batch: a wake-up asks the serving
-thread for the GIL, which costs every request a little. If the deque is full (the
-profiler cannot keep up) batches are dropped and counted, never waited for: serving
-comes first.
+DriftMonitor every ``flush_s`` seconds or ``flush_rows`` rows. The thread is never
+woken per batch: a wake-up asks the serving thread for the GIL, which costs every
+request a little. If the deque is full (the profiler cannot keep up) batches are
+dropped and counted, never waited for: serving comes first.
 """
 
 from __future__ import annotations
