@@ -142,6 +142,18 @@ def test_bad_records_are_422_naming_the_field(url, change, status, field):
     assert field in body["error"] and any(f["field"] == field for f in body["fields"])
 
 
+def test_a_huge_integer_fails_its_own_record_not_its_neighbours(url):
+    """10**30 in an int field without a max: 422 for that request; 63 concurrent neighbours answered."""
+    good = _records(63, seed=11)
+    bad = {**_records(1, seed=12)[0], "account_age_days": 10**30}
+    bodies = [[r] for r in good[:31]] + [[bad]] + [[r] for r in good[31:]]
+    with ThreadPoolExecutor(64) as pool:
+        answers = list(pool.map(lambda b: post(url, b), bodies))
+    statuses = [a.status_code for a in answers]
+    assert statuses.count(200) == 63, statuses
+    assert answers[31].status_code == 422 and "account_age_days" in answers[31].json()["error"]
+
+
 def test_malformed_json_too_many_records_and_big_bodies(url):
     r = post(url, b'{"amount": 1,')
     assert r.status_code == 400 and "malformed JSON" in r.json()["error"]

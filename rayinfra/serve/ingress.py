@@ -192,10 +192,14 @@ def make_ingress(spec: Spec) -> type:
         async def _call(self, handle: DeploymentHandle, records: list[dict]) -> dict:
             try:
                 if handle is self.champion and spec.serve.ingress_batching:
-                    return await self._admitted(records)
-                return await handle.predict.remote(records)
+                    answer = await self._admitted(records)
+                else:
+                    answer = await handle.predict.remote(records)
             except BackPressureError:
                 raise ApiError(503, "overloaded: the model's queue is full, retry later") from None
+            if answer.get("error"):
+                raise ApiError(422, answer["error"])
+            return answer
 
         async def _admitted(self, records: list[dict]) -> dict:
             # Batches gathered here would otherwise queue without bound: shed past capacity.

@@ -70,25 +70,49 @@ class ModelServer:
         return self.predict_batch(requests)
 
     def predict_batch(self, requests: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-        """A batch already gathered by the caller (the ingress): one call, many requests."""
+        """A batch already gathered by the caller (the ingress): one call, many requests.
+
+        A request whose records cannot be converted is answered ``{"error": ...}`` alone;
+        the other requests of the batch are scored as usual.
+        """
         loaded = self.loaded  # one model for the whole batch, even if a reload lands now
         if loaded is None:
             raise NoModel(f"no {self.role} model is loaded")
-        rows = [record for request in requests for record in request]
-        self._batch_sizes.observe(len(rows), tags={"role": self.role})
-        features = pa.Table.from_pylist(rows, schema=self.schema)
+        good, errors, features = self._features(requests)
+        out: list[dict[str, Any]] = [{"error": e} for e in errors]
+        if not good:
+            return out
+        self._batch_sizes.observe(features.num_rows, tags={"role": self.role})
         probs = loaded.probabilities(features)
         if self.profiler is not None:
             self.profiler.submit(features, probs, loaded.version)  # profiled on another thread
-        out, start = [], 0
-        for request in requests:
-            p = probs[start : start + len(request)]
-            start += len(request)
-            out.append({
+        start = 0
+        for i in good:
+            p = probs[start : start + len(requests[i])]
+            start += len(requests[i])
+            out[i] = {
                 "version": loaded.version,
                 "predictions": [{"probability": float(x), "prediction": int(x >= loaded.threshold)} for x in p],
-            })  # fmt: skip
+            }  # fmt: skip
         return out
+
+    def _features(self, requests: list[list[dict[str, Any]]]) -> tuple[list[int], list[str | None], pa.Table]:
+        """The batch as one Arrow table, leaving out (and naming) requests that do not convert."""
+        try:
+            rows = [record for request in requests for record in request]
+            return list(range(len(requests))), [None] * len(requests), pa.Table.from_pylist(rows, schema=self.schema)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+            pass  # rare: find the culprits one request at a time, so neighbours still get answers
+        good, errors, parts = [], [], []
+        for i, request in enumerate(requests):
+            try:
+                parts.append(pa.Table.from_pylist(request, schema=self.schema))
+                good.append(i)
+                errors.append(None)
+            except (pa.ArrowException, OverflowError, TypeError, ValueError) as err:
+                errors.append(f"a record does not fit the model's input types: {err}")
+        empty = self.schema.empty_table()
+        return good, errors, pa.concat_tables(parts) if parts else empty
 
     def info(self) -> dict[str, Any]:
         version = self.loaded.version if self.loaded else None

@@ -9,11 +9,16 @@ values are free strings: an unseen one goes to the out-of-vocabulary bucket.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Annotated, Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model
 
 from rayinfra.config import ColumnSpec, Spec
+
+# The table stores ints as int64: a wider value could never be written, and would fail
+# the Arrow conversion of a whole batch of other clients' records.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 PYTHON_TYPES: dict[str, Any] = {"int": int, "float": float, "bool": StrictBool, "string": str,
                                 "category": str, "timestamp": dt.datetime}  # fmt: skip
@@ -26,7 +31,9 @@ class _Strict(BaseModel):
 def _field(spec: ColumnSpec, required: bool) -> tuple[Any, Any]:
     kind = PYTHON_TYPES[spec.type]
     constraints: dict[str, Any] = {"description": spec.description or None}
-    if spec.type in ("int", "float"):
+    if spec.type == "int":
+        constraints.update(ge=_int_bound(spec.min, math.ceil, INT64_MIN), le=_int_bound(spec.max, math.floor, INT64_MAX))
+    if spec.type == "float":
         constraints.update(ge=spec.min, le=spec.max)
     if spec.type == "float":
         constraints["allow_inf_nan"] = False
@@ -34,6 +41,13 @@ def _field(spec: ColumnSpec, required: bool) -> tuple[Any, Any]:
     if spec.nullable or not required:
         return Optional[annotated], (... if required else None)  # noqa: UP045 (create_model wants a type)
     return annotated, ...
+
+
+def _int_bound(bound: float | None, rounding: Any, limit: int) -> int:
+    """The contract's bound as an int, never wider than int64."""
+    if bound is None:
+        return limit
+    return max(INT64_MIN, min(INT64_MAX, int(rounding(bound))))
 
 
 def record_model(spec: Spec) -> type[BaseModel]:

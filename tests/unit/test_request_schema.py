@@ -1,0 +1,39 @@
+"""The request schema and the model's batch conversion, without Ray."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pyarrow as pa
+import pytest
+from pydantic import ValidationError
+
+from rayinfra.serve.model import ModelServer
+from rayinfra.serve.schemas import INT64_MAX, record_model
+
+
+def _record(spec) -> dict:
+    from rayinfra.data import synthetic
+
+    return synthetic.generate(1, seed=3).select(spec.features.all).to_pylist()[0]
+
+
+def test_ints_are_bounded_by_the_contract_and_by_int64(spec):
+    Record = record_model(spec)
+    ok = _record(spec)
+    Record(**ok)
+    for value in (10**30, INT64_MAX + 1, -(2**63) - 1):
+        with pytest.raises(ValidationError) as err:
+            Record(**{**ok, "account_age_days": value})
+        assert err.value.errors()[0]["loc"] == ("account_age_days",)
+    Record(**{**ok, "account_age_days": INT64_MAX})
+    with pytest.raises(ValidationError):  # the contract's own max (hour <= 23)
+        Record(**{**ok, "hour": 24})
+
+
+def test_one_request_that_does_not_convert_leaves_its_batch_neighbours():
+    server = SimpleNamespace(schema=pa.schema([("hour", pa.int64())]))
+    good, errors, table = ModelServer._features(server, [[{"hour": 1}], [{"hour": 10**30}], [{"hour": 2}, {"hour": 3}]])
+    assert good == [0, 2] and errors[0] is None and errors[2] is None
+    assert "does not fit" in errors[1]
+    assert table.column("hour").to_pylist() == [1, 2, 3]
