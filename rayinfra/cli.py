@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from rayinfra.config import Settings, SpecError, load_spec
+from rayinfra.keys_cli import keys_app
 
 app = typer.Typer(help="rayinfra: the whole life of a model on Ray.", no_args_is_help=True)
 data_app = typer.Typer(help="Inspect and maintain Delta tables.", no_args_is_help=True)
@@ -23,6 +24,7 @@ app.add_typer(spec_app, name="spec")
 app.add_typer(jobs_app, name="jobs")
 drift_app = typer.Typer(help="Drift of served traffic against the champion's training data.", no_args_is_help=True)
 app.add_typer(drift_app, name="drift")
+app.add_typer(keys_app, name="keys")
 console = Console()
 
 DEFAULT_SPEC = Path("jobs/specs/fraud.yaml")
@@ -443,7 +445,7 @@ def serve_cmd(
         raise _fail("--detach needs a running cluster (RAY_ADDRESS); a local Ray stops when this command exits")
     init_ray(settings)
     url = _guard(lambda: deploy(task, settings))
-    key_file = settings.api_keys_file or auth.default_key_file(settings)
+    key_file = auth.key_file(settings)
     console.print(f"serving [bold]{task.model_name}[/]@champion at {url}  (docs: {url}/docs)")
     if task.serve.auth:
         console.print(f"API key: {'RAYINFRA_API_KEYS' if settings.api_keys else key_file}")

@@ -263,6 +263,9 @@ class ServeSpec(_Section):
     )
     max_records: PositiveInt = Field(1000, description="Records in one request; more is a 413.")
     max_body_bytes: PositiveInt = Field(1_048_576, description="Request body size limit; larger is a 413.")
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="A request unanswered after this long gets a 504 JSON error (the model call is cancelled)."
+    )
     reload_interval_s: float = Field(2.0, gt=0, description="How often replicas check the model aliases.")
     log_flush_s: float = Field(1.0, gt=0, description="How often the prediction log is written to Delta.")
     auth: bool = Field(True, description="Require an API key on /v1 endpoints (health stays open).")
@@ -453,11 +456,18 @@ class Settings(BaseSettings):
     object_store_mb: PositiveInt | None = Field(None, description="Object store size for a local Ray, in MiB.")
     serve_host: str = Field("127.0.0.1", description="Address Serve's HTTP proxy binds to.")
     serve_port: int = Field(8000, ge=0, le=65535, description="Serve's HTTP port.")
-    api_keys: str | None = Field(None, description="Comma-separated API keys (plain, or sha256:<hex>).")
+    api_keys: str | None = Field(
+        None, description="Comma-separated API keys, each 'KEY [SCOPE ...]' (plain or sha256:<hex>; scopes "
+        "predict, feedback, admin; none given means predict)."
+    )
     api_keys_file: Path | None = Field(
         None,
-        description="File of API keys, one per line (plain, or sha256:<hex>); default HOME/secrets/api_keys.",
+        description="File of API keys (mode 0600), one 'KEY [SCOPE ...]' per line; default HOME/secrets/api_keys.",
     )
+
+    def without_secrets(self) -> Settings:
+        """A copy safe to ship to replicas and actors: API keys left out (they get hashes)."""
+        return self.model_copy(update={"api_keys": None})
 
     @field_validator("home")
     @classmethod

@@ -16,6 +16,7 @@ from rayinfra.data import synthetic
 from tests.conftest import small_spec
 
 KEY = "test-key-0123456789"
+PREDICT_ONLY = "predict-only-key-0123"
 
 
 def _free_port() -> int:
@@ -42,7 +43,7 @@ def home(tmp_path_factory, ray_session):
         home=tmp_path_factory.mktemp("serve-home"),
         num_cpus=2,
         serve_port=_free_port(),
-        api_keys=KEY,
+        api_keys=f"{KEY} predict feedback admin,{PREDICT_ONLY}",
     )
     spec = _spec()
     Table.for_spec(spec, settings).append(synthetic.generate(5_000, seed=3), source="test")
@@ -178,8 +179,45 @@ def test_keys_health_and_docs(url):
     docs = requests.get(url + "/docs", timeout=10)
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     schema = requests.get(url + "/openapi.json", timeout=10).json()
-    record = next(v for k, v in schema["components"]["schemas"].items() if k.endswith("Record"))
+    predict = schema["paths"]["/v1/predict"]["post"]
+    record = predict["requestBody"]["content"]["application/json"]["schema"]["anyOf"][0]
     assert "amount" in record["required"] and record["properties"]["hour"]["maximum"] == 23
+    assert record["properties"]["account_age_days"]["maximum"] == 2**63 - 1
+    assert {"401", "403", "413", "415", "422", "504"} <= set(predict["responses"])
+    assert predict["description"].startswith("Score one record")
+
+
+def test_auth_comes_before_the_body(url):
+    """Unauthenticated callers learn nothing about the body: 401/403 whatever they send."""
+    for body in (b'{"amount": 1,', b"[" + b" " * 30_000 + b"]", _records(51), [{"hour": 99}]):
+        assert post(url, body, key=None).status_code == 401
+        assert post(url, body, key="wrong").status_code == 403
+
+
+def test_every_oversize_body_is_413_json_chunked_or_not(url):
+    def chunks():
+        for _ in range(30):
+            yield b" " * 1000
+
+    for data in (b"[" + b" " * 30_000 + b"]", chunks()):
+        r = requests.post(url + "/v1/predict", data=data, timeout=30,
+                          headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+        assert r.status_code == 413 and "larger than the limit" in r.json()["error"], r.text
+    gz = requests.post(url + "/v1/predict", data=b"x", timeout=30,
+                       headers={"Authorization": f"Bearer {KEY}", "Content-Encoding": "gzip"})
+    assert gz.status_code == 415 and gz.json()["error"].startswith("compressed")
+    text = requests.post(url + "/v1/predict", data="hi", timeout=30,
+                         headers={"Authorization": f"Bearer {KEY}", "Content-Type": "text/plain"})
+    assert text.status_code == 415
+    missing = requests.get(url + "/v1/nothing-here", timeout=30)
+    assert missing.status_code == 404 and set(missing.json()) == {"error", "fields"}
+
+
+def test_key_scopes(url):
+    """A predict-only key predicts but may not label; the full key may."""
+    assert post(url, _records(1), key=PREDICT_ONLY).status_code == 200
+    r = post(url, [{"request_id": "x", "label": 1}], key=PREDICT_ONLY, path="/v1/feedback")
+    assert r.status_code == 403 and "may not use feedback" in r.json()["error"]
 
 
 def test_http_binds_to_localhost_only(url, home):
@@ -340,6 +378,17 @@ def _replicas(name: str = "champion") -> int:
 
     status = serve.status().applications["fraud"].deployments[name]
     return status.replica_states.get("RUNNING", 0)
+
+
+def test_a_slow_answer_is_a_504_json_error(url, home):
+    # A batch that waits 0.5 s to fill cannot answer within a 0.05 s request timeout.
+    _redeploy(home, request_timeout_s=0.05, batch_wait_timeout_s=0.5)
+    try:
+        r = post(url, _records(1))
+    finally:
+        _redeploy(home)
+    assert r.status_code == 504 and "request_timeout_s" in r.json()["error"], r.text
+    assert post(url, _records(1)).status_code == 200
 
 
 def test_load_beyond_capacity_is_shed_quickly_with_503(url, home):

@@ -43,7 +43,8 @@ def application(spec: Spec, settings: Settings | None = None) -> Application:
     """The bound application for ``spec``; API keys are resolved (and hashed) here."""
     settings = settings or Settings()
     s = spec.serve
-    hashes = auth.key_hashes(settings, create=True) if s.auth else []
+    keys = auth.keys(settings, create=True) if s.auth else []
+    settings = settings.without_secrets()  # replicas get key hashes, never the keys themselves
     threads = max(1, math.floor(s.replica_cpus))
     # Access lines cost a log write per request on every hop; metrics count requests anyway.
     logging = {"enable_access_log": s.access_log, "log_level": "INFO" if s.access_log else "WARNING"}
@@ -66,10 +67,11 @@ def application(spec: Spec, settings: Settings | None = None) -> Application:
         logging_config=logging,
     )
     return ingress.bind(
+        spec,
         champion.bind(spec, settings, registry.CHAMPION, threads),
         challenger.bind(spec, settings, registry.CHALLENGER, threads),
         settings,
-        hashes,
+        keys,
     )
 
 

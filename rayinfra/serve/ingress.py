@@ -1,323 +1,298 @@
 """The HTTP ingress: auth, validation against the contract, traffic split, feedback.
 
-Its FastAPI app is built from the spec (the request schema comes from the dataset
-contract), so the ingress class is made by ``make_ingress(spec)``. Every error is a
-4xx/5xx with a JSON body ``{"error": ..., "fields": [...]}``; nothing a client sends
-can take the replica down.
+``Ingress`` is a Serve deployment class whose methods are the routes; ``make_ingress``
+attaches them to a FastAPI app built from the spec (the request schema comes from the
+dataset contract). A request walks named steps, each once and in order:
+
+    auth (headers only, before the body is read) -> read the body (bounded) -> validate
+    -> route (champion, canary or shadow) -> model batch -> answer, log the prediction
+
+Every refusal is the same JSON envelope with a 4xx (a 5xx only for our own faults), every
+route and status is counted, and nothing a client sends can fail another client's request.
 """
 
-# No `from __future__ import annotations`: FastAPI must see the spec-built Record type.
+from __future__ import annotations
 
 import asyncio
 import logging
 import random
 import time
 import uuid
-from typing import Annotated, Any, Union
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from fastapi import Body, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, TypeAdapter
 from ray import serve
 from ray.serve import metrics
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException
 
 from rayinfra import registry
 from rayinfra.config import Settings, Spec
 from rayinfra.serve import auth
+from rayinfra.serve.http import declared, error_response, read_json_body, validate
 from rayinfra.serve.predlog import PredictionLog, log_table
-from rayinfra.serve.schemas import (
-    ApiError,
-    ErrorBody,
-    FeedbackItem,
-    FeedbackResponse,
-    PredictResponse,
-    record_model,
-)
+from rayinfra.serve.schemas import ApiError, FeedbackItem, FeedbackResponse, PredictResponse, record_model
 
 log = logging.getLogger(__name__)
 
 LATENCY_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
-ERRORS = {401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 413: {"model": ErrorBody},
-          422: {"model": ErrorBody}, 503: {"model": ErrorBody}}  # fmt: skip
+Step = Callable[[Request, auth.ApiKey | None], Awaitable[tuple[Any, Any]]]
 
 
-def _error(status: int, error: str, fields: list[dict[str, Any]] | None = None, **headers: str) -> JSONResponse:
-    return JSONResponse(
-        {"error": error, "fields": fields or []},
-        status_code=status,
-        headers=headers or None,
-    )
+class Ingress:
+    """Serve-deployed class (see ``app.py``); ``make_ingress`` turns its route methods into routes."""
 
+    def __init__(self, spec: Spec, champion: DeploymentHandle, challenger: DeploymentHandle, settings: Settings,
+                 keys: list[auth.ApiKey]) -> None:  # fmt: skip
+        self.spec, self.settings, self.keys = spec, settings, keys
+        self.champion, self.challenger = champion, challenger
+        s = spec.serve
+        Record = record_model(spec)
+        self._one = TypeAdapter(Record)
+        self._many = TypeAdapter(list[Record])
+        self._feedback_items = TypeAdapter(list[FeedbackItem])
+        self._waiting = 0
+        self._capacity = s.max_ongoing_requests * s.max_replicas + s.max_queued_requests if s.max_queued_requests >= 0 else 2**62  # fmt: skip
+        self._champion_batch.set_max_batch_size(s.max_batch_size)
+        self._champion_batch.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
+        self.plog = PredictionLog(log_table(spec, settings), s.log_flush_s)
+        self._challenger_version: int | None = None
+        self._challenger_checked = 0.0
+        self._requests = metrics.Counter("rayinfra_requests", "HTTP requests by route, status and model version.",
+                                         tag_keys=("route", "status", "model_version"))  # fmt: skip
+        self._latency = metrics.Histogram("rayinfra_request_latency_ms", "Request latency at the ingress (ms).",
+                                          boundaries=LATENCY_MS, tag_keys=("route",))  # fmt: skip
 
-class BodyLimit:
-    """Refuse bodies over ``limit`` bytes with a 413 before they are parsed (pure ASGI)."""
+    # ------------------------------------------------------------------ routes
+    async def predict(self, request: Request) -> Response:
+        """Score one record (a JSON object) or several (a JSON array of objects).
 
-    class _TooLarge(Exception):
-        pass
+        Each record carries the model's features as the dataset contract types them; other
+        contract columns (ids, timestamps) may come along and are logged, not scored. The
+        answer names the model version and role that answered, and a `request_id` to quote
+        in `/v1/feedback`. Needs a key with the `predict` scope.
+        """
+        return await self._serve("predict", request, "predict", self._predict)
 
-    def __init__(self, app, limit: int) -> None:
-        self.app, self.limit = app, limit
+    async def feedback(self, request: Request) -> Response:
+        """Labels for earlier answers: `[{"request_id", "index", "label"}]`, appended to the table.
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return await self._refuse(scope, receive, send)
-        seen = 0
+        Needs a key with the `feedback` scope. Nothing is appended unless every item is valid.
+        """
+        return await self._serve("feedback", request, "feedback", self._feedback)
 
-        async def limited():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise BodyLimit._TooLarge
-            return message
+    async def models(self, request: Request) -> Response:
+        """The registered versions with lineage, the aliases, and which versions answer now."""
+        return await self._serve("models", request, "predict", self._models)
 
+    async def drift(self, request: Request) -> Response:
+        """The drift monitor's status: reference version, windows, drifted columns, retraining."""
+        return await self._serve("drift", request, "predict", self._drift)
+
+    async def healthz(self) -> dict[str, str]:
+        """Liveness: the ingress answers (no key needed)."""
+        return {"status": "ok"}
+
+    async def readyz(self) -> Response:
+        """Readiness: a champion is loaded and answers (no key needed)."""
         try:
-            await self.app(scope, limited, send)
-        except BodyLimit._TooLarge:
-            await self._refuse(scope, receive, send)
+            info = await asyncio.wait_for(self.champion.info.remote(), timeout=5)
+        except Exception as err:  # noqa: BLE001 (any failure means not ready)
+            return error_response(503, f"champion not ready: {type(err).__name__}")
+        if info["version"] is None:
+            return error_response(503, "champion not loaded")
+        return JSONResponse({"status": "ready", "champion_version": info["version"]})
 
-    async def _refuse(self, scope, receive, send) -> None:
-        response = _error(413, f"request body is larger than the limit of {self.limit} bytes")
-        await response(scope, receive, send)
+    # ------------------------------------------------------------------ the walk
+    async def _serve(self, route: str, request: Request, scope: str, step: Step) -> Response:
+        """Auth, then the route's step under the spec's timeout; every outcome counted, once."""
+        started, version, status = time.perf_counter(), "none", 200
+        try:
+            key = self.authorize(request, scope)
+            body, version = await asyncio.wait_for(step(request, key), self.spec.serve.request_timeout_s)
+            response = JSONResponse(body.model_dump() if isinstance(body, BaseModel) else body)
+        except ApiError as err:
+            status, response = err.status, error_response(err.status, err.error, err.fields, err.headers)
+        except TimeoutError:
+            status = 504
+            response = error_response(504, f"no answer within request_timeout_s={self.spec.serve.request_timeout_s:g}")
+        except Exception as err:  # noqa: BLE001 (our fault, not the client's: logged, counted, enveloped)
+            log.exception("unexpected error on %s", route)
+            status, response = 500, error_response(500, f"internal error: {type(err).__name__}")
+        self._requests.inc(tags={"route": route, "status": str(status), "model_version": str(version)})
+        self._latency.observe((time.perf_counter() - started) * 1000, tags={"route": route})
+        return response
+
+    def authorize(self, request: Request, scope: str) -> auth.ApiKey | None:
+        """The caller's key, checked from the headers alone, before any of the body is read."""
+        if not self.spec.serve.auth:
+            return None
+        try:
+            return auth.check(auth.presented_key(dict(request.headers)), self.keys, scope)
+        except auth.AuthError as err:
+            raise ApiError(err.status, err.reason) from None
+
+    async def _records(self, request: Request) -> list[dict[str, Any]]:
+        """The body's records, validated against the contract (one object or a list)."""
+        body = await read_json_body(request, self.spec.serve.max_body_bytes)
+        many = body.lstrip()[:1] == b"["
+        parsed = validate(self._many if many else self._one, body)
+        items = parsed if many else [parsed]
+        _check_count(items, "records", self.spec.serve.max_records)
+        return [r.model_dump() for r in items]
+
+    async def _predict(self, request: Request, key: auth.ApiKey | None) -> tuple[PredictResponse, int]:
+        records = await self._records(request)
+        role, answer = await self._answer(records)
+        request_id = uuid.uuid4().hex
+        self.plog.add(request_id, role, answer["version"], records, answer["predictions"])
+        if self.spec.serve.traffic.mode == "shadow" and await self._challenger_ready():
+            asyncio.get_running_loop().create_task(self._shadow(request_id, records))
+        response = PredictResponse(request_id=request_id, model=self.spec.model_name, model_version=answer["version"],
+                                   role=role, predictions=answer["predictions"])  # fmt: skip
+        return response, answer["version"]
+
+    async def _feedback(self, request: Request, key: auth.ApiKey | None) -> tuple[FeedbackResponse, str]:
+        from rayinfra.serve.feedback import append_feedback
+
+        body = await read_json_body(request, self.spec.serve.max_body_bytes)
+        items = validate(self._feedback_items, body)
+        _check_count(items, "feedback items", self.spec.serve.max_records)
+        return await asyncio.to_thread(append_feedback, self.spec, self.settings, self.plog, items), "none"
+
+    async def _models(self, request: Request, key: auth.ApiKey | None) -> tuple[dict[str, Any], str]:
+        versions = await asyncio.to_thread(registry.list_versions, self.spec, self.settings)
+        serving = {"champion": await self.champion.info.remote()}
+        if await self._challenger_ready():
+            serving["challenger"] = await self.challenger.info.remote()
+        return {"model": self.spec.model_name, "traffic": self.spec.serve.traffic.model_dump(), "serving": serving,
+                "versions": versions}, "none"  # fmt: skip
+
+    async def _drift(self, request: Request, key: auth.ApiKey | None) -> tuple[dict[str, Any], str]:
+        from rayinfra.monitor.monitor import get_monitor
+
+        return await get_monitor(self.spec, self.settings).status.remote(), "none"
+
+    # ------------------------------------------------------------------ models
+    async def _answer(self, records: list[dict]) -> tuple[str, dict]:
+        """Who answers (champion, or the challenger's canary share) and its answer."""
+        role, handle = await self._route()
+        try:
+            return role, await self._call(handle, records)
+        except ApiError:
+            raise
+        except Exception:
+            if role == registry.CHAMPION:
+                raise
+            return registry.CHAMPION, await self._call(self.champion, records)  # the canary fell over
+
+    async def _route(self) -> tuple[str, DeploymentHandle]:
+        traffic = self.spec.serve.traffic
+        if traffic.mode == "canary" and random.random() < traffic.canary_weight and await self._challenger_ready():
+            return registry.CHALLENGER, self.challenger
+        return registry.CHAMPION, self.champion
+
+    async def _challenger_ready(self) -> bool:
+        # Asked at most once per reload interval: the answer changes only with an alias move.
+        if time.monotonic() - self._challenger_checked > self.spec.serve.reload_interval_s:
+            self._challenger_checked = time.monotonic()
+            try:
+                self._challenger_version = (await self.challenger.info.remote())["version"]
+            except Exception:  # noqa: BLE001 (no challenger replica answering = no challenger)
+                self._challenger_version = None
+        return self._challenger_version is not None
+
+    async def _call(self, handle: DeploymentHandle, records: list[dict]) -> dict:
+        try:
+            if handle is self.champion and self.spec.serve.ingress_batching:
+                answer = await self._admitted(records)
+            else:
+                answer = await handle.predict.remote(records)
+        except BackPressureError:
+            raise ApiError(503, "overloaded: the model's queue is full, retry later") from None
+        if answer.get("error"):  # this request's records only; its batch neighbours were answered
+            raise ApiError(422, answer["error"])
+        return answer
+
+    async def _admitted(self, records: list[dict]) -> dict:
+        # Batches gathered here would otherwise queue without bound: shed past capacity.
+        if self._waiting >= self._capacity:
+            raise BackPressureError(num_queued_requests=self._waiting, max_queued_requests=self._capacity)
+        self._waiting += 1
+        try:
+            return await self._champion_batch(records)
+        finally:
+            self._waiting -= 1
+
+    # Limits are set per replica in __init__ from the spec.
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01, max_concurrent_batches=4)
+    async def _champion_batch(self, requests: list[list[dict]]) -> list[dict]:
+        return await self.champion.predict_batch.remote(requests)
+
+    async def _shadow(self, request_id: str, records: list[dict]) -> None:
+        try:
+            answer = await self.challenger.predict.remote(records)
+            if not answer.get("error"):
+                self.plog.add(request_id, "shadow", answer["version"], records, answer["predictions"])
+        except Exception as err:  # noqa: BLE001 (a shadow never affects the caller)
+            log.warning("shadow call failed: %s", err)
+
+    def __del__(self) -> None:
+        if hasattr(self, "plog"):
+            self.plog.close()
 
 
-def _field_errors(err: RequestValidationError) -> list[dict[str, Any]]:
-    out = []
-    for e in err.errors():
-        loc = [str(p) for p in e.get("loc", ()) if p != "body"]
-        # FastAPI tries each member of Union[list[Record], Record]; name the record's field.
-        loc = [p for p in loc if not p.startswith(("list[", "function-"))] or loc
-        record = next((int(p) for p in loc if p.isdigit()), None)
-        field = ".".join(p for p in loc if not p.isdigit() and not p.endswith("Record")) or None
-        out.append(
-            {
-                "field": field,
-                "record": record,
-                "problem": e.get("msg", ""),
-                "type": e.get("type"),
-            }
-        )
-    return out
+def _check_count(items: list, what: str, limit: int) -> None:
+    if not items:
+        raise ApiError(422, f"no {what} in the request")
+    if len(items) > limit:
+        raise ApiError(413, f"{len(items)} {what} in one request; the limit is {limit}")
+
+
+def _body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "description": description,
+                            "content": {"application/json": {"schema": schema}}}}  # fmt: skip
+
+
+def build_app(spec: Spec) -> FastAPI:
+    """The FastAPI app for ``spec``: routes bound to ``Ingress`` methods, request schemas from the contract."""
+    app = FastAPI(
+        title=f"rayinfra · {spec.name}",
+        description=f"Predictions from the registered model '{spec.model_name}' (champion, with canary/shadow). "
+        "Send the API key as `Authorization: Bearer <key>`; every error is `{error, fields}`.",
+        version="1",
+    )
+    record = record_model(spec).model_json_schema()
+    records = {"anyOf": [record, {"type": "array", "items": record, "minItems": 1, "maxItems": spec.serve.max_records}]}
+    feedback = {"type": "array", "items": FeedbackItem.model_json_schema(), "minItems": 1,
+                "maxItems": spec.serve.max_records}  # fmt: skip
+    common = declared(400, 401, 403, 413, 415, 422, 500, 504)
+    app.add_exception_handler(HTTPException, _http_error)  # unknown routes and methods: the same envelope
+    app.add_exception_handler(RequestValidationError, _http_error)
+    app.add_api_route("/v1/predict", Ingress.predict, methods=["POST"], response_model=PredictResponse,
+                      responses={**common, **declared(503)},
+                      openapi_extra=_body(records, "One record, or a list of records."))  # fmt: skip
+    app.add_api_route("/v1/feedback", Ingress.feedback, methods=["POST"], response_model=FeedbackResponse,
+                      responses={**common, **declared(404, 409, 429)},
+                      openapi_extra=_body(feedback, "Labels for earlier answers."))  # fmt: skip
+    app.add_api_route("/v1/models", Ingress.models, methods=["GET"], responses=declared(401, 403, 500, 504))
+    app.add_api_route("/v1/drift", Ingress.drift, methods=["GET"], responses=declared(401, 403, 500, 504))
+    app.add_api_route("/healthz", Ingress.healthz, methods=["GET"])
+    app.add_api_route("/readyz", Ingress.readyz, methods=["GET"], responses=declared(503))
+    return app
+
+
+async def _http_error(request: Request, err: Exception) -> JSONResponse:
+    if isinstance(err, HTTPException):
+        return error_response(err.status_code, str(err.detail), headers=dict(err.headers or {}))
+    return error_response(422, "invalid request")
 
 
 def make_ingress(spec: Spec) -> type:
-    """The ingress class for ``spec``, with its FastAPI app attached."""
-    Record = record_model(spec)
-
-    def _check_count(items: list, what: str) -> None:
-        if not items:
-            raise ApiError(422, f"no {what} in the request")
-        if len(items) > spec.serve.max_records:
-            raise ApiError(413, f"{len(items)} {what} in one request; the limit is {spec.serve.max_records}")
-
-    app = FastAPI(
-        title=f"rayinfra · {spec.name}",
-        description=f"Predictions from the registered model '{spec.model_name}' (champion, with canary/shadow).",
-        version="1",
-    )
-    app.add_middleware(BodyLimit, limit=spec.serve.max_body_bytes)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-        problems = _field_errors(err)
-        if any(p["type"] == "json_invalid" for p in problems):
-            return _error(400, "malformed JSON body", problems)
-        names = sorted({p["field"] for p in problems if p["field"]})
-        return _error(422, "invalid request: " + (", ".join(names) or "body"), problems)
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, err: ApiError) -> JSONResponse:
-        return _error(err.status, err.error, err.fields)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s", request.url.path)
-        return _error(500, f"internal error: {type(err).__name__}")
-
-    @serve.ingress(app)
-    class Ingress:
-        def __init__(self, champion: DeploymentHandle, challenger: DeploymentHandle, settings: Settings,
-                     key_hashes: list[str]) -> None:  # fmt: skip
-            self.spec, self.settings, self.hashes = spec, settings, key_hashes
-            self.champion, self.challenger = champion, challenger
-            s = spec.serve
-            self._waiting = 0
-            self._capacity = (
-                s.max_ongoing_requests * s.max_replicas + s.max_queued_requests if s.max_queued_requests >= 0 else 2**62
-            )
-            self._champion_batch.set_max_batch_size(spec.serve.max_batch_size)
-            self._champion_batch.set_batch_wait_timeout_s(spec.serve.batch_wait_timeout_s)
-            self.plog = PredictionLog(log_table(spec, settings), spec.serve.log_flush_s)
-            self._challenger_version: int | None = None
-            self._challenger_checked = 0.0
-            self._requests = metrics.Counter("rayinfra_requests", "HTTP requests by route, status and model version.",
-                                             tag_keys=("route", "status", "model_version"))  # fmt: skip
-            self._latency = metrics.Histogram("rayinfra_request_latency_ms", "Request latency at the ingress (ms).",
-                                              boundaries=LATENCY_MS, tag_keys=("route",))  # fmt: skip
-
-        # ---------------------------------------------------------------- helpers
-        def authorize(self, request: Request) -> None:
-            if not spec.serve.auth:
-                return
-            try:
-                auth.check(auth.presented_key(dict(request.headers)), self.hashes)
-            except auth.AuthError as err:
-                raise ApiError(err.status, err.reason) from None
-
-        def _observe(self, route: str, status: int, version: Any, started: float) -> None:
-            self._requests.inc(
-                tags={
-                    "route": route,
-                    "status": str(status),
-                    "model_version": str(version),
-                }
-            )
-            self._latency.observe((time.perf_counter() - started) * 1000, tags={"route": route})
-
-        async def _challenger_ready(self) -> bool:
-            # Asked at most once per reload interval: the answer changes only with an alias move.
-            if time.monotonic() - self._challenger_checked > spec.serve.reload_interval_s:
-                self._challenger_checked = time.monotonic()
-                try:
-                    self._challenger_version = (await self.challenger.info.remote())["version"]
-                except Exception:  # noqa: BLE001 (no challenger replica answering = no challenger)
-                    self._challenger_version = None
-            return self._challenger_version is not None
-
-        async def _call(self, handle: DeploymentHandle, records: list[dict]) -> dict:
-            try:
-                if handle is self.champion and spec.serve.ingress_batching:
-                    answer = await self._admitted(records)
-                else:
-                    answer = await handle.predict.remote(records)
-            except BackPressureError:
-                raise ApiError(503, "overloaded: the model's queue is full, retry later") from None
-            if answer.get("error"):
-                raise ApiError(422, answer["error"])
-            return answer
-
-        async def _admitted(self, records: list[dict]) -> dict:
-            # Batches gathered here would otherwise queue without bound: shed past capacity.
-            if self._waiting >= self._capacity:
-                raise BackPressureError(num_queued_requests=self._waiting, max_queued_requests=self._capacity)
-            self._waiting += 1
-            try:
-                return await self._champion_batch(records)
-            finally:
-                self._waiting -= 1
-
-        # Limits are set per replica in __init__ from the spec.
-        @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01, max_concurrent_batches=4)
-        async def _champion_batch(self, requests: list[list[dict]]) -> list[dict]:
-            return await self.champion.predict_batch.remote(requests)
-
-        async def _shadow(self, request_id: str, records: list[dict]) -> None:
-            try:
-                answer = await self.challenger.predict.remote(records)
-                self.plog.add(
-                    request_id,
-                    "shadow",
-                    answer["version"],
-                    records,
-                    answer["predictions"],
-                )
-            except Exception as err:  # noqa: BLE001 (a shadow never affects the caller)
-                log.warning("shadow call failed: %s", err)
-
-        # ---------------------------------------------------------------- routes
-        @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS)
-        async def predict(
-            self,
-            request: Request,
-            body: Annotated[Union[list[Record], Record], Body()],  # noqa: UP007 (FastAPI union)
-        ) -> PredictResponse | JSONResponse:
-            started = time.perf_counter()
-            try:
-                self.authorize(request)
-                items = body if isinstance(body, list) else [body]
-                _check_count(items, "records")
-                records = [r.model_dump() for r in items]
-                role, handle = await self._route()
-                try:
-                    answer = await self._call(handle, records)
-                except ApiError:
-                    raise
-                except Exception:
-                    if role == registry.CHAMPION:
-                        raise
-                    role, answer = (
-                        registry.CHAMPION,
-                        await self._call(self.champion, records),
-                    )  # canary fell over
-                request_id = uuid.uuid4().hex
-                self.plog.add(request_id, role, answer["version"], records, answer["predictions"])
-                if spec.serve.traffic.mode == "shadow" and await self._challenger_ready():
-                    asyncio.get_running_loop().create_task(self._shadow(request_id, records))
-            except ApiError as err:
-                self._observe("predict", err.status, "none", started)
-                return _error(err.status, err.error, err.fields)
-            self._observe("predict", 200, answer["version"], started)
-            return PredictResponse(request_id=request_id, model=spec.model_name, model_version=answer["version"],
-                                   role=role, predictions=answer["predictions"])  # fmt: skip
-
-        async def _route(self) -> tuple[str, DeploymentHandle]:
-            traffic = spec.serve.traffic
-            if traffic.mode == "canary" and random.random() < traffic.canary_weight and await self._challenger_ready():
-                return registry.CHALLENGER, self.challenger
-            return registry.CHAMPION, self.champion
-
-        @app.post("/v1/feedback", response_model=FeedbackResponse, responses=ERRORS)
-        async def feedback(self, request: Request, items: Annotated[list[FeedbackItem], Body()]) -> FeedbackResponse:
-            self.authorize(request)
-            _check_count(items, "feedback items")
-            return await asyncio.to_thread(self._append_feedback, items)
-
-        def _append_feedback(self, items: list[FeedbackItem]) -> FeedbackResponse:
-            from rayinfra.serve.feedback import append_feedback
-
-            return append_feedback(spec, self.settings, self.plog, items)
-
-        @app.get("/v1/models", responses=ERRORS)
-        async def models(self, request: Request) -> dict[str, Any]:
-            self.authorize(request)
-            versions = await asyncio.to_thread(registry.list_versions, spec, self.settings)
-            serving = {"champion": await self.champion.info.remote()}
-            if await self._challenger_ready():
-                serving["challenger"] = await self.challenger.info.remote()
-            return {"model": spec.model_name, "traffic": spec.serve.traffic.model_dump(), "serving": serving,
-                    "versions": versions}  # fmt: skip
-
-        @app.get("/v1/drift", responses=ERRORS)
-        async def drift(self, request: Request) -> dict[str, Any]:
-            """The drift monitor's status: reference version, windows, drifted columns."""
-            from rayinfra.monitor.monitor import get_monitor
-
-            self.authorize(request)
-            return await get_monitor(spec, self.settings).status.remote()
-
-        @app.get("/healthz")
-        async def healthz(self) -> dict[str, str]:
-            """Liveness: the ingress answers."""
-            return {"status": "ok"}
-
-        @app.get("/readyz", responses={503: {"model": ErrorBody}})
-        async def readyz(self) -> Any:
-            """Readiness: a champion is loaded and answers."""
-            try:
-                info = await asyncio.wait_for(self.champion.info.remote(), timeout=5)
-            except Exception as err:  # noqa: BLE001 (any failure means not ready)
-                return _error(503, f"champion not ready: {type(err).__name__}")
-            if info["version"] is None:
-                return _error(503, "champion not loaded")
-            return {"status": "ready", "champion_version": info["version"]}
-
-        def __del__(self) -> None:
-            if hasattr(self, "plog"):
-                self.plog.close()
-
-    return Ingress
+    """The Serve ingress class for ``spec``: ``Ingress`` with its FastAPI app attached."""
+    return serve.ingress(build_app(spec))(Ingress)

@@ -1,7 +1,8 @@
 """Request and response models, built from the dataset contract.
 
-A record carries every feature (nullable ones may be null); the key and event-time
-columns are optional, the label is refused. Types, ranges and finiteness come from
+A record carries every feature (nullable ones may be null); the contract's other
+columns (key, event time, ids, metadata) are optional and never scored; the label is
+refused. Types, ranges and finiteness come from
 the contract, so a request the table would reject is refused at the door. Category
 values are free strings: an unseen one goes to the out-of-vocabulary bucket.
 """
@@ -55,9 +56,9 @@ def record_model(spec: Spec) -> type[BaseModel]:
     contract, fields = spec.contract, {}
     for name in spec.features.all:
         fields[name] = _field(contract.columns[name], required=True)
-    for name in (contract.key, contract.event_time):
-        if name and name not in fields:
-            fields[name] = _field(contract.columns[name], required=False)
+    for name, column in contract.columns.items():  # ids, times, metadata: optional, logged, never scored
+        if name not in fields and name != contract.label:
+            fields[name] = _field(column, required=False)
     return create_model(
         f"{spec.name.title().replace('-', '').replace('_', '')}Record",
         __base__=_Strict,
@@ -102,6 +103,7 @@ class ErrorBody(BaseModel):
 class ApiError(Exception):
     """A request refused with ``status`` and a JSON reason naming the fields at fault."""
 
-    def __init__(self, status: int, error: str, fields: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, status: int, error: str, fields: list[dict[str, Any]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
         super().__init__(error)
-        self.status, self.error, self.fields = status, error, fields or []
+        self.status, self.error, self.fields, self.headers = status, error, fields or [], headers
