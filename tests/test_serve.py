@@ -8,6 +8,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import hypothesis
 import pytest
 import requests
 
@@ -510,3 +511,63 @@ def test_serve_config_deploys_with_the_serve_cli(url, home, tmp_path):
         assert post(f"http://127.0.0.1:{port}", _records(1), key=KEY).status_code == 403
     finally:
         assert cli("shutdown", "-y").returncode == 0
+
+
+# ---------------------------------------------------------------- fuzz tier
+@pytest.fixture
+def api_schema(url):
+    import schemathesis
+    from schemathesis.config._checks import PositiveDataAcceptanceConfig
+
+    schema = schemathesis.openapi.from_url(url + "/openapi.json")
+    # The byte limit on bodies (413, declared) is the one rule JSON Schema cannot state.
+    checks = schema.config.checks
+    checks.positive_data_acceptance = PositiveDataAcceptanceConfig(
+        expected_statuses=[*checks.positive_data_acceptance.expected_statuses, "413"]
+    )
+    return schema
+
+
+def _fuzz_schema():
+    import schemathesis
+
+    return schemathesis.pytest.from_fixture("api_schema")
+
+
+@_fuzz_schema().parametrize()
+@hypothesis.settings(max_examples=25, deadline=None, suppress_health_check=list(hypothesis.HealthCheck), database=None)
+def test_schemathesis_finds_no_5xx_and_no_undocumented_answer(case):
+    """Every route, positive and negative examples, all of schemathesis's default checks."""
+    case.call_and_validate(headers={"Authorization": f"Bearer {KEY}"})
+
+
+def _champion_started(url) -> float:
+    r = requests.get(url + "/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+    return r.json()["serving"]["champion"]["loaded_at"]
+
+
+def test_hostile_bodies_get_4xx_and_nothing_restarts(url):
+    import gzip
+
+    started = _champion_started(url)
+    record = _records(1)[0]
+    auth_only = {"Authorization": f"Bearer {KEY}"}
+    hostile = {
+        "huge-int": (json.dumps({**record, "txn_count_24h": 10**30}), {}, 422),
+        "nan-literal": (json.dumps({**record, "amount": float("nan")}, allow_nan=True), {}, 422),
+        "infinity-literal": ('{"amount": Infinity}', {}, 400),
+        "10MB-string": (json.dumps({**record, "country": "x" * 10_000_000}), {}, 413),
+        "deep-nesting": ("[" * 100_000 + "]" * 100_000, {}, 413),
+        "deep-nesting-small": ("[" * 5_000 + "]" * 5_000, {}, 400),
+        "wrong-content-type": (json.dumps(record), {"Content-Type": "application/x-www-form-urlencoded"}, 415),
+        "gzip-bomb": (gzip.compress(b"[" + b" " * 50_000_000 + b"]"), {"Content-Encoding": "gzip"}, 415),
+        "not-json": (b"\xff\xfe\x00garbage", {}, 400),
+        "a-number": ("12", {}, 422),
+    }
+    for name, (body, extra, want) in hostile.items():
+        headers = {"Content-Type": "application/json", **auth_only, **extra}
+        r = requests.post(url + "/v1/predict", data=body, headers=headers, timeout=60)
+        assert r.status_code == want, (name, r.status_code, r.text[:300])
+        assert set(r.json()) == {"error", "fields"}, name
+    assert post(url, _records(1)).status_code == 200
+    assert _champion_started(url) == started  # the same replica: nothing restarted

@@ -284,7 +284,28 @@ def build_app(spec: Spec) -> FastAPI:
     app.add_api_route("/v1/drift", Ingress.drift, methods=["GET"], responses=declared(401, 403, 500, 504))
     app.add_api_route("/healthz", Ingress.healthz, methods=["GET"])
     app.add_api_route("/readyz", Ingress.readyz, methods=["GET"], responses=declared(503))
+    if spec.serve.auth:
+        _declare_bearer(app)
     return app
+
+
+def _declare_bearer(app: FastAPI) -> None:
+    """OpenAPI says what the server enforces: a bearer key on every /v1 route."""
+    default = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = default()
+        schema.setdefault("components", {})["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
+        for path, ops in schema["paths"].items():
+            for op in ops.values():
+                if path.startswith("/v1/"):
+                    op["security"] = [{"apiKey": []}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
 
 
 async def _http_error(request: Request, err: Exception) -> JSONResponse:

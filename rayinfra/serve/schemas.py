@@ -32,6 +32,8 @@ class _Strict(BaseModel):
 def _field(spec: ColumnSpec, required: bool) -> tuple[Any, Any]:
     kind = PYTHON_TYPES[spec.type]
     constraints: dict[str, Any] = {"description": spec.description or None}
+    if spec.type in ("int", "float", "timestamp"):
+        constraints["strict"] = True  # what the schema says is all we take: no "5" for 5, no 0 for a date
     if spec.type == "int":
         constraints.update(ge=_int_bound(spec.min, math.ceil, INT64_MIN), le=_int_bound(spec.max, math.floor, INT64_MAX))
     if spec.type == "float":
