@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 
@@ -72,9 +73,10 @@ def validate(adapter: TypeAdapter, body: bytes) -> Any:
         raise ApiError(422, "invalid request: " + (", ".join(names) or "body"), problems) from None
 
 
-def field_errors(err: ValidationError) -> list[dict[str, Any]]:
+def field_errors(err: ValidationError | RequestValidationError) -> list[dict[str, Any]]:
     out = []
-    for e in err.errors(include_url=False, include_input=False):
+    errors = err.errors() if isinstance(err, RequestValidationError) else err.errors(include_url=False, include_input=False)
+    for e in errors:
         loc = [str(p) for p in e.get("loc", ())]
         record = next((int(p) for p in loc if p.isdigit()), None)
         field = ".".join(p for p in loc if not p.isdigit()) or None

@@ -11,12 +11,15 @@ Every refusal is the same JSON envelope with a 4xx (a 5xx only for our own fault
 route and status is counted, and nothing a client sends can fail another client's request.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: the route functions travel to replicas by value,
+# and FastAPI must find real types in their annotations there (a string "Request" would
+# become a query parameter).
 
 import asyncio
 import logging
 import random
 import time
+import types
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,7 +37,7 @@ from starlette.exceptions import HTTPException
 from rayinfra import registry
 from rayinfra.config import Settings, Spec
 from rayinfra.serve import auth
-from rayinfra.serve.http import declared, error_response, read_json_body, validate
+from rayinfra.serve.http import declared, error_response, field_errors, read_json_body, validate
 from rayinfra.serve.predlog import PredictionLog, log_table
 from rayinfra.serve.schemas import ApiError, FeedbackItem, FeedbackResponse, PredictResponse, record_model
 
@@ -259,8 +262,8 @@ def _body(schema: dict[str, Any], description: str) -> dict[str, Any]:
                             "content": {"application/json": {"schema": schema}}}}  # fmt: skip
 
 
-def build_app(spec: Spec) -> FastAPI:
-    """The FastAPI app for ``spec``: routes bound to ``Ingress`` methods, request schemas from the contract."""
+def build_app(spec: Spec, cls: type = Ingress) -> FastAPI:
+    """The FastAPI app for ``spec``: routes bound to ``cls``'s methods, request schemas from the contract."""
     app = FastAPI(
         title=f"rayinfra · {spec.name}",
         description=f"Predictions from the registered model '{spec.model_name}' (champion, with canary/shadow). "
@@ -274,16 +277,16 @@ def build_app(spec: Spec) -> FastAPI:
     common = declared(400, 401, 403, 413, 415, 422, 500, 504)
     app.add_exception_handler(HTTPException, _http_error)  # unknown routes and methods: the same envelope
     app.add_exception_handler(RequestValidationError, _http_error)
-    app.add_api_route("/v1/predict", Ingress.predict, methods=["POST"], response_model=PredictResponse,
+    app.add_api_route("/v1/predict", cls.predict, methods=["POST"], response_model=PredictResponse,
                       responses={**common, **declared(503)},
                       openapi_extra=_body(records, "One record, or a list of records."))  # fmt: skip
-    app.add_api_route("/v1/feedback", Ingress.feedback, methods=["POST"], response_model=FeedbackResponse,
+    app.add_api_route("/v1/feedback", cls.feedback, methods=["POST"], response_model=FeedbackResponse,
                       responses={**common, **declared(404, 409, 429)},
                       openapi_extra=_body(feedback, "Labels for earlier answers."))  # fmt: skip
-    app.add_api_route("/v1/models", Ingress.models, methods=["GET"], responses=declared(401, 403, 500, 504))
-    app.add_api_route("/v1/drift", Ingress.drift, methods=["GET"], responses=declared(401, 403, 500, 504))
-    app.add_api_route("/healthz", Ingress.healthz, methods=["GET"])
-    app.add_api_route("/readyz", Ingress.readyz, methods=["GET"], responses=declared(503))
+    app.add_api_route("/v1/models", cls.models, methods=["GET"], responses=declared(401, 403, 500, 504))
+    app.add_api_route("/v1/drift", cls.drift, methods=["GET"], responses=declared(401, 403, 500, 504))
+    app.add_api_route("/healthz", cls.healthz, methods=["GET"])
+    app.add_api_route("/readyz", cls.readyz, methods=["GET"], responses=declared(503))
     if spec.serve.auth:
         _declare_bearer(app)
     return app
@@ -311,9 +314,29 @@ def _declare_bearer(app: FastAPI) -> None:
 async def _http_error(request: Request, err: Exception) -> JSONResponse:
     if isinstance(err, HTTPException):
         return error_response(err.status_code, str(err.detail), headers=dict(err.headers or {}))
-    return error_response(422, "invalid request")
+    problems = field_errors(err)  # type: ignore[arg-type]
+    return error_response(422, "invalid request: " + ", ".join(str(p["field"]) for p in problems), problems)
+
+
+ROUTES = ("predict", "feedback", "models", "drift", "healthz", "readyz")
 
 
 def make_ingress(spec: Spec) -> type:
-    """The Serve ingress class for ``spec``: ``Ingress`` with its FastAPI app attached."""
-    return serve.ingress(build_app(spec))(Ingress)
+    """The Serve ingress class for ``spec``: a subclass of ``Ingress`` with its FastAPI app attached.
+
+    Serve rewrites each route's signature (``self`` becomes a dependency) and pickles the
+    app; a route function importable by name would be pickled by reference and lose that
+    rewrite in the replica. So each app gets its own copies of the route functions, on a
+    class that is not importable, and they travel by value.
+    """
+    qualname = f"make_ingress.<locals>.Ingress_{spec.name.replace('-', '_')}"
+    routes = {name: _route_copy(getattr(Ingress, name), qualname) for name in ROUTES}
+    cls = type("Ingress", (Ingress,), {**routes, "__qualname__": qualname, "__module__": __name__})
+    return serve.ingress(build_app(spec, cls))(cls)
+
+
+def _route_copy(fn: Callable, owner: str) -> Callable:
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    copy.__doc__, copy.__annotations__, copy.__kwdefaults__ = fn.__doc__, dict(fn.__annotations__), fn.__kwdefaults__
+    copy.__qualname__ = f"{owner}.{fn.__name__}"
+    return copy
