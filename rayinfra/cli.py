@@ -282,9 +282,13 @@ def retrain_cmd(spec: SpecOpt = DEFAULT_SPEC) -> None:
     # The gate scores both models on recent labelled rows (after the champion's data), when there are enough.
     out = _guard(lambda: train_and_register(task, settings, recent=True))
     _print_outcome(out.outcome)
+    # Only a 'promote' verdict moves the champion; 'inconclusive' leaves the candidate as challenger.
+    verdict = out.gate.verdict
     audit.record("retrain_done", out.gate.reason, settings, model=task.model_name, job_id=job_id,
-                 version=out.model_version, promoted=out.gate.promoted, table_version=out.outcome.data.version)  # fmt: skip
-    console.print(f"registered [bold]{task.model_name}[/] v{out.model_version}; gate: {out.gate.reason}")
+                 version=out.model_version, promoted=out.gate.promoted, verdict=verdict.verdict,
+                 interval=verdict.interval, rows=verdict.rows, positives=verdict.positives,
+                 table_version=out.outcome.data.version)  # fmt: skip
+    console.print(f"registered [bold]{task.model_name}[/] v{out.model_version}; gate {verdict.verdict}: {out.gate.reason}")
 
 
 @app.command("tune")

@@ -62,17 +62,20 @@ def test_register_records_the_bundle_hash_and_load_checks_it(spec, home, version
     tags = lifecycle.client(home).get_model_version(NAME, str(v1)).tags
     assert tags["rayinfra.bundle_sha256"] == bundle_digest(where)
     assert [e["sha256"] for e in audit.entries(home, "register") if e["model"] == NAME][0] == bundle_digest(where)
-    rows = synthetic.generate(100, seed=9).select(spec.features.all)
-    before = lifecycle.load(NAME, v1, home).probabilities(rows)
-    assert before.shape == (100,) and np.isfinite(before).all()
-
-    data = bytearray((where / WEIGHTS).read_bytes())
+    pristine = (where / WEIGHTS).read_bytes()
+    data = bytearray(pristine)
     data[-3] ^= 0x01  # someone with write access to the artifact store edits the weights
     (where / WEIGHTS).write_bytes(bytes(data))
     with pytest.raises(RegistryError) as err:
         lifecycle.load(NAME, v1, home)
     assert f"v{v1}" in str(err.value) and tags["rayinfra.bundle_sha256"] in str(err.value)
     assert bundle_digest(where) in str(err.value)
+    assert not (home.home / "model-cache" / NAME / str(v1)).exists()  # nothing unverified is cached
+
+    (where / WEIGHTS).write_bytes(pristine)
+    rows = synthetic.generate(100, seed=9).select(spec.features.all)
+    p = lifecycle.load(NAME, v1, home).probabilities(rows)
+    assert p.shape == (100,) and np.isfinite(p).all()
 
 
 def test_a_version_without_a_recorded_hash_is_refused(spec, home, versions):
@@ -153,3 +156,54 @@ def test_gate_verdicts_move_aliases(spec, home, versions):
     gate = [e for e in audit.entries(home, "gate") if e["model"] == spec.model_name][-1]
     assert gate["verdict"] == second.verdict.verdict and gate["rows"] == 4000 and gate["positives"] > 0
     assert lifecycle.unaudited_alias_moves(spec, home) == []
+
+
+def _server(spec, settings, role=CHAMPION):
+    """A real ModelServer object, in this process (no Serve needed to test its reload logic)."""
+    from rayinfra.serve.model import ModelServer
+
+    return ModelServer(spec.model_copy(update={"monitor": spec.monitor.model_copy(update={"profile": False})}),
+                       settings, role)  # fmt: skip
+
+
+def test_a_replica_keeps_serving_when_the_new_champion_is_tampered(spec, home, versions):
+    NAME = spec.model_name
+    lifecycle.promote(spec, 1, "first", home)
+    server = _server(spec, home)
+    assert server.loaded.version == 1
+    where = versions[2]
+    (where / WEIGHTS).write_bytes((where / WEIGHTS).read_bytes()[:-8] + b"\0" * 8)
+    lifecycle.promote(spec, 2, "tampered", home)
+    with pytest.raises(RegistryError, match="does not match the registered"):
+        server._refresh()
+    records = synthetic.generate(3, seed=1).select(spec.features.all).to_pylist()
+    answer = server.predict_batch([records])
+    assert answer[0]["version"] == 1 and len(answer[0]["predictions"]) == 3
+    lifecycle.rollback(spec, "tampered", home)
+    server._refresh()
+    assert server.loaded.version == 1 and lifecycle.alias_version(NAME, CHAMPION, home) == 1
+
+
+def test_a_replica_starts_from_the_model_cache_while_the_registry_is_down(spec, home, versions, monkeypatch):
+    NAME = spec.model_name
+    lifecycle.promote(spec, 2, "serve v2", home)
+    first = lifecycle.load(NAME, CHAMPION, home)
+    assert (home.home / "model-cache" / NAME / "2" / WEIGHTS).exists()
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    dead = home.model_copy(update={"mlflow_uri": "http://127.0.0.1:9"})  # nothing listens there
+    with pytest.raises(lifecycle.RegistryUnavailable):
+        lifecycle.alias_version(NAME, CHAMPION, dead)
+    cached = lifecycle.load(NAME, CHAMPION, dead)
+    rows = synthetic.generate(50, seed=4).select(spec.features.all)
+    assert cached.version == 2 and np.array_equal(cached.probabilities(rows), first.probabilities(rows))
+    server = _server(spec, dead)  # a replica (re)started while MLflow is down
+    assert server.loaded.version == 2
+    assert server.predict_batch([rows.slice(0, 2).to_pylist()])[0]["version"] == 2
+    with pytest.raises(lifecycle.RegistryUnavailable, match="no verified cached version"):
+        lifecycle.load(NAME, CHALLENGER, dead)
+    # A cached copy edited on disk is refused too.
+    data = home.home / "model-cache" / NAME / "2" / WEIGHTS
+    data.write_bytes(data.read_bytes()[:-8] + b"\1" * 8)
+    with pytest.raises(RegistryError, match="does not match"):
+        lifecycle.load(NAME, CHAMPION, dead)
+    assert lifecycle.load(NAME, CHAMPION, home).version == 2  # registry back: fetched and verified again

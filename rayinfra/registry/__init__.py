@@ -18,7 +18,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "errors": ["RegistryError"],
+    "errors": ["RegistryError", "RegistryUnavailable"],
     "tracking": ["PROFILE_ARTIFACT", "client", "experiment", "log_run", "log_search", "reference_profile"],
     "bundle": ["ModelBundle", "bundle_digest", "load_bundle", "save_bundle"],
     "lineage": ["Lineage", "code_version"],

@@ -11,8 +11,11 @@ so that a crash between steps leaves a registry that reads consistently (see
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,8 +25,8 @@ from mlflow.exceptions import MlflowException
 
 from rayinfra import audit
 from rayinfra.config import Settings, Spec
-from rayinfra.registry.bundle import ModelBundle, bundle_digest, load_bundle
-from rayinfra.registry.errors import RegistryError
+from rayinfra.registry.bundle import ModelBundle, bundle_digest, load_bundle, verify_bundle
+from rayinfra.registry.errors import RegistryError, RegistryUnavailable
 from rayinfra.registry.gate import GateSettings, GateVerdict, judge
 from rayinfra.registry.lineage import BUNDLE_SHA256
 from rayinfra.registry.tracking import artifact_location, client, download
@@ -32,6 +35,8 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 PREVIOUS_TAG = "rayinfra.previous_champion"  # on a version: the champion it replaced when promoted
 GATE_TAG = "rayinfra.gate"
 ALIAS_ACTIONS = ("promote", "rollback", "challenger")  # audited actions that move an alias
+# MLflow's error codes for "could not ask", as opposed to "asked, and it is not there"
+UNREACHABLE = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}
 
 
 # ------------------------------------------------------------------------ versions
@@ -56,24 +61,37 @@ def register(spec: Spec, model_uri: str, tags: dict[str, str], settings: Setting
 
 
 def alias_version(name: str, alias: str, settings: Settings | None = None) -> int | None:
+    """The version ``alias`` points at; None when it is unset.
+
+    Raises:
+        RegistryUnavailable: the registry could not be asked (not the same as "unset").
+    """
     try:
         return int(client(settings).get_model_version_by_alias(name, alias).version)
-    except MlflowException:
+    except MlflowException as err:
+        if err.error_code in UNREACHABLE:
+            raise RegistryUnavailable(f"model registry unreachable: {err}") from None
         return None
 
 
 def resolve(name: str, ref: int | str, settings: Settings | None = None) -> int:
     """A version number from a version or an alias ("champion", "challenger", "3")."""
     if isinstance(ref, int) or str(ref).isdigit():
-        try:
-            client(settings).get_model_version(name, str(ref))
-        except MlflowException:
-            raise RegistryError(f"model '{name}' has no version {ref}") from None
+        _model_version(name, int(ref), settings)
         return int(ref)
     version = alias_version(name, str(ref), settings)
     if version is None:
         raise RegistryError(f"model '{name}' has no version with alias '{ref}'")
     return version
+
+
+def _model_version(name: str, version: int, settings: Settings | None):
+    try:
+        return client(settings).get_model_version(name, str(version))
+    except MlflowException as err:
+        if err.error_code in UNREACHABLE:
+            raise RegistryUnavailable(f"model registry unreachable: {err}") from None
+        raise RegistryError(f"model '{name}' has no version {version}") from None
 
 
 @dataclass
@@ -94,14 +112,72 @@ class LoadedModel:
 
 
 def load(name: str, ref: int | str = CHAMPION, settings: Settings | None = None) -> LoadedModel:
-    """Load ``name`` at a version or alias, resolved once; refuse a bundle whose hash changed."""
-    version = resolve(name, ref, settings)
-    mv = client(settings).get_model_version(name, str(version))
-    expected = mv.tags.get(BUNDLE_SHA256)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = download(mv.source, tmp)
-        bundle = load_bundle(path, expected or "", what=f"model '{name}' v{version}")
+    """Load ``name`` at a version or alias, resolved once; refuse a bundle whose hash changed.
+
+    The verified bundle is kept under ``HOME/model-cache/<name>/<version>/``, and the
+    version an alias resolved to is remembered there: while the registry is
+    unreachable, an alias loads the last version verified for it from that cache.
+    """
+    settings = settings or Settings()
+    try:
+        version = resolve(name, ref, settings)
+        mv = _model_version(name, version, settings)
+    except RegistryUnavailable:
+        return _load_cached(name, ref, settings)
+    expected, what = mv.tags.get(BUNDLE_SHA256) or "", f"model '{name}' v{version}"
+    cached = cache_dir(settings, name, version)
+    if not _matches(cached, expected):
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
+            fresh = download(mv.source, tmp)
+            verify_bundle(fresh, expected, what)
+            shutil.rmtree(cached, ignore_errors=True)  # a stale or damaged copy
+            try:
+                os.replace(fresh, cached)  # whole bundles only: a crash leaves no half-written version
+            except OSError:
+                if not _matches(cached, expected):  # else another replica here put it first
+                    raise
+    bundle = load_bundle(cached, expected, what)  # checked again: the cache is a file system too
+    if not (isinstance(ref, int) or str(ref).isdigit()):
+        _remember(settings, name, str(ref), version, expected)
     return LoadedModel(name, version, bundle, expected)
+
+
+def cache_dir(settings: Settings, name: str, version: int) -> Path:
+    return settings.home / "model-cache" / name / str(version)
+
+
+def _matches(directory: Path, expected: str) -> bool:
+    try:
+        return bool(expected) and bundle_digest(directory) == expected
+    except RegistryError:
+        return False
+
+
+def _remember(settings: Settings, name: str, alias: str, version: int, sha256: str) -> None:
+    """Record, atomically, which version (and hash) ``alias`` last resolved to."""
+    path = settings.home / "model-cache" / name / "aliases.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    if known.get(alias) == {"version": version, "sha256": sha256}:
+        return
+    known[alias] = {"version": version, "sha256": sha256}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(known, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _load_cached(name: str, ref: int | str, settings: Settings) -> LoadedModel:
+    path = settings.home / "model-cache" / name / "aliases.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    if isinstance(ref, int) or str(ref).isdigit():
+        hit = next((k for k in known.values() if k["version"] == int(ref)), None)
+    else:
+        hit = known.get(str(ref))
+    if hit is None:
+        raise RegistryUnavailable(f"model registry unreachable and no verified cached version of '{name}@{ref}'")
+    version, sha256 = int(hit["version"]), hit["sha256"]
+    what = f"model '{name}' v{version} (cached, registry unreachable)"
+    return LoadedModel(name, version, load_bundle(cache_dir(settings, name, version), sha256, what), sha256)
 
 
 # ------------------------------------------------------------------------ aliases
