@@ -288,7 +288,7 @@ def retrain_cmd(spec: SpecOpt = DEFAULT_SPEC) -> None:
                  version=out.model_version, promoted=out.gate.promoted, verdict=verdict.verdict,
                  interval=verdict.interval, rows=verdict.rows, positives=verdict.positives,
                  table_version=out.outcome.data.version)  # fmt: skip
-    console.print(f"registered [bold]{task.model_name}[/] v{out.model_version}; gate {verdict.verdict}: {out.gate.reason}")
+    console.print(f"registered [bold]{task.model_name}[/] v{out.model_version}; gate: {out.gate.reason}")
 
 
 @app.command("tune")

@@ -91,7 +91,7 @@ def judge(y: np.ndarray, p_champion: np.ndarray | None, p_candidate: np.ndarray,
     why = {
         PROMOTE: f"{pct} interval of the {rules.metric} difference lies above 0",
         REJECT: f"{pct} interval lies below -margin {rules.margin:g}",
-        INCONCLUSIVE: f"{pct} interval includes 0" if hi >= 0 else f"worse, but not by more than margin {rules.margin:g}",
+        INCONCLUSIVE: f"{pct} interval includes 0" if hi >= 0 else f"worse, but not by more than {rules.margin:g}",
     }[verdict]
     reason = (f"{verdict}: {rules.metric} {cand_value:.4f} vs champion {champ_value:.4f}, diff {diff:+.4f} "
               f"[{lo:+.4f}, {hi:+.4f}]; {why}; {rows} rows, {positives} positives")  # fmt: skip

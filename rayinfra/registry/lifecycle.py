@@ -56,7 +56,8 @@ def register(spec: Spec, model_uri: str, tags: dict[str, str], settings: Setting
         digest = bundle_digest(download(source, tmp))
     version = int(c.create_model_version(name, source, run_id=run_id, tags={**tags, BUNDLE_SHA256: digest}).version)
     audit.record("register", "training run finished", settings, model=name, version=version, sha256=digest,
-                 table_uri=tags.get("rayinfra.table_uri"), table_version=tags.get("rayinfra.table_version"))  # fmt: skip
+                 table_uri=tags.get("rayinfra.table_uri"),
+                 table_version=tags.get("rayinfra.table_version"))  # fmt: skip
     return version
 
 
@@ -333,8 +334,9 @@ def gate(spec: Spec, candidate: int, held_out: pd.DataFrame, settings: Settings 
     result = GateResult(candidate, champion, judge(y, p_champion, p_candidate, GateSettings.from_spec(spec)))
     fields = result.record()
     client(settings).set_model_version_tag(name, str(candidate), GATE_TAG, json.dumps(fields))
+    details = {k: x for k, x in fields.items() if k not in ("candidate", "reason")}
     audit.record("gate", result.reason, settings, model=name, version=candidate, passed=result.promoted,
-                 held_out_rows=len(held_out), **{k: x for k, x in fields.items() if k not in ("candidate", "reason")})  # fmt: skip
+                 held_out_rows=len(held_out), **details)  # fmt: skip
     if result.promoted:
         promote(spec, candidate, f"passed the gate: {result.reason}", settings)
     elif result.verdict.verdict == "inconclusive":

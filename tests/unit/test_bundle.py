@@ -115,7 +115,9 @@ def test_no_model_load_path_can_unpickle():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / "rayinfra"
-    risky = re.compile(r"weights_only\s*=\s*False|pickle\.loads?\(|pyfunc\.load_model|joblib\.load|torch\.load\((?!.*weights_only=True)")
+    risky = re.compile(
+        r"weights_only\s*=\s*False|pickle\.loads?\(|pyfunc\.load_model|joblib\.load|torch\.load\((?!.*weights_only=True)"
+    )
     hits = [f"{p.relative_to(root)}: {line.strip()}" for p in root.rglob("*.py")
             for line in p.read_text().splitlines() if risky.search(line) and "``" not in line]  # docs quote them
     assert hits == []

@@ -16,6 +16,7 @@ def test_tags_round_trip():
 
 
 def test_partial_and_foreign_tags():
-    parsed = Lineage.from_tags({"rayinfra.note": "copy", "rayinfra.metric.test_pr_auc": "n/a", "rayinfra.table_version": ""})
+    tags = {"rayinfra.note": "copy", "rayinfra.metric.test_pr_auc": "n/a", "rayinfra.table_version": ""}
+    parsed = Lineage.from_tags(tags)
     assert parsed.table_version is None and parsed.test_metrics == {} and parsed.metric("pr_auc") == ""
     assert parsed.other == {"rayinfra.note": "copy"} and parsed.table_ref == "@"
