@@ -14,6 +14,7 @@ from rich.table import Table as RichTable
 
 from rayinfra.config import Settings, SpecError, load_spec
 from rayinfra.keys_cli import keys_app
+from rayinfra.registry.lineage import Lineage
 
 app = typer.Typer(help="rayinfra: the whole life of a model on Ray.", no_args_is_help=True)
 data_app = typer.Typer(help="Inspect and maintain Delta tables.", no_args_is_help=True)
@@ -96,11 +97,11 @@ def _print_loop_summary(task, settings: Settings, seconds: dict[str, float], loo
         "version", "aliases", "table version", "test PR-AUC", "test ROC-AUC", "gate", title="model versions"
     )
     for v in versions[-5:]:
-        tags = v["tags"]
-        gate = json.loads(tags["rayinfra.gate"])["promoted"] if "rayinfra.gate" in tags else ""
-        out.add_row(f"v{v['version']}", ", ".join(v["aliases"]), tags.get("rayinfra.table_version", ""),
-                    tags.get("rayinfra.metric.test_pr_auc", "")[:6], tags.get("rayinfra.metric.test_roc_auc", "")[:6],
-                    "passed" if gate is True else "refused" if gate is False else "")  # fmt: skip
+        lineage = Lineage.from_tags(v["tags"])
+        gate = json.loads(lineage.other.get("rayinfra.gate", "{}"))
+        verdict = gate.get("verdict") or {True: "promote", False: "refused"}.get(gate.get("promoted"), "")
+        out.add_row(f"v{v['version']}", ", ".join(v["aliases"]), str(lineage.table_version or ""),
+                    lineage.metric("pr_auc"), lineage.metric("roc_auc"), verdict)  # fmt: skip
     console.print(out)
     drifted = [w for w in loop.drift_windows if w["drifted"]]
     if drifted:
@@ -283,8 +284,12 @@ def retrain_cmd(spec: SpecOpt = DEFAULT_SPEC) -> None:
     # The gate scores both models on recent labelled rows (after the champion's data), when there are enough.
     out = _guard(lambda: train_and_register(task, settings, recent=True))
     _print_outcome(out.outcome)
+    # Only a 'promote' verdict moves the champion; 'inconclusive' leaves the candidate as challenger.
+    verdict = out.gate.verdict
     audit.record("retrain_done", out.gate.reason, settings, model=task.model_name, job_id=job_id,
-                 version=out.model_version, promoted=out.gate.promoted, table_version=out.outcome.data.version)  # fmt: skip
+                 version=out.model_version, promoted=out.gate.promoted, verdict=verdict.verdict,
+                 interval=verdict.interval, rows=verdict.rows, positives=verdict.positives,
+                 table_version=out.outcome.data.version)  # fmt: skip
     console.print(f"registered [bold]{task.model_name}[/] v{out.model_version}; gate: {out.gate.reason}")
 
 
@@ -353,12 +358,10 @@ def models_cmd(spec: SpecOpt = DEFAULT_SPEC) -> None:
         title=task.model_name,
     )
     for v in registry.list_versions(task, Settings()):
-        tags = v["tags"]
+        lineage = Lineage.from_tags(v["tags"])
         out.add_row(
-            str(v["version"]), ", ".join(v["aliases"]), tags.get("rayinfra.metric.test_pr_auc", ""),
-            tags.get("rayinfra.metric.test_roc_auc", ""),
-            f"{tags.get('rayinfra.table_uri', '').rsplit('/', 1)[-1]}@{tags.get('rayinfra.table_version', '')}",
-            tags.get("rayinfra.code_version", "")[:12], tags.get("rayinfra.train_run", ""),
+            str(v["version"]), ", ".join(v["aliases"]), lineage.metric("pr_auc"), lineage.metric("roc_auc"),
+            lineage.table_ref, (lineage.code_version or "")[:12], lineage.train_run or "",
         )  # fmt: skip
     console.print(out)
 

@@ -204,8 +204,21 @@ class RegistrySpec(_Section):
     gate_margin: float = Field(
         0.0,
         ge=0,
-        description="A candidate must beat the champion by this much on the same held-out data.",
+        description="The gate rejects a candidate whose interval of the metric difference lies below -margin.",
     )
+    gate_resamples: int = Field(
+        1000, ge=1000, le=100_000, description="Paired bootstrap resamples of the gate's metric difference."
+    )
+    gate_confidence: float = Field(
+        0.95, gt=0.5, lt=1, description="Confidence of the bootstrap interval the gate's verdict reads."
+    )
+    gate_min_rows: int = Field(
+        200, ge=1, description="Fewer held-out rows than this and the gate's verdict is 'inconclusive'."
+    )
+    gate_min_positives: int = Field(
+        50, ge=1, description="Fewer positive held-out rows than this and the gate's verdict is 'inconclusive'."
+    )
+    gate_seed: int = Field(0, description="Seed of the gate's bootstrap, so a verdict can be repeated exactly.")
 
 
 class TrafficSpec(_Section):

@@ -11,6 +11,8 @@ from rayinfra import registry
 from rayinfra.config import Settings, Spec
 from rayinfra.data.split import TEST
 from rayinfra.data.tables import Table
+from rayinfra.registry import lifecycle
+from rayinfra.registry.lineage import Lineage, for_outcome
 from rayinfra.train.trainer import TrainOutcome, raw_split, train
 from rayinfra.train.tune import TuneOutcome, tune_search
 
@@ -29,11 +31,11 @@ def register_and_gate(
     spec: Spec, settings: Settings, outcome: TrainOutcome, parent_run_id: str | None = None, recent: bool = False
 ) -> Registered:
     run_id, model_uri = registry.log_run(spec, outcome, settings, parent_run_id)
-    version = registry.register(spec, model_uri, registry.lineage(spec, outcome), settings)
+    version = registry.register(spec, model_uri, for_outcome(spec, outcome).to_tags(), settings)
     held_out = raw_split(outcome.data, TEST, max_rows=GATE_ROWS)
     if recent:
         held_out = recent_rows(spec, settings, held_out)
-    result = registry.gate(spec, version, held_out, settings)
+    result = lifecycle.gate(spec, version, held_out, settings)
     return Registered(outcome, run_id, version, result)
 
 
@@ -51,10 +53,10 @@ def recent_rows(spec: Spec, settings: Settings, held_out: pd.DataFrame) -> pd.Da
     if champion is None or key is None:
         return held_out
     tags = registry.client(settings).get_model_version(spec.model_name, str(champion)).tags
-    old_version = tags.get("rayinfra.table_version")
+    old_version = Lineage.from_tags(tags).table_version
     if old_version is None:
         return held_out
-    old_keys = Table.for_spec(spec, settings).to_arrow(version=int(old_version), columns=[key]).column(0)
+    old_keys = Table.for_spec(spec, settings).to_arrow(version=old_version, columns=[key]).column(0)
     recent = held_out[~held_out[key].isin(old_keys.to_numpy())]
     if len(recent) < MIN_RECENT_ROWS or recent[label].nunique() < 2:
         return held_out

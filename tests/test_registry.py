@@ -53,20 +53,35 @@ def test_run_has_epoch_metrics_profile_and_model(spec, train_home, first):
 
 
 def test_champion_serves_raw_records_including_unseen_categories(spec, train_home, first):
-    registry.client(train_home)
-    model = mlflow.pyfunc.load_model(f"models:/{spec.model_name}@{CHAMPION}")
-    frame = synthetic.generate(50, seed=11, drift=1.0).to_pandas()[spec.features.all]  # unseen countries
-    out = model.predict(frame)
-    assert len(out) == 50 and ((out["probability"] >= 0) & (out["probability"] <= 1)).all()
-    assert set(np.unique(out["prediction"])) <= {0, 1}
+    model = registry.load(spec.model_name, CHAMPION, train_home)
+    rows = synthetic.generate(50, seed=11, drift=1.0).select(spec.features.all)  # unseen countries
+    p = model.probabilities(rows)
+    assert len(p) == 50 and ((p >= 0) & (p <= 1)).all()
+    assert model.sha256 == registry.list_versions(spec, train_home)[0]["tags"]["rayinfra.bundle_sha256"]
+
+
+def test_the_registered_bundle_is_the_trained_model(spec, train_home, first):
+    """One format: the model the trainer returned, the registered bundle, give the same probabilities."""
+    import torch
+
+    rows = synthetic.generate(200, seed=12).select(spec.features.all)
+    x = first.outcome.data.preprocessor.transform(rows)
+    with torch.no_grad():
+        want = torch.sigmoid(first.outcome.model(torch.from_numpy(x["x_num"]), torch.from_numpy(x["x_cat"]))).numpy()
+    loaded = registry.load(spec.model_name, first.model_version, train_home)
+    assert np.array_equal(loaded.probabilities(rows), want)
+    assert loaded.threshold == pytest.approx(first.outcome.val_metrics["val_threshold"])
 
 
 def test_gate_refuses_a_worse_model_then_promote_and_rollback(spec, train_home, first):
     worse = register_and_gate(spec, train_home, train(spec, train_home, params={"learning_rate": 1e-7, "epochs": 1}))
-    assert not worse.gate.promoted
+    verdict = worse.gate.verdict
+    assert verdict.verdict == "reject", verdict.reason
     assert worse.gate.candidate_score < worse.gate.champion_score
+    lo, hi = verdict.interval
+    assert lo <= verdict.diff <= hi < 0 and verdict.positives >= spec.registry.gate_min_positives
     assert registry.alias_version(spec.model_name, CHAMPION, train_home) == first.model_version
-    assert registry.alias_version(spec.model_name, CHALLENGER, train_home) == worse.model_version
+    assert registry.alias_version(spec.model_name, CHALLENGER, train_home) is None  # rejected: no alias
 
     registry.promote(spec, worse.model_version, "manual test", train_home)
     assert registry.alias_version(spec.model_name, CHAMPION, train_home) == worse.model_version
@@ -78,7 +93,8 @@ def test_gate_refuses_a_worse_model_then_promote_and_rollback(spec, train_home, 
 
     log = [e for e in audit.entries(train_home) if e.get("model") == spec.model_name]
     actions = [e["action"] for e in log]
-    assert actions == ["register", "gate", "promote", "register", "gate", "challenger", "promote", "rollback"]
+    assert actions == ["register", "gate", "promote", "register", "gate", "promote", "rollback"]
+    assert registry.unaudited_alias_moves(spec, train_home) == []
     assert log[-1]["reason"] == "it was worse" and log[-1]["version"] == first.model_version
     assert all(e["actor"] and e["time"] for e in log)
 

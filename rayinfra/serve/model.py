@@ -4,6 +4,9 @@ A replica serves whatever version its alias (``champion`` or ``challenger``) poi
 at. A watcher thread checks the alias every ``reload_interval_s``; when it moves
 (promotion, rollback) the new version is loaded beside the old one and swapped in
 with one assignment, so every request is answered by a whole model, old or new.
+A version whose bundle fails its SHA-256 check is refused and the old one keeps
+serving; with the registry down, a starting replica serves the last version
+verified for its alias from the local model cache.
 """
 
 from __future__ import annotations
@@ -138,7 +141,13 @@ class ModelServer:
                 log.exception("%s: could not check the registry", self.role)
 
     def _refresh(self) -> None:
-        wanted = registry.alias_version(self.spec.model_name, self.role, self.settings)
+        try:
+            wanted = registry.alias_version(self.spec.model_name, self.role, self.settings)
+        except registry.RegistryUnavailable:
+            if self.loaded is not None:
+                raise  # the watcher logs it; we keep serving what we have
+            self._start_from_cache()
+            return
         current = self.loaded.version if self.loaded else None
         if wanted == current:
             return
@@ -156,6 +165,17 @@ class ModelServer:
             wanted,
             current,
         )
+
+    def _start_from_cache(self) -> None:
+        """Registry down at start: serve the last version verified for this alias on this machine."""
+        try:
+            fresh = registry.load(self.spec.model_name, self.role, self.settings)
+        except registry.RegistryError:
+            if self.role == registry.CHAMPION:
+                raise
+            return  # no challenger until the registry answers
+        self.loaded, self.loaded_at = fresh, time.time()
+        log.warning("%s: registry unreachable; serving cached %s v%d", self.role, self.spec.model_name, fresh.version)
 
     def __del__(self) -> None:
         if hasattr(self, "_stop"):

@@ -1,9 +1,11 @@
 """What each Ray Train worker runs: epochs over its shard, validation, checkpoints.
 
 Rank 0 validates on the whole validation set, picks the decision threshold, and
-writes the checkpoint (model, optimizer, epoch, preprocessor, metric history); every
-rank reports, as Ray Train requires. A restarted worker group resumes from the last
-checkpoint, not from epoch 0.
+writes the checkpoint: a model bundle (`rayinfra.registry.bundle`: safetensors
+weights, preprocessor, threshold, epoch and metric history as JSON) plus the
+optimizer state (tensors, loaded with ``weights_only=True``). Every rank reports, as
+Ray Train requires. A restarted worker group resumes from the last checkpoint, not
+from epoch 0.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ import torch
 
 from rayinfra.data.features import Preprocessor
 from rayinfra.data.loader import torch_batches
+from rayinfra.registry.bundle import load_weights, save_bundle
 from rayinfra.train.metrics import classification_metrics
 from rayinfra.train.models import build_model
 
-STATE_FILE = "state.pt"
-PREPROCESSOR_FILE = "preprocessor.json"
+OPTIMIZER_FILE = "optimizer.pt"
 BATCH_DTYPES = {"x_num": torch.float32, "x_cat": torch.int64, "y": torch.float32}
 
 
@@ -75,7 +77,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
             y, p = _predict_batches(model, val_data.batches(epoch))
             metrics.update({f"val_{k}": v for k, v in classification_metrics(y, p).items()})
             history.append(metrics)
-        _report(metrics, model, opt, epoch, history, config, rank)
+        _report(metrics, model, opt, pre, epoch, history, config, rank)
     return {"history": history, "resumed_at": start}
 
 
@@ -131,22 +133,16 @@ def _predict_batches(model: torch.nn.Module, batches: Iterable[dict[str, torch.T
     return np.concatenate(ys), np.concatenate(ps)
 
 
-def _report(metrics, model, opt, epoch, history, config, rank) -> None:
+def _report(metrics, model, opt, pre, epoch, history, config, rank) -> None:
     import ray.train
 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
-            state = {
-                "model": _unwrap(model).state_dict(),
-                "optimizer": opt.state_dict(),
-                "epoch": epoch,
-                "history": history,
-                "model_name": config["model"],
-                "model_params": config["model_params"],
-            }
-            torch.save(state, Path(tmp) / STATE_FILE)
-            (Path(tmp) / PREPROCESSOR_FILE).write_text(config["preprocessor"])
+            # The checkpoint is a model bundle: the best one is registered as it is.
+            save_bundle(tmp, model, pre, config["model"], config["model_params"], metrics["val_threshold"],
+                        extra={"epoch": epoch, "history": history})  # fmt: skip
+            torch.save(opt.state_dict(), Path(tmp) / OPTIMIZER_FILE)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
 
@@ -158,10 +154,9 @@ def _resume(model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, li
     if checkpoint is None:
         return 0, []
     with checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
-    _unwrap(model).load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    return state["epoch"] + 1, state["history"]
+        meta = load_weights(d, model)
+        opt.load_state_dict(torch.load(Path(d) / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
+    return meta["extra"]["epoch"] + 1, meta["extra"]["history"]
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -25,9 +25,9 @@ from rayinfra.data.features import Preprocessor
 from rayinfra.data.split import TEST, TRAIN, VAL, Splitter, event_time_cutoffs
 from rayinfra.data.tables import Table
 from rayinfra.runtime import ResourceLayout, init_ray
-from rayinfra.train.loop import PREPROCESSOR_FILE, STATE_FILE, predict, train_loop
+from rayinfra.registry.bundle import load_bundle
+from rayinfra.train.loop import predict, train_loop
 from rayinfra.train.metrics import classification_metrics
-from rayinfra.train.models import build_model
 
 if TYPE_CHECKING:
     import ray.data
@@ -269,12 +269,9 @@ def _metrics_of(checkpoint, result) -> dict[str, float]:
 
 
 def load_checkpoint(path: str) -> tuple[torch.nn.Module, Preprocessor]:
-    """The model (on CPU, eval mode) and preprocessor saved in a checkpoint directory."""
-    pre = Preprocessor.load(Path(path) / PREPROCESSOR_FILE)
-    state = torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=False)
-    model = build_model(state["model_name"], len(pre.numeric), pre.cardinalities, state["model_params"])
-    model.load_state_dict(state["model"])
-    return model.eval(), pre
+    """The model (on CPU, eval mode) and preprocessor of a checkpoint: a model bundle."""
+    bundle = load_bundle(path)
+    return bundle.model, bundle.preprocessor
 
 
 def evaluate(model: torch.nn.Module, dataset: ray.data.Dataset, threshold: float, batch_size: int = 4096) -> dict[str, float]:

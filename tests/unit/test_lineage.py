@@ -1,0 +1,22 @@
+"""Lineage tags: written and parsed in one place, tolerant of versions registered with fewer tags."""
+
+from __future__ import annotations
+
+from rayinfra.registry.lineage import Lineage
+
+
+def test_tags_round_trip():
+    lineage = Lineage(table_uri="/data/tables/transactions", table_version=7, spec_hash="abc", code_version="f00+dirty",
+                      bundle_sha256="0" * 64, test_metrics={"pr_auc": 0.25, "roc_auc": 0.875})  # fmt: skip
+    tags = lineage.to_tags()
+    assert tags["rayinfra.table_version"] == "7" and tags["rayinfra.metric.test_pr_auc"] == "0.25"
+    assert tags["rayinfra.bundle_sha256"] == "0" * 64
+    assert Lineage.from_tags(tags) == lineage
+    assert lineage.table_ref == "transactions@7" and lineage.metric("roc_auc") == "0.8750"
+
+
+def test_partial_and_foreign_tags():
+    tags = {"rayinfra.note": "copy", "rayinfra.metric.test_pr_auc": "n/a", "rayinfra.table_version": ""}
+    parsed = Lineage.from_tags(tags)
+    assert parsed.table_version is None and parsed.test_metrics == {} and parsed.metric("pr_auc") == ""
+    assert parsed.other == {"rayinfra.note": "copy"} and parsed.table_ref == "@"
