@@ -137,13 +137,18 @@ class Table:
         return self.delta().version()
 
     def read(
-        self, version: int | None = None, columns: list[str] | None = None, num_blocks: int | None = None
+        self,
+        version: int | None = None,
+        columns: list[str] | None = None,
+        num_blocks: int | None = None,
+        num_cpus: float | None = None,
     ) -> ray.data.Dataset:
         """The table (at ``version``, default latest) as a streaming Ray Dataset.
 
         One block per data file unless ``num_blocks`` says otherwise: Ray Data's own
         default (at least 200 blocks) cuts a 2M-row file into 1 MB blocks, and on a
-        small machine the per-block cost then dominates (5x slower here).
+        small machine the per-block cost then dominates (5x slower here). ``num_cpus``:
+        what each read task asks for (see `ResourceLayout.data_task_cpus`).
         """
         import ray.data
 
@@ -155,6 +160,7 @@ class Table:
             storage_options=self.storage_options,
             filesystem=self._filesystem(),
             override_num_blocks=num_blocks or max(1, len(dt.file_uris())),
+            num_cpus=num_cpus,
         )
 
     def to_arrow(self, version: int | None = None, columns: list[str] | None = None) -> pa.Table:

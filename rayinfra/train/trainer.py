@@ -79,30 +79,35 @@ def prepare_data(spec: Spec, settings: Settings, version: int | None = None) -> 
     splitter = _splitter(spec, table, version)
     keys = [contract.key] if contract.key else []  # kept so a gate can pick out recent rows
     columns = list(dict.fromkeys([*spec.features.all, contract.label, splitter.column, *keys]))
-    raw = table.read(version=version, columns=columns)
+    # Every task asks for the layout's Ray Data share: a 1-CPU default never runs beside
+    # Serve on 2 CPUs. The same value on each step also lets Ray Data fuse them.
+    cpus = ResourceLayout.current().data_task_cpus
+    raw = table.read(version=version, columns=columns, num_cpus=cpus)
     label = contract.label
 
     def with_split(batch):  # rows without a label yet (fresh serving traffic) are skipped
         batch = batch.filter(batch.column(label).is_valid())
         return batch.append_column("split", pa.array(splitter.assign(batch)))
 
-    labelled = raw.map_batches(with_split, batch_format="pyarrow")
+    labelled = raw.map_batches(with_split, batch_format="pyarrow", num_cpus=cpus)
     pre = Preprocessor.for_spec(spec)
-    parts = labelled.filter(expr=f"split == {TRAIN}").map_batches(
-        lambda b: {"stats": np.array([json.dumps(pre.partial_stats(b))])}, batch_format="pyarrow"
+    parts = labelled.filter(expr=f"split == {TRAIN}", num_cpus=cpus).map_batches(
+        lambda b: {"stats": np.array([json.dumps(pre.partial_stats(b))])}, batch_format="pyarrow", num_cpus=cpus
     ).take_all()
     pre.fit_from([json.loads(p["stats"]) for p in parts])
     if pre.positives == 0 or pre.positives == pre.rows:
         raise TrainingError(f"the training split of {table.uri}@{version} has a single class ({pre.rows} rows)")
 
-    prepared = labelled.map_batches(lambda b: {**pre.transform(b), "split": b.column("split").to_numpy()}, batch_format="pyarrow")
+    prepared = labelled.map_batches(
+        lambda b: {**pre.transform(b), "split": b.column("split").to_numpy()}, batch_format="pyarrow", num_cpus=cpus
+    )
     materialized = _fits_in_memory(table, version, pre)
     if materialized:  # every epoch then reads memory instead of re-reading the table
         prepared = prepared.materialize()
 
     def only(split: int):
         return prepared.map_batches(
-            lambda b: {k: v[b["split"] == split] for k, v in b.items() if k != "split"}, batch_format="numpy"
+            lambda b: {k: v[b["split"] == split] for k, v in b.items() if k != "split"}, batch_format="numpy", num_cpus=cpus
         )
 
     return PreparedData(table.uri, version, pre, only(TRAIN), only(VAL), only(TEST), materialized, labelled)
@@ -110,7 +115,8 @@ def prepare_data(spec: Spec, settings: Settings, version: int | None = None) -> 
 
 def raw_split(data: PreparedData, split: int, max_rows: int | None = None) -> pd.DataFrame:
     """Raw rows (features and label) of one split, as a DataFrame, for scoring and profiles."""
-    ds = data.raw.filter(expr=f"split == {split}").drop_columns(["split"])
+    cpus = ResourceLayout.current().data_task_cpus
+    ds = data.raw.filter(expr=f"split == {split}", num_cpus=cpus).drop_columns(["split"], num_cpus=cpus)
     return (ds.limit(max_rows) if max_rows else ds).to_pandas()
 
 
@@ -218,6 +224,8 @@ def train(
     """Train on the pinned table version; score the best checkpoint on the test split."""
     settings = settings or Settings()
     init_ray(settings)
+    t = spec.train
+    ResourceLayout.current().check_train(t.num_workers, t.use_gpu, t.cpus_per_worker)  # refuse, never hang
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     data = data or prepare_data(spec, settings, version)
