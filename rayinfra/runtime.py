@@ -100,11 +100,11 @@ class ResourceLayout:
         need = self.train_demand(num_workers, use_gpu, cpus)
         short = []
         if worker < MIN_WORKER_CPUS:
-            short.append(f"each of {num_workers} Train worker(s) would get {worker:g} CPU (at least {MIN_WORKER_CPUS:g})")
+            short.append(f"each of {num_workers} Train worker(s) gets {worker:g} CPU (at least {MIN_WORKER_CPUS:g})")
         if self.data_cpus < MIN_DATA_CPUS:
             short.append(f"Ray Data would get {self.data_cpus:g} CPU (at least {MIN_DATA_CPUS:g})")
         if need > self.cpus + 1e-9:
-            short.append(f"{num_workers} x {worker:g} for Train + {TRIAL_CPU:g} trial + {self.data_cpus:g} for Ray Data")
+            short.append(f"{num_workers} x {worker:g} for Train + {TRIAL_CPU:g} trial + {self.data_cpus:g} Ray Data")
         if use_gpu and self.gpus < num_workers:
             short.append(f"{num_workers} Train worker(s) need a GPU each and {self.gpus:g} are free")
         if not short:

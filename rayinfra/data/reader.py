@@ -61,3 +61,17 @@ class DeltaFiles(Datasource):
 
     def get_name(self) -> str:
         return "DeltaFiles"
+
+    def probe(self, rows: int = 1024) -> None:
+        """Read the first rows of the first and last files now (as Ray's Parquet reader does
+        while planning), so a damaged file fails the read here, before any work is done.
+
+        Raises:
+            OSError: naming the file that cannot be read.
+        """
+        for path in dict.fromkeys([self.paths[0], self.paths[-1]] if self.paths else []):
+            try:
+                with self.filesystem.open_input_file(path) as f:
+                    next(pq.ParquetFile(f).iter_batches(batch_size=rows, columns=self.schema.names), None)
+            except (OSError, pa.ArrowException) as err:
+                raise OSError(f"{path}: cannot read: {err}") from err

@@ -191,6 +191,7 @@ class Table:
             schema=schema,
             filesystem=self.filesystem(),
         )
+        source.probe()  # a damaged file fails here, before any work starts
         return ray.data.read_datasource(
             source, override_num_blocks=num_blocks or max(1, files.num_rows), num_cpus=num_cpus
         )
@@ -321,10 +322,7 @@ class Table:
 
     def filesystem(self) -> pafs.FileSystem:
         """The table's directory as an Arrow filesystem (paths in the log are relative to it)."""
-        # A native Arrow filesystem: delta-rs's Python file handler leaves Arrow
-        # threads running at interpreter exit, which aborts the process.
-        fs, path = pafs.FileSystem.from_uri(self.uri)
-        return pafs.SubTreeFileSystem(path, fs)
+        return arrow_filesystem(self.uri)
 
     _filesystem = filesystem  # the old private name, still called by serve/predlog.py
 
@@ -343,6 +341,16 @@ def _to_arrow(data: Any, contract: Contract, source: str) -> pa.Table:
             return pa.Table.from_pandas(data, preserve_index=False)
         return pa.table(data)
     raise TypeError(f"cannot append {type(data).__name__}: give an Arrow table, DataFrame or list of dicts")
+
+
+def arrow_filesystem(uri: str) -> pafs.FileSystem:
+    """A Delta table's directory as a native Arrow filesystem, for reading its files.
+
+    delta-rs's own Python file handler leaves Arrow threads running at interpreter
+    exit, which aborts the process.
+    """
+    fs, path = pafs.FileSystem.from_uri(uri)
+    return pafs.SubTreeFileSystem(path, fs)
 
 
 def _transaction(batch_id: str | None) -> Transaction | None:

@@ -62,7 +62,8 @@ def serve_footprint(spec: Spec) -> float:
         return 0.0
     replicas = {name: sum(d.replica_states.values()) for name, d in app.deployments.items()}
     champion = max(s.max_replicas, replicas.get("champion", 0))
-    return serve_cpus(s, champion, challenger="challenger" in replicas, ingress_replicas=max(1, replicas.get("ingress", 1)))
+    ingress = max(1, replicas.get("ingress", 1))
+    return serve_cpus(s, champion, challenger="challenger" in replicas, ingress_replicas=ingress)
 
 
 def submit_retrain(spec: Spec, settings: Settings, spec_dir: Path, trigger: dict[str, Any]) -> str:

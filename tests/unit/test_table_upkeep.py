@@ -122,3 +122,24 @@ def test_a_pinned_training_set_is_rebuilt_after_cleanup_and_vacuum(tmp_path, pin
         return
     rebuilt = select(window, table.to_arrow(version=trained_on))
     assert rebuilt.equals(training_set)
+
+
+def test_a_damaged_file_fails_the_read_plan_naming_the_file(tmp_path):
+    import pyarrow as pa
+
+    from rayinfra.data.contract import arrow_schema
+    from rayinfra.data.reader import DeltaFiles
+
+    table = _table(tmp_path)
+    table.append(synthetic.generate(2_000, seed=1))
+    files = pa.table(table.delta().get_add_actions(flatten=True))
+    source = DeltaFiles(files.column("path").to_pylist(), files.column("num_records").to_pylist(),
+                        files.column("size_bytes").to_pylist(), arrow_schema(table.contract), table.filesystem())  # fmt: skip
+    source.probe()  # intact
+    path = tmp_path / "t" / files.column("path")[0].as_py()
+    size = path.stat().st_size
+    with open(path, "r+b") as f:  # the data pages, not the footer
+        f.seek(size // 4)
+        f.write(b"\xff" * (size // 4))
+    with pytest.raises(OSError, match=files.column("path")[0].as_py()):
+        source.probe()
