@@ -103,7 +103,7 @@ class ResourceLayout:
             short.append(f"each of {num_workers} Train worker(s) gets {worker:g} CPU (at least {MIN_WORKER_CPUS:g})")
         if self.data_cpus < MIN_DATA_CPUS:
             short.append(f"Ray Data would get {self.data_cpus:g} CPU (at least {MIN_DATA_CPUS:g})")
-        if need > self.cpus + 1e-9:
+        if need > self.cpus + 1e-9 and not short:  # explicit cpus_per_worker: the sum is what fails
             short.append(f"{num_workers} x {worker:g} for Train + {TRIAL_CPU:g} trial + {self.data_cpus:g} Ray Data")
         if use_gpu and self.gpus < num_workers:
             short.append(f"{num_workers} Train worker(s) need a GPU each and {self.gpus:g} are free")
