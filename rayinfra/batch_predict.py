@@ -21,14 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 from rayinfra import audit, registry
 from rayinfra.audit import current_user
 from rayinfra.config import Contract, Settings, Spec
 from rayinfra.data.contract import ARROW_TYPES
-from rayinfra.data.tables import COMMIT_RETRIES, Table, TableError
+from rayinfra.data.tables import COMMIT_RETRIES, Table, TableError, arrow_filesystem
 from rayinfra.runtime import ResourceLayout, init_ray
 
 if TYPE_CHECKING:
@@ -243,10 +242,7 @@ def _check_scores(batch: pa.Table, key: str | None) -> None:
 
 def predictions(uri: str, version: int | None = None) -> pa.Table:
     """The predictions table (at ``version``) read into memory on this process."""
-    fs, path = pafs.FileSystem.from_uri(uri)
-    # A native Arrow filesystem, as in tables.py: delta-rs's Python file handler
-    # leaves Arrow threads running at interpreter exit, which aborts the process.
-    return DeltaTable(uri, version=version).to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(path, fs)).to_table()
+    return DeltaTable(uri, version=version).to_pyarrow_dataset(filesystem=arrow_filesystem(uri)).to_table()
 
 
 def _committed_version(uri: str, run_id: str) -> int:

@@ -323,6 +323,39 @@ class MonitorSpec(_Section):
     flush_rows: PositiveInt = Field(10_000, description="...or after this many rows.")
 
 
+class RetrainDataSpec(_Section):
+    """Which rows a retrain (a job with a champion to replace) trains on, and how they weigh."""
+
+    mode: Literal["window", "decay", "all"] = Field(
+        "window",
+        description="window: the rows since drift onset plus a stratified sample of older rows; "
+        "decay: every row, weighted by age in the training loss (half_life_hours); all: every row "
+        "alike. Default window for now: the heal benchmark (benchmarks/bench_heal.py) picks the default later. "
+        "Drift onset is the end (newest event time) of the champion's training data; window and "
+        "decay need the contract's event_time column (without one, a retrain uses all rows).",
+    )
+    recent_rows: PositiveInt | None = Field(
+        None, description="window: at most this many rows since onset, the newest (None: all of them)."
+    )
+    older_rows: int = Field(
+        20_000,
+        ge=0,
+        description="window: older rows (before onset) sampled beside them, stratified by label "
+        "(each class keeps its share), so the model does not forget the old regime.",
+    )
+    half_life_hours: PositiveFloat = Field(
+        168.0, description="decay: a row this much older (event time) than the newest weighs half."
+    )
+    seed: int = Field(0, ge=0, description="Seeds the sample of older rows (recorded in lineage).")
+    warm_start: bool = Field(
+        False, description="Start from the champion's weights (and its preprocessor) and fine-tune."
+    )
+    warm_start_epochs: PositiveInt = Field(2, description="Epochs of a warm-started fine-tune.")
+    warm_start_learning_rate: PositiveFloat | None = Field(
+        None, description="Learning rate of a warm-started fine-tune (None: train.learning_rate)."
+    )
+
+
 class Spec(_Section):
     """A task: one dataset under contract and what to do with it."""
 
@@ -335,6 +368,7 @@ class Spec(_Section):
     registry: RegistrySpec = RegistrySpec()
     serve: ServeSpec = ServeSpec()
     monitor: MonitorSpec = MonitorSpec()
+    retrain_data: RetrainDataSpec = RetrainDataSpec()
 
     @model_validator(mode="after")
     def _features_fit_contract(self) -> Spec:

@@ -13,7 +13,9 @@ from rayinfra.data.split import TEST
 from rayinfra.data.tables import Table
 from rayinfra.registry import lifecycle
 from rayinfra.registry.lineage import Lineage, for_outcome
-from rayinfra.train.trainer import TrainOutcome, raw_split, train
+from rayinfra.runtime import ResourceLayout, init_ray
+from rayinfra.train.trainer import TrainOutcome, prepare_data, raw_split, train
+from rayinfra.train.warm import retrain_inputs
 from rayinfra.train.tune import TuneOutcome, tune_search
 
 GATE_ROWS = 200_000  # held-out rows scored by candidate and champion alike
@@ -31,7 +33,10 @@ def register_and_gate(
     spec: Spec, settings: Settings, outcome: TrainOutcome, parent_run_id: str | None = None, recent: bool = False
 ) -> Registered:
     run_id, model_uri = registry.log_run(spec, outcome, settings, parent_run_id)
-    version = registry.register(spec, model_uri, for_outcome(spec, outcome).to_tags(), settings)
+    window = outcome.data.window.to_params() if outcome.data.window is not None else {}
+    version = registry.register(spec, model_uri, {**for_outcome(spec, outcome).to_tags(), **window}, settings)
+    # The model's training set must stay rebuildable: log cleanup and vacuum keep this version.
+    Table.for_spec(spec, settings).pin(outcome.data.version, f"model {spec.model_name} v{version}")
     held_out = raw_split(outcome.data, TEST, max_rows=GATE_ROWS)
     if recent:
         held_out = recent_rows(spec, settings, held_out)
@@ -70,9 +75,23 @@ def train_and_register(
     params: dict[str, Any] | None = None,
     recent: bool = False,
 ) -> Registered:
-    """Train, register and gate; with ``recent``, the gate scores rows newer than the champion's data."""
+    """Train, register and gate.
+
+    With ``recent`` (a retrain): train on the spec's retrain window (`retrain_data`),
+    warm-started from the champion when the spec says so, and gate on rows newer than
+    the champion's data.
+    """
     settings = settings or Settings()
-    return register_and_gate(spec, settings, train(spec, settings, version=version, params=params), recent=recent)
+    if not recent:
+        return register_and_gate(spec, settings, train(spec, settings, version=version, params=params))
+    init_ray(settings)
+    t = spec.train
+    ResourceLayout.current().check_train(t.num_workers, t.use_gpu, t.cpus_per_worker)  # before any data work
+    inputs = retrain_inputs(spec, settings, version)
+    data = prepare_data(spec, settings, inputs.window.table_version, inputs.window, inputs.preprocessor)
+    params = {**(inputs.params or {}), **(params or {})}
+    outcome = train(spec, settings, params=params, data=data, init_state=inputs.init_state)
+    return register_and_gate(spec, settings, outcome, recent=True)
 
 
 @dataclass

@@ -10,6 +10,7 @@ the rest; every caller asks it instead of picking numbers at the call site.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,27 +26,55 @@ RESERVED_CPUS_ENV = "RAYINFRA_RESERVED_CPUS"
 TRIAL_CPU = 0.01
 
 
+# Below these, a job cannot run at all: refuse it rather than queue tasks that never fit.
+MIN_DATA_CPUS = 0.1
+MIN_WORKER_CPUS = 0.1
+
+
+class LayoutError(ValueError):
+    """A training job that cannot fit in the CPUs left to it: it would wait forever."""
+
+
+def _down(x: float, digits: int = 3) -> float:
+    """``x`` rounded down (never more than the budget), and never below zero."""
+    return max(0.0, math.floor(x * 10**digits + 1e-9) / 10**digits)
+
+
 @dataclass(frozen=True)
 class ResourceLayout:
-    """How the cluster's CPUs and GPUs are split between Data, Train, Tune and Serve."""
+    """How the CPUs and GPUs left to a job are split between Data, Train and Tune.
+
+    ``cpus`` is what the job may use: the cluster's CPUs less ``reserved`` (what Serve
+    holds beside it). With 2 or more CPUs, Ray Data keeps whole CPUs; with less, it
+    gets a quarter of what is left and every Ray Data task asks for that fraction, so
+    a task never waits for a whole CPU that will not come.
+    """
 
     cpus: float
     gpus: float
+    reserved: float = 0.0
 
     @property
     def data_cpus(self) -> float:
-        """CPUs left to Ray Data's read and transform tasks (at least one)."""
-        return max(1.0, round(self.cpus * 0.25))
+        """CPUs left to Ray Data's read and transform tasks."""
+        if self.cpus >= 2:
+            return max(1.0, round(self.cpus * 0.25))
+        return _down(self.cpus * 0.25)
+
+    @property
+    def data_task_cpus(self) -> float:
+        """What each Ray Data task asks for: one CPU, or the whole Ray Data share when less."""
+        return min(1.0, self.data_cpus)
 
     @property
     def train_cpus(self) -> float:
         # A Tune trial that drives a Train run holds TRIAL_CPU itself: keep it out too.
-        return max(self.cpus - self.data_cpus - TRIAL_CPU, 0.5)
+        return max(self.cpus - self.data_cpus - TRIAL_CPU, 0.0)
 
     def train_worker(self, num_workers: int, use_gpu: bool = False, cpus: float | None = None) -> dict[str, float]:
         """Resources for each Train worker: an even share of the Train CPUs, at most 1."""
         share = cpus if cpus is not None else min(1.0, self.train_cpus / num_workers)
-        resources = {"CPU": round(share - 0.0005, 3)}  # rounded down: never more than the budget
+        resources = {"CPU": max(0.0, round(share - 0.0005, 3)) if cpus is None else share}  # rounded down
         if use_gpu:
             resources["GPU"] = 1.0
         return resources
@@ -53,9 +82,40 @@ class ResourceLayout:
     def tune_concurrency(self, num_workers: int, use_gpu: bool = False) -> int:
         """How many training runs (trials) fit side by side."""
         per_trial = self.train_worker(num_workers, use_gpu)["CPU"] * num_workers + TRIAL_CPU
-        by_cpu = (self.train_cpus + TRIAL_CPU) // per_trial
+        by_cpu = (self.train_cpus + TRIAL_CPU) // per_trial if per_trial > TRIAL_CPU else 1
         by_gpu = self.gpus // num_workers if use_gpu else by_cpu
         return max(1, int(min(by_cpu, by_gpu)))
+
+    def train_demand(self, num_workers: int, use_gpu: bool = False, cpus: float | None = None) -> float:
+        """CPUs one training run holds at once: its workers, its trial, Ray Data's share."""
+        return num_workers * self.train_worker(num_workers, use_gpu, cpus)["CPU"] + TRIAL_CPU + self.data_cpus
+
+    def check_train(self, num_workers: int, use_gpu: bool = False, cpus: float | None = None) -> None:
+        """Refuse (``LayoutError``) a training run whose parts cannot all be placed at once.
+
+        Ray would queue what does not fit and the job would wait forever; the message
+        names the CPUs needed and free, and what holds the rest.
+        """
+        worker = self.train_worker(num_workers, use_gpu, cpus)["CPU"]
+        need = self.train_demand(num_workers, use_gpu, cpus)
+        short = []
+        if worker < MIN_WORKER_CPUS:
+            short.append(f"each of {num_workers} Train worker(s) gets {worker:g} CPU (at least {MIN_WORKER_CPUS:g})")
+        if self.data_cpus < MIN_DATA_CPUS:
+            short.append(f"Ray Data would get {self.data_cpus:g} CPU (at least {MIN_DATA_CPUS:g})")
+        if need > self.cpus + 1e-9 and not short:  # explicit cpus_per_worker: the sum is what fails
+            short.append(f"{num_workers} x {worker:g} for Train + {TRIAL_CPU:g} trial + {self.data_cpus:g} Ray Data")
+        if use_gpu and self.gpus < num_workers:
+            short.append(f"{num_workers} Train worker(s) need a GPU each and {self.gpus:g} are free")
+        if not short:
+            return
+        floor = num_workers * max(MIN_WORKER_CPUS, cpus or 0) + TRIAL_CPU + MIN_DATA_CPUS
+        held = f" ({self.reserved:g} held by Serve)" if self.reserved else ""
+        raise LayoutError(
+            f"training cannot fit: it needs at least {max(need, floor):.3g} CPUs and {self.cpus:g} are free "
+            f"of {self.cpus + self.reserved:g}{held}: " + "; ".join(short)
+            + ". Lower serve.max_replicas or the serve CPUs, train.num_workers or train.cpus_per_worker, or add CPUs."
+        )
 
     @classmethod
     def current(cls) -> ResourceLayout:
@@ -66,7 +126,8 @@ class ResourceLayout:
         # monitor submits a retraining job beside them): laid out as if they were not there,
         # training and Ray Data would wait for them forever on a small machine.
         reserved = float(os.environ.get(RESERVED_CPUS_ENV, "0") or 0)
-        return cls(cpus=max(0.0, float(total.get("CPU", 0)) - reserved), gpus=float(total.get("GPU", 0)))
+        cpus = float(total.get("CPU", 0))
+        return cls(cpus=max(0.0, cpus - reserved), gpus=float(total.get("GPU", 0)), reserved=min(reserved, cpus))
 
 
 def init_ray(settings: Settings | None = None, **overrides: object) -> ResourceLayout:

@@ -8,25 +8,24 @@ contract hash, in the commit's metadata, so the table's history is its audit log
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import random
-import socket
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from rayinfra.audit import current_user
 from rayinfra.config import Contract, Settings, Spec
 from rayinfra.data.contract import arrow_schema, conform, from_records
+from rayinfra.data.lockfile import exclusive
 
 if TYPE_CHECKING:
     import ray.data
@@ -37,11 +36,22 @@ COMMIT_RETRIES = 50  # delta-rs retries appends that lose a race to a later vers
 # delta-rs does not detect two concurrent compactions of the same files: both commit
 # and the rows are duplicated. Maintenance therefore takes an exclusive lock file.
 MAINTENANCE_LOCK = "_rayinfra_maintenance.lock"
-STALE_LOCK_S = 600
+PINS_DIR = "_rayinfra_pins"  # versions kept reproducible for lineage (underscore: vacuum leaves it)
+STALE_LOCK_S = 600  # a lock from another host (whose processes we cannot see) counts as dead after this
 
 
 class TableError(RuntimeError):
     """A table that is missing, or does not match its contract."""
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What an append did: the version holding the batch, rows written, upkeep trouble."""
+
+    version: int
+    rows: int
+    duplicate: bool = False  # the batch id was already committed: nothing written
+    maintenance_error: str | None = None  # maintenance failed after the commit (logged)
 
 
 @dataclass(frozen=True)
@@ -83,45 +93,58 @@ class Table:
             if not self.exists():  # someone else may have created it first
                 raise
 
-    def append(self, data: pa.Table | Any, source: str = "batch") -> int:
-        """Validate ``data`` and append it as one commit; return the new table version.
+    def append(self, data: pa.Table | Any, source: str = "batch", batch_id: str | None = None) -> int:
+        """Validate ``data`` and append it as one commit; return the table version that holds it.
 
         ``data`` is a pyarrow Table, a pandas DataFrame, or a list of records (dicts).
+        ``batch_id``: see `append_batch` (a retry with the same id adds nothing).
 
         Raises:
             ContractViolation: the batch breaks the contract; nothing was written.
         """
+        return self.append_batch(data, source, batch_id).version
+
+    def append_batch(self, data: pa.Table | Any, source: str = "batch", batch_id: str | None = None) -> Appended:
+        """`append`, with what happened: a duplicate batch, a maintenance failure.
+
+        ``batch_id`` ("stream:7", or any string) is recorded in the commit as a Delta
+        transaction identifier (app id "stream", version 7; a plain id is version 0).
+        A batch whose id the table already holds, at that sequence number or a later
+        one, is not written again: a retried append adds nothing twice.
+        Maintenance after a committed append never fails the append: its error is
+        logged and returned in ``maintenance_error``.
+        """
         batch = conform(_to_arrow(data, self.contract, source), self.contract, source)
         self.create()
+        txn = _transaction(batch_id)
         for attempt in range(5):
             dt = self.delta()
+            done = dt.transaction_version(txn.app_id) if txn is not None else None
+            if done is not None and done >= txn.version:
+                return Appended(dt.version(), 0, duplicate=True)
             try:
                 # Given the DeltaTable, delta-rs updates it to the version it committed:
                 # under concurrent writers, re-reading the latest version would not be ours.
-                write_deltalake(
-                    dt,
-                    batch,
-                    mode="append",
-                    commit_properties=self._commit_info(source, rows=batch.num_rows),
-                )
+                extra = {"rows": batch.num_rows, **({"batch_id": batch_id} if batch_id else {})}
+                info = self._commit_info(source, [txn] if txn else None, **extra)
+                write_deltalake(dt, batch, mode="append", commit_properties=info)
                 break
-            except CommitFailedError:
+            except CommitFailedError:  # a concurrent writer won (maybe our own retry: checked above)
                 if attempt == 4:
                     raise
                 time.sleep(random.uniform(0.05, 0.2) * 2**attempt)
         version = dt.version()
-        if version % self.maintenance_every == 0:
-            self._maintain_quietly()
-        return version
+        error = self._maintain_quietly() if version % self.maintenance_every == 0 else None
+        return Appended(version, batch.num_rows, maintenance_error=error)
 
-    def _commit_info(self, source: str, **extra: Any) -> CommitProperties:
+    def _commit_info(self, source: str, txns: list[Transaction] | None = None, **extra: Any) -> CommitProperties:
         meta = {
             "rayinfra.source": source,
             "rayinfra.user": current_user(),
             "rayinfra.contract": self.contract.hash(),
             **{f"rayinfra.{k}": str(v) for k, v in extra.items()},
         }
-        return CommitProperties(custom_metadata=meta, max_commit_retries=COMMIT_RETRIES)
+        return CommitProperties(custom_metadata=meta, max_commit_retries=COMMIT_RETRIES, app_transactions=txns)
 
     # ------------------------------------------------------------------ reading
     def exists(self) -> bool:
@@ -137,30 +160,46 @@ class Table:
         return self.delta().version()
 
     def read(
-        self, version: int | None = None, columns: list[str] | None = None, num_blocks: int | None = None
+        self,
+        version: int | None = None,
+        columns: list[str] | None = None,
+        num_blocks: int | None = None,
+        num_cpus: float | None = None,
     ) -> ray.data.Dataset:
         """The table (at ``version``, default latest) as a streaming Ray Dataset.
 
+        Read file by file (`DeltaFiles`), not with ``ray.data.read_delta``: that samples
+        the Parquet files in tasks of one whole CPU, which never start beside Serve on 2 CPUs.
         One block per data file unless ``num_blocks`` says otherwise: Ray Data's own
         default (at least 200 blocks) cuts a 2M-row file into 1 MB blocks, and on a
-        small machine the per-block cost then dominates (5x slower here).
+        small machine the per-block cost then dominates (5x slower here). ``num_cpus``:
+        what each read task asks for (see `ResourceLayout.data_task_cpus`).
         """
         import ray.data
 
+        from rayinfra.data.reader import DeltaFiles
+
         dt = self._require(version)
-        return ray.data.read_delta(
-            self.uri,
-            version=dt.version(),
-            columns=columns,
-            storage_options=self.storage_options,
-            filesystem=self._filesystem(),
-            override_num_blocks=num_blocks or max(1, len(dt.file_uris())),
+        files = pa.table(dt.get_add_actions(flatten=True))
+        schema = pa.schema(dt.schema().to_arrow())
+        if columns is not None:
+            schema = pa.schema([schema.field(c) for c in columns])
+        source = DeltaFiles(
+            paths=files.column("path").to_pylist(),
+            rows=files.column("num_records").to_pylist(),
+            sizes=files.column("size_bytes").to_pylist(),
+            schema=schema,
+            filesystem=self.filesystem(),
+        )
+        source.probe()  # a damaged file fails here, before any work starts
+        return ray.data.read_datasource(
+            source, override_num_blocks=num_blocks or max(1, files.num_rows), num_cpus=num_cpus
         )
 
     def to_arrow(self, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
         """The table (at ``version``) read into memory on this process."""
         dt = self._require(version)
-        return dt.to_pyarrow_dataset(filesystem=self._filesystem()).to_table(columns=columns)
+        return dt.to_pyarrow_dataset(filesystem=self.filesystem()).to_table(columns=columns)
 
     def history(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits, newest first: version, time, operation, rows, source, user."""
@@ -189,7 +228,7 @@ class Table:
         while another process maintains the same table.
         """
         local = _local_path(self.uri)
-        with _exclusive(Path(local) / MAINTENANCE_LOCK) if local else nullcontext(True) as held:
+        with exclusive(Path(local) / MAINTENANCE_LOCK, STALE_LOCK_S) if local else nullcontext(True) as held:
             if not held:
                 return {"skipped": "another process is maintaining this table"}
             dt = self.delta()
@@ -199,23 +238,69 @@ class Table:
             )
             dt = self.delta()
             dt.create_checkpoint()
-            dt.cleanup_metadata()  # only removes log entries past the log retention period
-            return {"version": dt.version(), **metrics}
+            return {"version": dt.version(), **metrics, "log_cleanup": self._cleanup_log(dt)}
 
-    def vacuum(self, retention_hours: int | None = None, dry_run: bool = True) -> list[str]:
-        """Remove files no longer referenced; delta-rs refuses a retention below its guard."""
+    def vacuum(
+        self, retention_hours: int | None = None, dry_run: bool = True, enforce_retention: bool = True
+    ) -> list[str]:
+        """Remove files no longer referenced, except those of pinned versions (`pin`).
+
+        delta-rs refuses a retention below the table's guard unless ``enforce_retention``
+        is off (tests).
+        """
         return self.delta().vacuum(
-            retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=True
+            retention_hours=retention_hours,
+            dry_run=dry_run,
+            enforce_retention_duration=enforce_retention,
+            keep_versions=sorted(self.pins()) or None,
         )
 
-    def _maintain_quietly(self) -> None:
-        """Maintenance after an append: best effort, local and NFS tables only."""
+    # ------------------------------------------------------------------- pinning
+    def pin(self, version: int, reason: str) -> None:
+        """Keep ``version`` readable through log cleanup and vacuum (a registered model trained on it).
+
+        One small file per pin (no read-modify-write race between two registrations).
+        """
+        self._require(version)
+        fs = self.filesystem()
+        fs.create_dir(PINS_DIR, recursive=True)
+        with fs.open_output_stream(f"{PINS_DIR}/{version}.json") as out:
+            out.write(json.dumps({"version": version, "reason": reason, "user": current_user()}).encode())
+
+    def pins(self) -> dict[int, str]:
+        """Pinned versions and why."""
+        fs = self.filesystem()
+        found = fs.get_file_info(pafs.FileSelector(PINS_DIR, allow_not_found=True))
+        pins = {}
+        for info in found:
+            if info.base_name.endswith(".json"):
+                with fs.open_input_stream(info.path) as f:
+                    record = json.loads(f.read())
+                pins[int(record["version"])] = record["reason"]
+        return pins
+
+    def _cleanup_log(self, dt: DeltaTable) -> str:
+        # delta-rs removes log entries past the retention period with no way to keep some:
+        # a pinned version would lose the entries it is rebuilt from. Skipped while any
+        # version is pinned (the log is small; the checkpoint keeps reads fast).
+        pinned = sorted(self.pins())
+        if pinned:
+            return f"skipped: versions {pinned} are pinned by registered models"
+        dt.cleanup_metadata()  # only removes log entries past the log retention period
+        return "done"
+
+    def _maintain_quietly(self) -> str | None:
+        """Maintenance after an append: best effort, local and NFS tables only; the error, if any."""
         if _local_path(self.uri) is None:
-            return  # object stores: run `rayinfra data maintain` from one scheduled place
+            return None  # object stores: run `rayinfra data maintain` from one scheduled place
         try:
             self.maintain()
         except CommitFailedError as err:  # a concurrent writer won; the next round compacts
             log.info("maintenance of %s skipped: %s", self.uri, err)
+        except Exception as err:  # noqa: BLE001 (the append is committed: report, never fail it)
+            log.warning("maintenance of %s failed after a committed append: %s", self.uri, err, exc_info=True)
+            return f"{type(err).__name__}: {err}"
+        return None
 
     # ------------------------------------------------------------------ helpers
     def _require(self, version: int | None) -> DeltaTable:
@@ -235,11 +320,11 @@ class Table:
                 f"  table:    {_fmt(have)}\n  contract: {_fmt(want)}"
             )
 
-    def _filesystem(self) -> pafs.FileSystem:
-        # A native Arrow filesystem: delta-rs's Python file handler leaves Arrow
-        # threads running at interpreter exit, which aborts the process.
-        fs, path = pafs.FileSystem.from_uri(self.uri)
-        return pafs.SubTreeFileSystem(path, fs)
+    def filesystem(self) -> pafs.FileSystem:
+        """The table's directory as an Arrow filesystem (paths in the log are relative to it)."""
+        return arrow_filesystem(self.uri)
+
+    _filesystem = filesystem  # the old private name, still called by serve/predlog.py
 
 
 def _to_arrow(data: Any, contract: Contract, source: str) -> pa.Table:
@@ -258,32 +343,32 @@ def _to_arrow(data: Any, contract: Contract, source: str) -> pa.Table:
     raise TypeError(f"cannot append {type(data).__name__}: give an Arrow table, DataFrame or list of dicts")
 
 
+def arrow_filesystem(uri: str) -> pafs.FileSystem:
+    """A Delta table's directory as a native Arrow filesystem, for reading its files.
+
+    delta-rs's own Python file handler leaves Arrow threads running at interpreter
+    exit, which aborts the process.
+    """
+    fs, path = pafs.FileSystem.from_uri(uri)
+    return pafs.SubTreeFileSystem(path, fs)
+
+
+def _transaction(batch_id: str | None) -> Transaction | None:
+    """The Delta transaction identifier of a batch id: "app:7" -> (app, 7); "id" -> (id, 0)."""
+    if batch_id is None:
+        return None
+    if not batch_id.strip():
+        raise ValueError("batch_id is empty")
+    app, _, seq = batch_id.rpartition(":")
+    if app and seq.isdigit():
+        return Transaction(app, int(seq))
+    return Transaction(batch_id, 0)
+
+
 def _local_path(uri: str) -> str | None:
     if "://" not in uri:
         return uri
     return uri.removeprefix("file://") if uri.startswith("file://") else None
-
-
-@contextmanager
-def _exclusive(lock: Path) -> Iterator[bool]:
-    """Hold ``lock`` (atomic create; also on NFS) or yield False if someone else does."""
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        try:
-            stale = time.time() - lock.stat().st_mtime > STALE_LOCK_S
-        except FileNotFoundError:
-            stale = False
-        if stale:  # its holder died; the next appender takes over
-            lock.unlink(missing_ok=True)
-        yield False
-        return
-    try:
-        os.write(fd, f"{os.getpid()}@{socket.gethostname()}".encode())
-        os.close(fd)
-        yield True
-    finally:
-        lock.unlink(missing_ok=True)
 
 
 def _fmt(schema: pa.Schema) -> str:

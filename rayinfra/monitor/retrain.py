@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from rayinfra.config import Settings, Spec
+from rayinfra.config import ServeSpec, Settings, Spec
 from rayinfra.runtime import RESERVED_CPUS_ENV
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "LOST")
@@ -39,19 +39,31 @@ def _job_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def serve_cpus(serve: ServeSpec, champion_replicas: int, challenger: bool = True, ingress_replicas: int = 1) -> float:
+    """CPUs a Serve application of these settings holds with this many replicas."""
+    held = ingress_replicas * serve.ingress_cpus + champion_replicas * serve.replica_cpus
+    return held + (serve.challenger_cpus if challenger else 0.0)
+
+
 def serve_footprint(spec: Spec) -> float:
-    """CPUs the served model holds now (0 when it is not served): the job is laid out on the rest."""
+    """CPUs the served model may hold while a job runs beside it (0 when it is not served).
+
+    The champion is counted at ``max_replicas``, not at today's count: a replica the
+    autoscaler adds mid-job would take the CPUs the job's Ray Data tasks wait for.
+    """
     from ray import serve
 
     s = spec.serve
-    per_replica = {"ingress": s.ingress_cpus, "challenger": s.challenger_cpus, "champion": s.replica_cpus}
     try:
         app = serve.status().applications.get(spec.name)
     except Exception:  # noqa: BLE001 (Serve not started on this cluster)
         return 0.0
     if app is None:
         return 0.0
-    return sum(per_replica.get(name, 0.0) * sum(d.replica_states.values()) for name, d in app.deployments.items())
+    replicas = {name: sum(d.replica_states.values()) for name, d in app.deployments.items()}
+    champion = max(s.max_replicas, replicas.get("champion", 0))
+    ingress = max(1, replicas.get("ingress", 1))
+    return serve_cpus(s, champion, challenger="challenger" in replicas, ingress_replicas=ingress)
 
 
 def submit_retrain(spec: Spec, settings: Settings, spec_dir: Path, trigger: dict[str, Any]) -> str:

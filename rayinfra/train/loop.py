@@ -28,7 +28,7 @@ from rayinfra.train.metrics import classification_metrics
 from rayinfra.train.models import build_model
 
 OPTIMIZER_FILE = "optimizer.pt"
-BATCH_DTYPES = {"x_num": torch.float32, "x_cat": torch.int64, "y": torch.float32}
+BATCH_DTYPES = {"x_num": torch.float32, "x_cat": torch.int64, "y": torch.float32, "w": torch.float32}
 
 
 def train_loop(config: dict[str, Any]) -> dict[str, Any]:
@@ -43,9 +43,11 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     if config.get("seed") is not None:
         torch.manual_seed(config["seed"])  # the same weights on every rank; DDP syncs them anyway
     model = build_model(config["model"], len(pre.numeric), pre.cardinalities, config["model_params"])
+    if config.get("init_state") is not None:  # warm start: the champion's weights
+        model.load_state_dict(config["init_state"])
     model = ray.train.torch.prepare_model(model)
     opt = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"])
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pre.pos_weight, device=device))
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pre.pos_weight, device=device), reduction="none")
     amp = device.type == "cuda"  # mixed precision only where it pays
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
@@ -60,7 +62,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
         total, rows, started = 0.0, 0, time.perf_counter()
         for batch in train_data.batches(epoch):
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                loss = loss_fn(model(batch["x_num"], batch["x_cat"]), batch["y"])
+                loss = _weighted(loss_fn(model(batch["x_num"], batch["x_cat"]), batch["y"]), batch.get("w"))
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -131,6 +133,13 @@ def _predict_batches(model: torch.nn.Module, batches: Iterable[dict[str, torch.T
             ps.append(torch.sigmoid(model(batch["x_num"], batch["x_cat"]).float()).cpu().numpy())
             ys.append(batch["y"].cpu().numpy())
     return np.concatenate(ys), np.concatenate(ps)
+
+
+def _weighted(losses: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The batch's loss: the mean, or the weighted mean under sample weights (decay)."""
+    if weights is None:
+        return losses.mean()
+    return (losses * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
 def _report(metrics, model, opt, pre, epoch, history, config, rank) -> None:

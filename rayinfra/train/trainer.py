@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from rayinfra.config import Settings, Spec
 from rayinfra.data.features import Preprocessor
 from rayinfra.data.split import TEST, TRAIN, VAL, Splitter, event_time_cutoffs
 from rayinfra.data.tables import Table
+from rayinfra.data.window import Window
 from rayinfra.runtime import ResourceLayout, init_ray
 from rayinfra.registry.bundle import load_bundle
 from rayinfra.train.loop import predict, train_loop
@@ -52,6 +53,7 @@ class PreparedData:
     test: ray.data.Dataset
     materialized: bool
     raw: ray.data.Dataset  # the pinned version's raw, labelled rows with their split column
+    window: Window | None = None  # the rows chosen for a retrain (None: every labelled row)
 
 
 @dataclass
@@ -69,48 +71,77 @@ class TrainOutcome:
 
 
 # ----------------------------------------------------------------------------- data
-def prepare_data(spec: Spec, settings: Settings, version: int | None = None) -> PreparedData:
-    """The pinned version, split and preprocessed into model tensors (lazily, or cached)."""
+def prepare_data(
+    spec: Spec,
+    settings: Settings,
+    version: int | None = None,
+    window: Window | None = None,
+    base: Preprocessor | None = None,
+) -> PreparedData:
+    """The pinned version, split and preprocessed into model tensors (lazily, or cached).
+
+    ``window``: only the rows it keeps, with its sample weights (a column ``w``).
+    ``base``: a preprocessor to keep (a warm start keeps the champion's scaling and
+    vocabularies, so its weights still mean the same); only its class counts are refit.
+    """
     table = Table.for_spec(spec, settings)
     version = table.version() if version is None else version
+    if window is not None and window.table_version != version:
+        raise TrainingError(f"the window was chosen on {table.uri}@{window.table_version}, not @{version}")
     contract = spec.contract
     if contract.label is None:
         raise TrainingError(f"the contract of {table.uri} names no label column; training needs one")
     splitter = _splitter(spec, table, version)
     keys = [contract.key] if contract.key else []  # kept so a gate can pick out recent rows
-    columns = list(dict.fromkeys([*spec.features.all, contract.label, splitter.column, *keys]))
-    raw = table.read(version=version, columns=columns)
+    times = [window.time_column] if window is not None and window.time_column else []
+    columns = list(dict.fromkeys([*spec.features.all, contract.label, splitter.column, *keys, *times]))
+    # Every task asks for the layout's Ray Data share: a 1-CPU default never runs beside
+    # Serve on 2 CPUs. The same value on each step also lets Ray Data fuse them.
+    cpus = ResourceLayout.current().data_task_cpus
+    raw = table.read(version=version, columns=columns, num_cpus=cpus)
     label = contract.label
 
     def with_split(batch):  # rows without a label yet (fresh serving traffic) are skipped
         batch = batch.filter(batch.column(label).is_valid())
+        if window is not None:
+            batch = batch.filter(pa.array(window.mask(batch)))
         return batch.append_column("split", pa.array(splitter.assign(batch)))
 
-    labelled = raw.map_batches(with_split, batch_format="pyarrow")
+    labelled = raw.map_batches(with_split, batch_format="pyarrow", num_cpus=cpus)
     pre = Preprocessor.for_spec(spec)
-    parts = labelled.filter(expr=f"split == {TRAIN}").map_batches(
-        lambda b: {"stats": np.array([json.dumps(pre.partial_stats(b))])}, batch_format="pyarrow"
+    parts = labelled.filter(expr=f"split == {TRAIN}", num_cpus=cpus).map_batches(
+        lambda b: {"stats": np.array([json.dumps(pre.partial_stats(b))])}, batch_format="pyarrow", num_cpus=cpus
     ).take_all()
     pre.fit_from([json.loads(p["stats"]) for p in parts])
     if pre.positives == 0 or pre.positives == pre.rows:
         raise TrainingError(f"the training split of {table.uri}@{version} has a single class ({pre.rows} rows)")
+    if base is not None:
+        pre = replace(base, positives=pre.positives, rows=pre.rows)
 
-    prepared = labelled.map_batches(lambda b: {**pre.transform(b), "split": b.column("split").to_numpy()}, batch_format="pyarrow")
+    def tensors(batch):
+        weights = window.weights(batch) if window is not None else None
+        out = {**pre.transform(batch), "split": batch.column("split").to_numpy()}
+        return out if weights is None else {**out, "w": weights}
+
+    prepared = labelled.map_batches(tensors, batch_format="pyarrow", num_cpus=cpus)
     materialized = _fits_in_memory(table, version, pre)
     if materialized:  # every epoch then reads memory instead of re-reading the table
         prepared = prepared.materialize()
 
     def only(split: int):
         return prepared.map_batches(
-            lambda b: {k: v[b["split"] == split] for k, v in b.items() if k != "split"}, batch_format="numpy"
+            lambda b: {k: v[b["split"] == split] for k, v in b.items() if k != "split"},
+            batch_format="numpy",
+            num_cpus=cpus,
         )
 
-    return PreparedData(table.uri, version, pre, only(TRAIN), only(VAL), only(TEST), materialized, labelled)
+    return PreparedData(table.uri, version, pre, only(TRAIN), only(VAL), only(TEST), materialized, labelled, window)
 
 
 def raw_split(data: PreparedData, split: int, max_rows: int | None = None) -> pd.DataFrame:
     """Raw rows (features and label) of one split, as a DataFrame, for scoring and profiles."""
-    ds = data.raw.filter(expr=f"split == {split}").drop_columns(["split"])
+    cpus = ResourceLayout.current().data_task_cpus
+    ds = data.raw.filter(expr=f"split == {split}", num_cpus=cpus).drop_columns(["split"], num_cpus=cpus)
     return (ds.limit(max_rows) if max_rows else ds).to_pandas()
 
 
@@ -160,8 +191,12 @@ def build_trainer(
     name: str,
     callbacks: list[Any] | None = None,
     test_hooks: dict[str, Any] | None = None,
+    init_state: dict[str, torch.Tensor] | None = None,
 ):
-    """A `TorchTrainer` for one run; resources from the cluster's `ResourceLayout`."""
+    """A `TorchTrainer` for one run; resources from the cluster's `ResourceLayout`.
+
+    ``init_state``: weights to start from (a warm start) instead of a fresh model.
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -180,6 +215,7 @@ def build_trainer(
         "seed": t.seed,
         # Data that fit in the object store also fits in the workers: cache it there.
         "cache": data.materialized,
+        "init_state": init_state,
         **(test_hooks or {}),
     }
     metric, mode = spec.tune.metric, spec.tune.mode
@@ -214,17 +250,27 @@ def train(
     name: str | None = None,
     data: PreparedData | None = None,
     test_hooks: dict[str, Any] | None = None,
+    init_state: dict[str, torch.Tensor] | None = None,
 ) -> TrainOutcome:
-    """Train on the pinned table version; score the best checkpoint on the test split."""
+    """Train on the pinned table version; score the best checkpoint on the test split.
+
+    The outcome's params carry the data window (``window.*``) when ``data`` has one,
+    so MLflow records what reproduces the run.
+    """
     settings = settings or Settings()
     init_ray(settings)
+    t = spec.train
+    ResourceLayout.current().check_train(t.num_workers, t.use_gpu, t.cpus_per_worker)  # refuse, never hang
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     data = data or prepare_data(spec, settings, version)
     seconds["prepare"] = time.perf_counter() - t0
     params = train_params(spec, params)
     name = name or f"{spec.name}-v{data.version}-{time.strftime('%Y%m%d-%H%M%S')}"
-    trainer = build_trainer(spec, settings, data, params, name, test_hooks=test_hooks)
+    trainer = build_trainer(spec, settings, data, params, name, test_hooks=test_hooks, init_state=init_state)
+    if data.window is not None:
+        params = {**params, **data.window.to_params()}
+    params["warm_start"] = init_state is not None
     t0 = time.perf_counter()
     result = _fit(trainer, name, spec.train.max_failures)
     seconds["fit"] = time.perf_counter() - t0

@@ -65,6 +65,7 @@ def tune_search(spec: Spec, settings: Settings | None = None, version: int | Non
 
     settings = settings or Settings()
     init_ray(settings)
+    ResourceLayout.current().check_train(spec.train.num_workers, spec.train.use_gpu, spec.train.cpus_per_worker)
     t0 = time.perf_counter()
     data = prepare_data(spec, settings, version)
     base = train_params(spec)
