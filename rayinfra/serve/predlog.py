@@ -178,6 +178,8 @@ class PredictionLog:
             self._rows.extend(rows[:room])
         if len(rows) > room:
             self._count_dropped(len(rows) - room, "the buffer is full")
+        if self._closed:  # answered while draining: no thread will flush it, so write it now
+            self.flush()
 
     def flush(self) -> int | None:
         """Write what is buffered as one commit; return the table version (None if nothing)."""
