@@ -79,6 +79,32 @@ def create_partitioned(table: Table, partition: str = PARTITION) -> None:
             raise
 
 
+def files_for(table: DeltaTable, request_ids: Iterable[str]) -> list[str]:
+    """The data files of ``table`` that can hold these ids: their hour partition, then their id range.
+
+    Both come from the Delta log's per-file statistics, so no data file is opened to
+    decide. Ids not in the issued layout match no file.
+    """
+    by_hour: dict[str, list[str]] = {}
+    for rid in request_ids:
+        hour = issued_hour(rid)
+        if hour is not None:
+            by_hour.setdefault(hour, []).append(rid)
+    if not by_hour:
+        return []
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if actions.num_rows == 0:
+        return []
+    actions = actions.filter(pc.is_in(actions[f"partition.{PARTITION}"], pa.array(list(by_hour))))
+    files = []
+    for row in actions.select(["path", f"partition.{PARTITION}", "min.request_id", "max.request_id"]).to_pylist():
+        low, high = row["min.request_id"], row["max.request_id"]
+        ids = by_hour[row[f"partition.{PARTITION}"]]
+        if low is None or high is None or any(low <= rid <= high for rid in ids):
+            files.append(row["path"])
+    return files
+
+
 def pii_key(settings: Settings) -> bytes:
     """The key PII hashes are made with: a secret file under home, created once (mode 0600).
 
@@ -207,7 +233,7 @@ class PredictionLog:
         """Logged rows (not shadow answers) of these requests; reads only the files that can hold them."""
         self.flush()
         wanted = sorted(set(request_ids))
-        files = self._files_for(wanted) if self.table.exists() else []
+        files = files_for(self.table.delta(), wanted) if self.table.exists() else []
         self.last_lookup_files = len(files)
         schema = pa.schema([f for f in arrow_schema(LOG_CONTRACT) if f.name != PARTITION])
         if not files:
@@ -215,25 +241,6 @@ class PredictionLog:
         dataset = ds.dataset(files, schema=schema, format="parquet", filesystem=self.table._filesystem())
         expr = pc.field("request_id").isin(wanted) & (pc.field("role") != "shadow")
         return dataset.to_table(filter=expr)
-
-    def _files_for(self, request_ids: list[str]) -> list[str]:
-        # Per-file statistics from the Delta log: the hour partition, then the id range.
-        by_hour: dict[str, list[str]] = {}
-        for rid in request_ids:
-            hour = issued_hour(rid)
-            if hour is not None:
-                by_hour.setdefault(hour, []).append(rid)
-        if not by_hour:
-            return []
-        actions = pa.table(self.table.delta().get_add_actions(flatten=True))
-        actions = actions.filter(pc.is_in(actions[f"partition.{PARTITION}"], pa.array(list(by_hour))))
-        files = []
-        for row in actions.select(["path", f"partition.{PARTITION}", "min.request_id", "max.request_id"]).to_pylist():
-            low, high = row["min.request_id"], row["max.request_id"]
-            ids = by_hour[row[f"partition.{PARTITION}"]]
-            if low is None or high is None or any(low <= rid <= high for rid in ids):
-                files.append(row["path"])
-        return files
 
     def expire(self, now: dt.datetime | None = None) -> int:
         """Delete the partitions older than the retention; return the rows deleted."""
