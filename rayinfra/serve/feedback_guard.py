@@ -37,7 +37,7 @@ def key_id_of(key_hash: str) -> str:
 
 def key_id_of_key(key: str) -> str:
     """The same id from the key itself (tests, the CLI)."""
-    return key_id_of(hashlib.sha256(key.encode()).hexdigest())
+    return key_id_of(hashlib.sha256(key.strip().encode()).hexdigest())
 
 
 class FeedbackGuard:

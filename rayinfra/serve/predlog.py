@@ -105,6 +105,18 @@ def files_for(table: DeltaTable, request_ids: Iterable[str]) -> list[str]:
     return files
 
 
+def expire_partitions(table: Table, retention_days: int, now: dt.datetime | None = None) -> int:
+    """Delete ``table``'s issue-hour partitions older than ``retention_days``, files included; rows deleted."""
+    if not table.exists():
+        return 0
+    cutoff = hour_of((now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=retention_days))
+    delta = table.delta()
+    deleted = delta.delete(f"{PARTITION} < '{cutoff}'").get("num_deleted_rows", 0)
+    # Deleted files stay on disk until vacuumed; an hour's grace spares a concurrent writer's new files.
+    delta.vacuum(retention_hours=1, enforce_retention_duration=False, dry_run=False)
+    return deleted
+
+
 def pii_key(settings: Settings) -> bytes:
     """The key PII hashes are made with: a secret file under home, created once (mode 0600).
 
@@ -153,6 +165,7 @@ class PredictionLog:
     ) -> None:
         self.table, self.flush_s, self.max_rows = table, flush_s, max_rows
         self.redact, self.retention_days = redact, retention_days
+        self.expires_with: list[Table] = []  # tables partitioned like the log, kept as long (the label ledger)
         self.dropped = 0  # rows lost to a full buffer or a broken row, since start
         self.last_lookup_files = 0  # data files the last lookup read (tests bound it)
         self._rows: list[dict[str, Any]] = []
@@ -173,10 +186,14 @@ class PredictionLog:
     @classmethod
     def for_spec(cls, spec: Spec, settings: Settings) -> PredictionLog:
         """The log of ``spec``'s served traffic, with its buffer bound, PII rules and retention."""
+        from rayinfra.serve.label_ledger import ledger_table  # it builds on this module
+
         p = spec.predlog
         redact = redactor(p.pii, pii_key(settings)) if p.pii else None
-        return cls(log_table(spec, settings), spec.serve.log_flush_s, max_rows=p.max_buffer_rows, redact=redact,
+        plog = cls(log_table(spec, settings), spec.serve.log_flush_s, max_rows=p.max_buffer_rows, redact=redact,
                    retention_days=p.retention_days)  # fmt: skip
+        plog.expires_with.append(ledger_table(spec, settings))
+        return plog
 
     def add(
         self,
@@ -243,18 +260,14 @@ class PredictionLog:
         return dataset.to_table(filter=expr)
 
     def expire(self, now: dt.datetime | None = None) -> int:
-        """Delete the partitions older than the retention; return the rows deleted."""
-        if not self.retention_days or not self.table.exists():
+        """Delete the partitions older than the retention, here and in ``expires_with``; return rows deleted."""
+        if not self.retention_days:
             return 0
-        cutoff = hour_of((now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=self.retention_days))
         with self._write_lock:
-            table = self.table.delta()
-            deleted = table.delete(f"{PARTITION} < '{cutoff}'").get("num_deleted_rows", 0)
-            # Deleted files stay on disk until vacuumed; an hour's grace spares a concurrent writer's new files.
-            table.vacuum(retention_hours=1, enforce_retention_duration=False, dry_run=False)
-        if deleted:
-            log.info("prediction log: %d rows older than %d days deleted", deleted, self.retention_days)
-        return deleted
+            deleted = [expire_partitions(t, self.retention_days, now) for t in (self.table, *self.expires_with)]
+        if deleted[0]:
+            log.info("prediction log: %d rows older than %d days deleted", deleted[0], self.retention_days)
+        return deleted[0]
 
     def close(self) -> None:
         """Stop the thread and write every buffered row (a drained replica loses nothing it answered)."""

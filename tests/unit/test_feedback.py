@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 import uuid
 
 import pytest
@@ -197,3 +198,14 @@ def test_the_audit_names_the_key_of_each_batch(env):
     entries = audit.entries(settings, "feedback")
     assert [(e["key_id"], e["table"]) for e in entries] == [(KEY_A, "orders"), (KEY_B, "orders")]
     assert "alice-key" not in audit.audit_path(settings).read_text()
+
+
+def test_retention_expires_old_predictions_and_their_labels(env):
+    spec, settings, plog = env
+    old, new = new_request_id(time.time() - 40 * 86400), predict(plog, n=1)
+    plog.add(old, "champion", 1, [{"amount": 1.0, "channel": "web"}], [PRED], extras=[{"store_id": 1}])
+    append_feedback(spec, settings, plog, [label(old, 0), label(new, 0)], KEY_A)
+    assert plog.expire() == 1  # spec default: 30 days
+    ledger = LabelLedger.for_spec(spec, settings)
+    assert set(ledger.holders([(old, 0), (new, 0)])) == {(new, 0)}
+    assert plog.lookup([old]).num_rows == 0 and plog.lookup([new]).num_rows == 1
