@@ -356,6 +356,33 @@ class RetrainDataSpec(_Section):
     )
 
 
+class PredlogSpec(_Section):
+    """The prediction log: what it keeps, for how long, and how much it may hold in memory."""
+
+    retention_days: PositiveInt = Field(30, description="Logged predictions older than this are deleted.")
+    max_buffer_rows: PositiveInt = Field(
+        200_000, description="Rows a replica buffers between flushes; past it rows are dropped and counted."
+    )
+    pii: dict[str, Literal["hash", "drop"]] = Field(
+        default_factory=dict,
+        description="Request columns that are personal data: 'hash' keeps a keyed SHA-256 "
+        "(string columns), 'drop' keeps nothing (feedback then fills null).",
+    )
+
+
+class FeedbackSpec(_Section):
+    """Who may label what, how fast: labels steer retraining and the gate."""
+
+    rate_labels_per_s: PositiveFloat = Field(1000, description="Labels one key may send per second (sustained).")
+    burst_labels: PositiveInt = Field(20_000, description="...and at once (token bucket size); past it a 429.")
+    max_key_share: float = Field(
+        1.0, gt=0, le=1, description="Largest share of the labels (so of the gate and retraining rows) one key "
+        "may supply over share_window_h; 1 is no cap. Set below 1 when several keys label."
+    )
+    share_window_h: PositiveFloat = Field(24 * 7, description="Trailing window of the share cap, in hours.")
+    share_min_labels: int = Field(100, ge=0, description="The share cap applies once the window holds this many.")
+
+
 class Spec(_Section):
     """A task: one dataset under contract and what to do with it."""
 
@@ -369,6 +396,22 @@ class Spec(_Section):
     serve: ServeSpec = ServeSpec()
     monitor: MonitorSpec = MonitorSpec()
     retrain_data: RetrainDataSpec = RetrainDataSpec()
+    predlog: PredlogSpec = PredlogSpec()
+    feedback: FeedbackSpec = FeedbackSpec()
+
+    @model_validator(mode="after")
+    def _pii_fits_contract(self) -> Spec:
+        # Feedback rebuilds training rows from the log: features and the label must stay as they were.
+        columns = self.dataset.contract.columns
+        for name, rule in self.predlog.pii.items():
+            if name not in columns:
+                raise ValueError(f"predlog.pii: '{name}' is not a contract column")
+            if name in self.features.all or name == self.dataset.contract.label:
+                raise ValueError(f"predlog.pii: '{name}' is a feature or the label; it must be logged as sent")
+            if rule == "hash" and columns[name].type not in CATEGORICAL_TYPES:
+                raise ValueError(f"predlog.pii: '{name}' ({columns[name].type}) can only be dropped; "
+                                 "a hash is a string")
+        return self
 
     @model_validator(mode="after")
     def _features_fit_contract(self) -> Spec:

@@ -1,54 +1,136 @@
 """Feedback: labels for earlier predictions become rows of the training table.
 
-A label names a request id (and the record's index in it); the record is found in
-the prediction log and appended, with the label, through the data layer's
-micro-batch path, so the contract checks it like any other write.
+A label names a request id and the record's index in it. It is accepted only when
+the prediction log holds that answer (the server issued the id), and only once:
+each (request id, index) takes one label, and a repeat is refused with 409, never
+replaced, so a key cannot flip labels it already gave nor count one twice. Every
+column the client could use to steer what a row does comes from the server's own
+record: the event time is when the server answered, and the key (which decides the
+train/validation/test split) is derived from the request id. The record's other
+columns come from the log (features as sent, other contract columns as the request
+carried them, after the PII rules), nullable columns the request did not carry are
+null. Rows go through the data layer's micro-batch path, so the contract checks
+them like any other write, and the audit log names the key that sent each batch.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import logging
+import uuid
 from typing import Any
 
+from rayinfra import audit
 from rayinfra.config import Settings, Spec
-from rayinfra.data.contract import ContractViolation
+from rayinfra.data.contract import ContractViolation, conform, from_records
 from rayinfra.data.ingest import ingest_records
 from rayinfra.data.tables import Table
+from rayinfra.serve.feedback_guard import check_share
+from rayinfra.serve.label_ledger import LabelLedger, Pair
 from rayinfra.serve.predlog import PredictionLog
+from rayinfra.serve.request_ids import issued_hour
 from rayinfra.serve.schemas import ApiError, FeedbackItem, FeedbackResponse
 
 log = logging.getLogger(__name__)
 
 
-def append_feedback(spec: Spec, settings: Settings, plog: PredictionLog, items: list[FeedbackItem]) -> FeedbackResponse:
-    """Join labels to logged records and append them as one commit; nothing is written on error."""
-    logged = plog.lookup(sorted({i.request_id for i in items})).to_pylist()
-    by_key = {(r["request_id"], r["idx"]): r for r in logged}
-    missing = [{"field": "request_id", "record": n, "problem": f"no logged prediction {i.request_id}[{i.index}]"}
-               for n, i in enumerate(items) if (i.request_id, i.index) not in by_key]  # fmt: skip
-    if missing:
-        raise ApiError(
-            404,
-            f"{len(missing)} feedback item(s) match no logged prediction; nothing was appended",
-            missing,
-        )
-    rows = [_row(spec, by_key[(i.request_id, i.index)], i.label) for i in items]
-    table = Table.for_spec(spec, settings)
+def append_feedback(
+    spec: Spec, settings: Settings, plog: PredictionLog, items: list[FeedbackItem], key_id: str
+) -> FeedbackResponse:
+    """Join labels to logged predictions and append them as one commit; nothing is written on error.
+
+    Raises:
+        ApiError: 404 for predictions the server never made, 409 for labels already given
+            (or given twice in this batch), 403 past the key's share of labels, 422 when the
+            rows break the table's contract.
+    """
+    pairs = [(i.request_id, i.index) for i in items]
+    _refuse_repeats_within(pairs)
+    logged = plog.lookup(sorted({rid for rid, _ in pairs})).to_pylist()
+    by_pair = {(r["request_id"], r["idx"]): r for r in logged}
+    _refuse(404, "match no logged prediction", [p for p in pairs if p not in by_pair])
+    ledger = LabelLedger.for_spec(spec, settings)
+    _refuse(409, "already have a label (one label per prediction)", sorted(ledger.holders(pairs)))
+    check_share(spec.feedback, ledger, key_id, len(items))
+    rows = _checked_rows(spec, [by_pair[p] for p in pairs], [i.label for i in items])
+    batch_id = uuid.uuid4().hex
+    _refuse(409, "were labelled by a concurrent request", ledger.claim(pairs, key_id, batch_id))
     try:
-        version = ingest_records(table, rows, source="feedback")
-    except ContractViolation as err:
-        fields = [{"field": v.column, "record": None, "problem": str(v)} for v in err.violations]
-        raise ApiError(422, "feedback rows break the table contract; nothing was appended", fields) from None
-    _report_labels(spec, settings, [by_key[(i.request_id, i.index)] for i in items], [i.label for i in items])
+        version = ingest_records(Table.for_spec(spec, settings), rows, source=f"feedback:{key_id}")
+    except BaseException:
+        ledger.release(batch_id, sorted({issued_hour(rid) for rid, _ in pairs}))
+        raise
+    audit.record("feedback", f"{len(rows)} labels appended", settings, key_id=key_id, batch_id=batch_id,
+                 table=spec.dataset.table, table_version=version, requests=len({rid for rid, _ in pairs}))  # fmt: skip
+    _report_labels(spec, settings, [by_pair[p] for p in pairs], [i.label for i in items])
     return FeedbackResponse(appended=len(rows), table=spec.dataset.table, table_version=version)
 
 
+def _refuse_repeats_within(pairs: list[Pair]) -> None:
+    seen: set[Pair] = set()
+    repeats = [p for p in pairs if p in seen or seen.add(p)]
+    _refuse(409, "appear more than once in this batch (one label per prediction)", repeats)
+
+
+def _refuse(status: int, problem: str, pairs: list[Pair]) -> None:
+    if pairs:
+        fields = [{"field": "request_id", "record": None, "problem": f"{rid}[{idx}] {problem}"} for rid, idx in pairs]
+        raise ApiError(status, f"{len(pairs)} feedback item(s) {problem}; nothing was appended", fields)
+
+
+def _checked_rows(spec: Spec, logged: list[dict[str, Any]], labels: list[int]) -> list[dict[str, Any]]:
+    """The table rows for these labels, checked against the contract before anything is claimed."""
+    rows = [row_from_log(spec, r, y) for r, y in zip(logged, labels)]
+    try:
+        conform(from_records(rows, spec.contract, "feedback"), spec.contract, "feedback")
+    except ContractViolation as err:
+        fields = [{"field": v.column, "record": None, "problem": str(v)} for v in err.violations]
+        raise ApiError(422, "feedback rows break the table contract; nothing was appended", fields) from None
+    return rows
+
+
+def row_from_log(spec: Spec, logged: dict[str, Any], label: int) -> dict[str, Any]:
+    """The training-table row for one logged prediction and its label.
+
+    Raises:
+        ApiError: 422 naming the contract columns that are required but were neither
+            sent with the prediction nor can be filled by the server.
+    """
+    contract, record = spec.contract, json.loads(logged["record"])
+    row, missing = {}, []
+    for name, column in contract.columns.items():
+        if name == contract.label:
+            row[name] = label
+        elif name == contract.key:  # the server's key: the split cannot be chosen by the client
+            key = feedback_key(logged["request_id"], logged["idx"])
+            row[name] = str(key) if column.type in ("string", "category") else key
+        elif name == contract.event_time:
+            row[name] = logged["ts"]  # when the server answered, whatever the request said
+        elif name in record:
+            row[name] = record[name]
+        elif column.nullable:
+            row[name] = None
+        else:
+            missing.append(name)
+    if missing:
+        raise ApiError(422, f"the table's contract requires {', '.join(missing)}, which prediction "
+                       f"{logged['request_id']}[{logged['idx']}] did not carry (send them with the prediction)",
+                       [{"field": m, "record": None, "problem": "required by the contract"} for m in missing])  # fmt: skip
+    return row
+
+
 def _report_labels(spec: Spec, settings: Settings, logged: list[dict[str, Any]], labels: list[int]) -> None:
-    """Tell the drift monitor how the answers fared (live quality), per model version; best effort."""
-    from rayinfra.monitor.monitor import get_monitor
+    """Tell the drift monitor how the answers fared (live quality), per model version; best effort.
+
+    Only labels accepted above get here, once each; the request ids go along so the
+    monitor can count distinct labelled answers toward ``min_labels``.
+    """
+    import ray
+
+    if not ray.is_initialized():  # no cluster here (a unit test, a script): no monitor to tell
+        return
+    from rayinfra.monitor.monitor import get_monitor  # whylogs: slow to import, only where it runs
 
     by_version: dict[int, list[tuple[dict[str, Any], int]]] = {}
     for row, label in zip(logged, labels):
@@ -56,25 +138,18 @@ def _report_labels(spec: Spec, settings: Settings, logged: list[dict[str, Any]],
     try:
         monitor = get_monitor(spec, settings)
         for version, pairs in by_version.items():
-            monitor.add_labels.remote([y for _, y in pairs], [r["probability"] for r, _ in pairs],
-                                      [r["prediction"] for r, _ in pairs], version)  # fmt: skip
+            args = ([y for _, y in pairs], [r["probability"] for r, _ in pairs], [r["prediction"] for r, _ in pairs],
+                    version)  # fmt: skip
+            ids = [f"{r['request_id']}/{r['idx']}" for r, _ in pairs]
+            try:
+                monitor.add_labels.remote(*args, request_ids=ids)
+            except TypeError:  # a monitor without request ids (older code): the labels are unique already
+                monitor.add_labels.remote(*args)
     except Exception:  # noqa: BLE001 (the labels are in the table already; live quality can wait)
         log.exception("feedback: could not report labels to the drift monitor")
 
 
-def _row(spec: Spec, logged: dict[str, Any], label: int) -> dict[str, Any]:
-    contract = spec.contract
-    row = json.loads(logged["record"])
-    if contract.key and row.get(contract.key) is None:
-        row[contract.key] = feedback_key(logged["request_id"], logged["idx"])
-    if contract.event_time:
-        when = row.get(contract.event_time)
-        row[contract.event_time] = dt.datetime.fromisoformat(when) if isinstance(when, str) else logged["ts"]
-    row[contract.label] = label
-    return row
-
-
 def feedback_key(request_id: str, index: int) -> int:
-    """A stable key for a record sent without one: from the request id, within int64."""
+    """A stable key for a labelled record, from the request id, within int64."""
     digest = hashlib.sha256(f"{request_id}/{index}".encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1

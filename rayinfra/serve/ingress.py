@@ -20,7 +20,6 @@ import logging
 import random
 import time
 import types
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,7 +37,9 @@ from rayinfra import registry
 from rayinfra.config import Settings, Spec
 from rayinfra.serve import auth
 from rayinfra.serve.http import declared, error_response, field_errors, read_json_body, validate
-from rayinfra.serve.predlog import PredictionLog, log_table
+from rayinfra.serve.feedback_guard import FeedbackGuard
+from rayinfra.serve.predlog import PredictionLog
+from rayinfra.serve.request_ids import new_request_id
 from rayinfra.serve.schemas import ApiError, FeedbackItem, FeedbackResponse, PredictResponse, record_model
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,9 @@ class Ingress:
         self._capacity = s.max_ongoing_requests * s.max_replicas + s.max_queued_requests if s.max_queued_requests >= 0 else 2**62  # fmt: skip
         self._champion_batch.set_max_batch_size(s.max_batch_size)
         self._champion_batch.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
-        self.plog = PredictionLog(log_table(spec, settings), s.log_flush_s)
+        self.plog = PredictionLog.for_spec(spec, settings)
+        self.guard = FeedbackGuard(spec)
+        self._features = set(spec.features.all)
         self._challenger_version: int | None = None
         self._challenger_checked = 0.0
         self._requests = metrics.Counter("rayinfra_requests", "HTTP requests by route, status and model version.",
@@ -140,20 +143,23 @@ class Ingress:
         except auth.AuthError as err:
             raise ApiError(err.status, err.reason) from None
 
-    async def _records(self, request: Request) -> list[dict[str, Any]]:
-        """The body's records, validated against the contract (one object or a list)."""
+    async def _records(self, request: Request) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The body's records, validated against the contract (one object or a list), as the
+        model's features and, apart, the other contract columns they carried (logged, not scored)."""
         body = await read_json_body(request, self.spec.serve.max_body_bytes)
         many = body.lstrip()[:1] == b"["
         parsed = validate(self._many if many else self._one, body)
         items = parsed if many else [parsed]
         _check_count(items, "records", self.spec.serve.max_records)
-        return [r.model_dump() for r in items]
+        features = [r.model_dump(include=self._features) for r in items]
+        extras = [r.model_dump(exclude=self._features, exclude_none=True) for r in items]
+        return features, extras
 
     async def _predict(self, request: Request, key: auth.ApiKey | None) -> tuple[PredictResponse, int]:
-        records = await self._records(request)
+        records, extras = await self._records(request)
         role, answer = await self._answer(records)
-        request_id = uuid.uuid4().hex
-        self.plog.add(request_id, role, answer["version"], records, answer["predictions"])
+        request_id = new_request_id()  # time-ordered: the log finds it in one hour's files
+        self.plog.add(request_id, role, answer["version"], records, answer["predictions"], extras)
         if self.spec.serve.traffic.mode == "shadow" and await self._challenger_ready():
             asyncio.get_running_loop().create_task(self._shadow(request_id, records))
         response = PredictResponse(request_id=request_id, model=self.spec.model_name, model_version=answer["version"],
@@ -163,10 +169,14 @@ class Ingress:
     async def _feedback(self, request: Request, key: auth.ApiKey | None) -> tuple[FeedbackResponse, str]:
         from rayinfra.serve.feedback import append_feedback
 
+        key_id = key.id if key else "no-auth"
+        self.guard.check(key_id, 1)  # a key past its rate is refused before its body is read
         body = await read_json_body(request, self.spec.serve.max_body_bytes)
         items = validate(self._feedback_items, body)
         _check_count(items, "feedback items", self.spec.serve.max_records)
-        return await asyncio.to_thread(append_feedback, self.spec, self.settings, self.plog, items), "none"
+        self.guard.check(key_id, len(items) - 1)
+        answer = await asyncio.to_thread(append_feedback, self.spec, self.settings, self.plog, items, key_id)
+        return answer, "none"
 
     async def _models(self, request: Request, key: auth.ApiKey | None) -> tuple[dict[str, Any], str]:
         versions = await asyncio.to_thread(registry.list_versions, self.spec, self.settings)

@@ -1,27 +1,49 @@
 """The prediction log: every answered record, as a Delta table, written off the hot path.
 
-Requests put rows in a buffer; a background thread appends the buffer every
-``log_flush_s`` as one commit. Feedback joins labels to these rows by request id,
-which is how served traffic becomes labelled training data.
+Requests put rows in a bounded buffer; a background thread appends the buffer every
+``log_flush_s`` as one commit, and a replica that is shut down (Serve's graceful
+shutdown calls ``__del__``; SIGTERM exits through ``atexit``) flushes what it answered.
+Rows past the buffer's bound are dropped and counted (metric
+``rayinfra_predlog_dropped_rows``), so a log that cannot keep up never takes the
+replica's memory. Feedback joins labels to these rows by request id, which is how
+served traffic becomes labelled training data: the table is partitioned by the
+hour the id was issued (see ``request_ids``), so a lookup reads a bounded number
+of files. Personal data is hashed or dropped before it is buffered, and partitions
+older than the retention are deleted.
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
+import hashlib
+import hmac
 import json
 import logging
+import os
+import secrets
+import signal
+import sys
 import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from deltalake import DeltaTable
+from ray.serve import metrics
 
 from rayinfra.config import ColumnSpec, Contract, Settings, Spec
-from rayinfra.data.contract import ContractViolation
+from rayinfra.data.contract import ContractViolation, arrow_schema
 from rayinfra.data.tables import Table
+from rayinfra.serve.request_ids import hour_of, issued_hour
 
 log = logging.getLogger(__name__)
 
+PARTITION = "issued_hour"
 LOG_CONTRACT = Contract(
     columns={
         "request_id": ColumnSpec(type="string"),
@@ -31,10 +53,12 @@ LOG_CONTRACT = Contract(
         "model_version": ColumnSpec(type="int", min=0),
         "probability": ColumnSpec(type="float", min=0, max=1),
         "prediction": ColumnSpec(type="int", min=0, max=1),
-        "record": ColumnSpec(type="string", description="the request record as JSON"),
+        "record": ColumnSpec(type="string", description="the request record as JSON (after the PII rules)"),
+        PARTITION: ColumnSpec(type="string", description="hour the request id was issued (UTC), the partition"),
     },
     event_time="ts",
 )
+EXPIRE_EVERY_S = 3600.0  # retention is in days: checking once an hour is plenty
 
 
 def log_table(spec: Spec, settings: Settings) -> Table:
@@ -42,18 +66,134 @@ def log_table(spec: Spec, settings: Settings) -> Table:
                  maintenance_every=spec.dataset.maintenance_every, checkpoint_every=spec.dataset.checkpoint_every)  # fmt: skip
 
 
-class PredictionLog:
-    """Buffered appends to the log table, flushed by a daemon thread."""
+def create_partitioned(table: Table, partition: str = PARTITION) -> None:
+    """Create ``table`` partitioned by ``partition`` if it does not exist (appends keep the layout)."""
+    if table.exists():
+        return
+    try:
+        DeltaTable.create(table.uri, arrow_schema(table.contract), mode="ignore", partition_by=[partition],
+                          configuration={"delta.checkpointInterval": str(table.checkpoint_every)},
+                          storage_options=table.storage_options)  # fmt: skip
+    except Exception:
+        if not table.exists():  # another replica may have created it first
+            raise
 
-    def __init__(self, table: Table, flush_s: float) -> None:
-        self.table = table
-        self.flush_s = flush_s
+
+def files_for(table: DeltaTable, request_ids: Iterable[str]) -> list[str]:
+    """The data files of ``table`` that can hold these ids: their hour partition, then their id range.
+
+    Both come from the Delta log's per-file statistics, so no data file is opened to
+    decide. Ids not in the issued layout match no file.
+    """
+    by_hour: dict[str, list[str]] = {}
+    for rid in request_ids:
+        hour = issued_hour(rid)
+        if hour is not None:
+            by_hour.setdefault(hour, []).append(rid)
+    if not by_hour:
+        return []
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if actions.num_rows == 0:
+        return []
+    actions = actions.filter(pc.is_in(actions[f"partition.{PARTITION}"], pa.array(list(by_hour))))
+    files = []
+    for row in actions.select(["path", f"partition.{PARTITION}", "min.request_id", "max.request_id"]).to_pylist():
+        low, high = row["min.request_id"], row["max.request_id"]
+        ids = by_hour[row[f"partition.{PARTITION}"]]
+        if low is None or high is None or any(low <= rid <= high for rid in ids):
+            files.append(row["path"])
+    return files
+
+
+def expire_partitions(table: Table, retention_days: int, now: dt.datetime | None = None) -> int:
+    """Delete ``table``'s issue-hour partitions older than ``retention_days``, files included; rows deleted."""
+    if not table.exists():
+        return 0
+    cutoff = hour_of((now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=retention_days))
+    delta = table.delta()
+    deleted = delta.delete(f"{PARTITION} < '{cutoff}'").get("num_deleted_rows", 0)
+    # Deleted files stay on disk until vacuumed; an hour's grace spares a concurrent writer's new files.
+    delta.vacuum(retention_hours=1, enforce_retention_duration=False, dry_run=False)
+    return deleted
+
+
+def pii_key(settings: Settings) -> bytes:
+    """The key PII hashes are made with: a secret file under home, created once (mode 0600).
+
+    Keyed, because a plain hash of an e-mail address or a phone number is undone
+    by hashing every candidate. Shared storage gives every replica the same key.
+    """
+    path = Path(settings.home) / "secrets" / "pii_hash_key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return bytes.fromhex(path.read_text().strip())
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    return bytes.fromhex(path.read_text().strip())
+
+
+def redactor(pii: dict[str, str], key: bytes) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A function applying the spec's PII rules to one record (hash: keyed SHA-256 hex; drop)."""
+
+    def redact(record: dict[str, Any]) -> dict[str, Any]:
+        out = dict(record)
+        for name, rule in pii.items():
+            if name not in out:
+                continue
+            if rule == "drop":
+                del out[name]
+            elif out[name] is not None:
+                out[name] = hmac.new(key, str(out[name]).encode(), hashlib.sha256).hexdigest()
+        return out
+
+    return redact
+
+
+class PredictionLog:
+    """Buffered appends to the log table, flushed by a daemon thread and on shutdown."""
+
+    def __init__(
+        self,
+        table: Table,
+        flush_s: float,
+        *,
+        max_rows: int = 200_000,
+        redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        retention_days: int | None = None,
+    ) -> None:
+        self.table, self.flush_s, self.max_rows = table, flush_s, max_rows
+        self.redact, self.retention_days = redact, retention_days
+        self.expires_with: list[Table] = []  # tables partitioned like the log, kept as long (the label ledger)
+        self.dropped = 0  # rows lost to a full buffer or a broken row, since start
+        self.last_lookup_files = 0  # data files the last lookup read (tests bound it)
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # one commit at a time, flush() and the thread alike
         self._stop = threading.Event()
+        self._closed = False
+        self._expired_at = 0.0
+        self._dropped_metric = metrics.Counter(
+            "rayinfra_predlog_dropped_rows", "Answered rows the prediction log dropped (buffer full, bad row)."
+        )
+        create_partitioned(table)
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
+        atexit.register(self.close)
+        _exit_on_sigterm()
+
+    @classmethod
+    def for_spec(cls, spec: Spec, settings: Settings) -> PredictionLog:
+        """The log of ``spec``'s served traffic, with its buffer bound, PII rules and retention."""
+        from rayinfra.serve.label_ledger import ledger_table  # it builds on this module
+
+        p = spec.predlog
+        redact = redactor(p.pii, pii_key(settings)) if p.pii else None
+        plog = cls(log_table(spec, settings), spec.serve.log_flush_s, max_rows=p.max_buffer_rows, redact=redact,
+                   retention_days=p.retention_days)  # fmt: skip
+        plog.expires_with.append(ledger_table(spec, settings))
+        return plog
 
     def add(
         self,
@@ -62,15 +202,27 @@ class PredictionLog:
         version: int,
         records: list[dict],
         predictions: list[dict],
+        extras: list[dict] | None = None,
     ) -> None:
+        """Buffer the answers to one request; ``extras`` are its non-feature contract columns, per record."""
         now = dt.datetime.now(dt.UTC)
+        # Ids not in the issued layout still get logged (under the hour they were answered in),
+        # but feedback never finds them: only issued ids are looked up.
+        hour = issued_hour(request_id) or hour_of(now)
+        extras = extras or [{}] * len(records)
         rows = [
             {"request_id": request_id, "idx": i, "ts": now, "role": role, "model_version": version,
-             "probability": p["probability"], "prediction": p["prediction"], "record": json.dumps(r, default=str)}
-            for i, (r, p) in enumerate(zip(records, predictions))
+             "probability": p["probability"], "prediction": p["prediction"],
+             "record": json.dumps(self._redacted({**r, **x}), default=str), PARTITION: hour}
+            for i, (r, p, x) in enumerate(zip(records, predictions, extras))
         ]  # fmt: skip
         with self._lock:
-            self._rows.extend(rows)
+            room = max(0, self.max_rows - len(self._rows))
+            self._rows.extend(rows[:room])
+        if len(rows) > room:
+            self._count_dropped(len(rows) - room, "the buffer is full")
+        if self._closed:  # answered while draining: no thread will flush it, so write it now
+            self.flush()
 
     def flush(self) -> int | None:
         """Write what is buffered as one commit; return the table version (None if nothing)."""
@@ -82,34 +234,82 @@ class PredictionLog:
             try:
                 return self.table.append(rows, source="serve")
             except ContractViolation:
-                log.exception("prediction log: %d rows break the log contract; dropped", len(rows))
+                log.exception("prediction log: %d rows break the log contract", len(rows))
+                self._count_dropped(len(rows), "they break the log contract")
                 return None
             except Exception:
-                log.exception(
-                    "prediction log: %d rows could not be written; kept for the next flush",
-                    len(rows),
-                )
+                log.exception("prediction log: %d rows could not be written; kept for the next flush", len(rows))
                 with self._lock:
-                    self._rows[:0] = rows
+                    keep = rows[: max(0, self.max_rows - len(self._rows))]
+                    self._rows[:0] = keep
+                if len(rows) > len(keep):
+                    self._count_dropped(len(rows) - len(keep), "the buffer is full")
                 raise
 
-    def lookup(self, request_ids: list[str]) -> pa.Table:
-        """Logged rows (not shadow answers) of these requests."""
+    def lookup(self, request_ids: Iterable[str]) -> pa.Table:
+        """Logged rows (not shadow answers) of these requests; reads only the files that can hold them."""
         self.flush()
-        if not self.table.exists():
-            return pa.table({name: [] for name in LOG_CONTRACT.columns})
-        dataset = self.table.delta().to_pyarrow_dataset(filesystem=self.table._filesystem())
-        expr = pc.field("request_id").isin(request_ids) & (pc.field("role") != "shadow")
+        wanted = sorted(set(request_ids))
+        files = files_for(self.table.delta(), wanted) if self.table.exists() else []
+        self.last_lookup_files = len(files)
+        schema = pa.schema([f for f in arrow_schema(LOG_CONTRACT) if f.name != PARTITION])
+        if not files:
+            return schema.empty_table()
+        dataset = ds.dataset(files, schema=schema, format="parquet", filesystem=self.table._filesystem())
+        expr = pc.field("request_id").isin(wanted) & (pc.field("role") != "shadow")
         return dataset.to_table(filter=expr)
 
+    def expire(self, now: dt.datetime | None = None) -> int:
+        """Delete the partitions older than the retention, here and in ``expires_with``; return rows deleted."""
+        if not self.retention_days:
+            return 0
+        with self._write_lock:
+            deleted = [expire_partitions(t, self.retention_days, now) for t in (self.table, *self.expires_with)]
+        if deleted[0]:
+            log.info("prediction log: %d rows older than %d days deleted", deleted[0], self.retention_days)
+        return deleted[0]
+
     def close(self) -> None:
+        """Stop the thread and write every buffered row (a drained replica loses nothing it answered)."""
+        if self._closed:
+            return
+        self._closed = True
         self._stop.set()
-        self._thread.join(timeout=10)
-        self.flush()
+        self._thread.join(timeout=max(10.0, 2 * self.flush_s))
+        for attempt in range(3):
+            try:
+                self.flush()
+                break
+            except Exception:  # noqa: BLE001 (logged in flush; try again, then give up)
+                time.sleep(0.2 * (attempt + 1))
+        atexit.unregister(self.close)
+
+    def _redacted(self, record: dict[str, Any]) -> dict[str, Any]:
+        return self.redact(record) if self.redact else record
+
+    def _count_dropped(self, n: int, why: str) -> None:
+        self.dropped += n
+        self._dropped_metric.inc(n)
+        log.warning("prediction log: %d rows dropped: %s (%d since start)", n, why, self.dropped)
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_s):
             try:
                 self.flush()
-            except Exception:  # noqa: BLE001, S110 (logged in flush; the rows wait for the next round)
-                pass
+                if self.retention_days and time.monotonic() - self._expired_at > EXPIRE_EVERY_S:
+                    self._expired_at = time.monotonic()
+                    self.expire()
+            except Exception:  # noqa: BLE001, S110 (logged; the rows wait for the next round)
+                log.debug("prediction log: round failed", exc_info=True)
+
+
+def _exit_on_sigterm() -> None:
+    """Make SIGTERM a normal exit (atexit handlers run, the log flushes) where nobody else handles it.
+
+    Ray's workers already turn SIGTERM into ``SystemExit``; a plain process would die
+    on the spot, losing the buffer.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
