@@ -305,6 +305,17 @@ class MonitorSpec(_Section):
     flush_s: float = Field(10.0, gt=0, description="Replicas send merged profiles at least this often...")
     # Each flush is one whylogs call (~25 ms fixed, then ~1.5 µs a row): few large ones keep it cheap.
     flush_rows: PositiveInt = Field(10_000, description="...or after this many rows.")
+    retrain_deadline_s: float = Field(
+        3600, gt=0, description="A retraining job still running this long after submission is stopped (Jobs API) "
+        "and counts as a failed attempt."
+    )
+    trigger: Literal["drift_and_drop", "drift"] = Field(
+        "drift", description="drift: drift holding for windows_to_trigger windows starts a retrain; drift_and_drop: "
+        "only when quality (realized from labels, else estimated) also dropped by more than quality_tolerance."
+    )
+    quality_tolerance: float = Field(
+        0.02, ge=0, le=1, description="A quality drop (reference minus current, quality_metric) above this is a drop."
+    )
 
 
 class Spec(_Section):

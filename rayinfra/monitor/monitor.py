@@ -22,10 +22,13 @@ from typing import Any
 import ray
 
 from rayinfra import audit, registry
-from rayinfra.config import MAX_LABELS, Settings, Spec
+from rayinfra.config import Settings, Spec
+from rayinfra.monitor import labels, policy
 from rayinfra.monitor.drift import window_drift
+from rayinfra.monitor.labels import live_quality
+from rayinfra.monitor.policy import TERMINAL, Action, PolicyState
 from rayinfra.monitor.profiles import PREDICTION
-from rayinfra.monitor.retrain import TERMINAL, job_status, submit_retrain
+from rayinfra.monitor.retrain import job_status, stop_job, submit_retrain
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +41,6 @@ def actor_name(spec: Spec) -> str:
 
 def state_dir(spec: Spec, settings: Settings) -> Path:
     return settings.home / "monitor" / spec.model_name
-
-
-def live_quality(q: dict[str, list]) -> dict[str, Any]:
-    """PR-AUC, ROC-AUC, precision and recall on labelled answers (``y``, ``p``, ``yhat``)."""
-    import numpy as np
-    from sklearn.metrics import average_precision_score, precision_score, recall_score, roc_auc_score
-
-    y, p, yhat = (np.asarray(q[k]) for k in ("y", "p", "yhat"))
-    out: dict[str, Any] = {"labelled": len(y), "positives": int(y.sum())}
-    if len(np.unique(y)) == 2:
-        out.update(live_pr_auc=float(average_precision_score(y, p)), live_roc_auc=float(roc_auc_score(y, p)))
-    if len(y):
-        out.update(live_precision=float(precision_score(y, yhat, zero_division=0)),
-                   live_recall=float(recall_score(y, yhat, zero_division=0)))  # fmt: skip
-    return out
 
 
 def registered_test_metrics(spec: Spec, settings: Settings, version: int) -> dict[str, float]:
@@ -130,6 +118,7 @@ class DriftMonitor:
         self._test_metrics: dict[int, dict[str, float]] = {}  # per version, read from the registry once
         self._window = self._load_view("window.bin")
         self._gauges = _gauges()
+        self.decision: policy.Decision | None = None  # the policy's last answer, for status
 
     # ------------------------------------------------------------------ intake
     def add(self, profile: bytes, rows: int, model_version: int) -> dict[str, Any] | None:
@@ -150,46 +139,40 @@ class DriftMonitor:
 
     # ---------------------------------------------------------------- retraining
     def check_retrain(self) -> dict[str, Any] | None:
-        """Follow a running retraining job; start one if drift holds, labels came back, none runs, and waits are over."""
-        m, s, now = self.spec.monitor, self.state, time.time()
-        job = s["retrain"]
+        """Follow the job, ask the policy what to do, do it. Writes state only when the job changes."""
+        now, job = time.time(), self.state["retrain"]
+        changed = False
         if job and job["status"] not in TERMINAL:
             status = self._status(job["job_id"])
-            if status == job["status"]:
-                return job  # nothing changed: nothing to write (status is polled)
-            job["status"] = status
-            if status in TERMINAL:
-                self._finished(job, now)
-        elif (
-            m.retrain
-            and s["consecutive"] >= m.windows_to_trigger
-            and self._labels() >= m.min_labels
-            and now >= self._next_allowed(now)
-        ):
-            self._start(now)
-        else:
-            return job
-        self._save()
-        return s["retrain"]
+            if status != job["status"]:
+                job["status"], changed = status, True
+                if status in TERMINAL:
+                    self._finished(job, now)
+        self.decision = policy.decide(self._policy_state(), now, self.spec.monitor)
+        if self.decision.action is Action.START:
+            self._start(now, self.decision.attempt)
+            changed = True
+        elif self.decision.action is Action.STOP:
+            self._stop(self.state["retrain"], now, self.decision.reason)
+            changed = True
+        if changed:
+            self._save()
+        return self.state["retrain"]
+
+    def _policy_state(self) -> PolicyState:
+        s = self.state
+        return PolicyState(consecutive=s["consecutive"], labels=self._labels(), job=s["retrain"],
+                           last_retrain_at=s["last_retrain_at"])  # fmt: skip
 
     def _labels(self) -> int:
-        """Labelled answers of the current champion (feedback) the monitor has seen."""
-        return len(self.quality.get(str(self.state["reference_version"]), {}).get("y", []))
+        """Distinct labelled answers of the current champion (feedback) the monitor has seen."""
+        return labels.count(self.quality.get(str(self.state["reference_version"])))
 
-    def _next_allowed(self, now: float) -> float:
-        s, m = self.state, self.spec.monitor
-        job = s["retrain"]
-        if job and job["status"] != "SUCCEEDED" and job.get("retry_at"):
-            return job["retry_at"]  # a failed job, to be retried after its backoff
-        return (s["last_retrain_at"] or 0) + m.cooldown_s
-
-    def _start(self, now: float) -> None:
+    def _start(self, now: float, attempt: int) -> None:
         s = self.state
-        previous = s["retrain"]
-        attempt = previous["attempt"] + 1 if previous and previous.get("retry_at") else 1
-        last = s["windows"][-1]
+        last = s["windows"][-1] if s["windows"] else {}
         trigger = {"reason": f"drift held for {s['consecutive']} windows", "windows": s["consecutive"],
-                   "share": last["share"], "drifted_columns": last["drifted_columns"],
+                   "share": last.get("share"), "drifted_columns": last.get("drifted_columns"),
                    "reference_version": s["reference_version"], "attempt": attempt}  # fmt: skip
         try:
             job_id = submit_retrain(self.spec, self.settings, self.dir, trigger)
@@ -199,26 +182,31 @@ class DriftMonitor:
                             "trigger": trigger, "error": str(err)}  # fmt: skip
             self._finished(s["retrain"], now)
             return
-        s["retrain"] = {
-            "job_id": job_id,
-            "status": "PENDING",
-            "submitted_at": now,
-            "attempt": attempt,
-            "trigger": trigger,
-        }
+        s["retrain"] = {"job_id": job_id, "status": "PENDING", "submitted_at": now, "attempt": attempt,
+                        "trigger": trigger}  # fmt: skip
         audit.record("retrain_submitted", trigger["reason"], self.settings, model=self.spec.model_name,
                      job_id=job_id, **{k: v for k, v in trigger.items() if k != "reason"})  # fmt: skip
 
+    def _stop(self, job: dict[str, Any], now: float, reason: str) -> None:
+        """Past its deadline: stop it on the cluster; it counts as a failed attempt."""
+        try:
+            stopped = stop_job(job["job_id"])
+        except Exception:  # noqa: BLE001 (a cluster that forgot it: the job is gone either way)
+            log.exception("drift monitor: could not stop job %s", job["job_id"])
+            stopped = False
+        audit.record("retrain_deadline", reason, self.settings, model=self.spec.model_name, job_id=job["job_id"],
+                     attempt=job["attempt"], stopped=stopped)  # fmt: skip
+        job.update(status="STOPPED", stopped_reason=reason)
+        self._finished(job, now)
+
     def _finished(self, job: dict[str, Any], now: float) -> None:
-        m, s = self.spec.monitor, self.state
-        job["finished_at"] = now
+        s = self.state
+        done, run_over = policy.finish(job, now, self.spec.monitor)
+        job.clear()
+        job.update(done)
         s["retrains"] = (s["retrains"] + [dict(job)])[-50:]
-        if job["status"] == "SUCCEEDED" or job["attempt"] > m.max_retries:
-            # Done, or out of retries: either way the cooldown starts and the run starts over.
+        if run_over:  # done, or out of retries: the cooldown starts and drift must hold again
             s["last_retrain_at"], s["consecutive"] = now, 0
-            job.pop("retry_at", None)
-        else:
-            job["retry_at"] = now + m.backoff_s * 2 ** (job["attempt"] - 1)
         audit.record("retrain_finished", f"job {job['status'].lower()}", self.settings, model=self.spec.model_name,
                      job_id=job["job_id"], attempt=job["attempt"], retry_at=job.get("retry_at"))  # fmt: skip
 
@@ -233,6 +221,7 @@ class DriftMonitor:
         self.check_retrain()  # a job may have finished since the last window
         out = describe(self.spec, self.state)
         out["labels"], out["min_labels"] = self._labels(), self.spec.monitor.min_labels
+        out["decision"] = self.decision.to_dict() if self.decision else None
         if self.state["reference_version"] is not None:
             out["quality"] = self._quality(self.state["reference_version"])
         return out
@@ -280,11 +269,14 @@ class DriftMonitor:
         p, stat = float(score["pvalue"]), float(score["statistic"])
         return {"pvalue": p, "statistic": stat, "drifted": p < m.pvalue and stat >= m.min_ks}
 
-    def add_labels(self, labels: list[int], probabilities: list[float], predictions: list[int], version: int) -> dict:
-        """Feedback for answers of ``version``: live quality, next to the version's test metrics."""
-        q = self.quality.setdefault(str(version), {"y": [], "p": [], "yhat": []})
-        for key, values in (("y", labels), ("p", probabilities), ("yhat", predictions)):
-            q[key] = (q[key] + list(values))[-MAX_LABELS:]
+    def add_labels(self, labels_: list[int], probabilities: list[float], predictions: list[int], version: int,
+                   request_ids: list[str] | None = None) -> dict:  # fmt: skip
+        """Feedback for answers of ``version``: live quality, next to the version's test metrics.
+
+        ``request_ids`` name the answers (request id and record index): a repeat replaces, never adds.
+        """
+        key = str(version)
+        self.quality[key] = labels.add(self.quality.get(key), labels_, probabilities, predictions, request_ids)
         _atomic_write(self.dir / "quality.json", json.dumps(self.quality).encode())
         self.check_retrain()  # drift may have been waiting for these labels
         quality = self._quality(version)
