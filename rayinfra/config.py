@@ -289,7 +289,7 @@ class MonitorSpec(_Section):
     drift_share: float = Field(0.3, gt=0, le=1, description="Share of drifted columns that is drift.")
     windows_to_trigger: PositiveInt = 3
     cooldown_s: float = Field(600, ge=0)
-    pvalue: float = Field(0.01, gt=0, lt=1, description="A column drifts below this p-value (KS, chi-square).")
+    pvalue: float = Field(0.01, gt=0, lt=1, description="A column drifts below this p-value (KS, chi-square)...")
     min_ks: float = Field(
         0.05, ge=0, le=1, description="...and, for numbers, with a KS statistic of at least this (effect size)."
     )
@@ -312,6 +312,14 @@ class MonitorSpec(_Section):
     trigger: Literal["drift_and_drop", "drift"] = Field(
         "drift", description="drift: drift holding for windows_to_trigger windows starts a retrain; drift_and_drop: "
         "only when quality (realized from labels, else estimated) also dropped by more than quality_tolerance."
+    )
+    min_js: float = Field(
+        0.1, ge=0, le=1, description="...and, for categories, a Jensen-Shannon distance (base 2) of at least this "
+        "(effect size; sampling noise of a 1,000-row window over ~15 pooled categories stays under ~0.08)."
+    )
+    min_category_share: float = Field(
+        0.01, ge=0, lt=1, description="Categories rarer than this in the reference, and values it never had, are "
+        "pooled into one 'other' bin before the category test (long tails, unseen values)."
     )
     quality_tolerance: float = Field(
         0.02, ge=0, le=1, description="A quality drop (reference minus current, quality_metric) above this is a drop."

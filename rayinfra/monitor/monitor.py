@@ -24,7 +24,7 @@ import ray
 from rayinfra import audit, registry
 from rayinfra.config import Settings, Spec
 from rayinfra.monitor import labels, policy
-from rayinfra.monitor.drift import window_drift
+from rayinfra.monitor.drift import column_drift, window_drift
 from rayinfra.monitor.labels import live_quality
 from rayinfra.monitor.policy import TERMINAL, Action, PolicyState
 from rayinfra.monitor.profiles import PREDICTION
@@ -232,9 +232,7 @@ class DriftMonitor:
     # ----------------------------------------------------------------- windows
     def _close_window(self) -> dict[str, Any]:
         m = self.spec.monitor
-        result = window_drift(
-            self.spec, self._window, self._reference_view(), self.state["window_rows"], m.pvalue, m.min_ks
-        )
+        result = window_drift(self.spec, self._window, self._reference_view(), self.state["window_rows"])
         s = self.state
         s["consecutive"] = s["consecutive"] + 1 if result.drifted else 0
         record = {"seq": s["windows_total"] + 1, "closed_at": time.time(), "reference_version": s["reference_version"],
@@ -253,21 +251,15 @@ class DriftMonitor:
             self._gauges["pvalue"].set(col.pvalue, tags={**tags, "column": name})
 
     def _prediction_drift(self) -> dict[str, Any] | None:
-        """KS of the predicted probabilities against the first window served by this champion."""
-        from whylogs.viz.drift.column_drift_algorithms import KS, calculate_drift_scores
-
+        """The drift rule on predicted probabilities, against the first window served by this champion."""
         if self._baseline is None:
             self._baseline = self._load_view("prediction_baseline.bin")
         if self._baseline is None:
             _atomic_write(self.dir / "prediction_baseline.bin", self._window.serialize())
             self._baseline = self._window
             return None
-        score = calculate_drift_scores(self._window, self._baseline, drift_map={PREDICTION: KS()}).get(PREDICTION)
-        if not score:
-            return None
-        m = self.spec.monitor
-        p, stat = float(score["pvalue"]), float(score["statistic"])
-        return {"pvalue": p, "statistic": stat, "drifted": p < m.pvalue and stat >= m.min_ks}
+        result = column_drift(PREDICTION, True, self._window, self._baseline, self.spec.monitor)
+        return None if result is None else {"pvalue": result.pvalue, "statistic": result.statistic, "drifted": result.drifted}
 
     def add_labels(self, labels_: list[int], probabilities: list[float], predictions: list[int], version: int,
                    request_ids: list[str] | None = None) -> dict:  # fmt: skip
