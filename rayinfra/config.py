@@ -310,7 +310,7 @@ class MonitorSpec(_Section):
         "and counts as a failed attempt."
     )
     trigger: Literal["drift_and_drop", "drift"] = Field(
-        "drift", description="drift: drift holding for windows_to_trigger windows starts a retrain; drift_and_drop: "
+        "drift_and_drop", description="drift: drift holding for windows_to_trigger windows starts a retrain; drift_and_drop: "
         "only when quality (realized from labels, else estimated) also dropped by more than quality_tolerance."
     )
     min_js: float = Field(
@@ -323,6 +323,11 @@ class MonitorSpec(_Section):
     )
     quality_tolerance: float = Field(
         0.02, ge=0, le=1, description="A quality drop (reference minus current, quality_metric) above this is a drop."
+    )
+    quality_metric: Literal["roc_auc", "pr_auc"] = Field(
+        "roc_auc", description="The metric a drop is measured on: the version's test value minus the realized "
+        "value on the newest labels, else the CBPE estimate on the last windows. ROC-AUC by default: PR-AUC moves "
+        "with the positive rate even when the model is as good as before."
     )
 
 

@@ -15,7 +15,9 @@ from tests.conftest import small_spec
 
 BASE = {"registry.model_name": "fraud-retrain-test", "train.epochs": 1, "monitor.window_rows": 1000,
         "monitor.windows_to_trigger": 2, "monitor.cooldown_s": 3600, "monitor.backoff_s": 1, "monitor.max_retries": 1,
-        "monitor.min_labels": 0}  # fmt: skip
+        "monitor.min_labels": 0, "monitor.trigger": "drift"}  # fmt: skip
+# trigger "drift": these tests are about the job's life (submit, retry, lost), not the quality drop,
+# which tests/unit/test_policy.py covers; their windows carry no probabilities and no labels.
 
 
 @pytest.fixture(scope="module")

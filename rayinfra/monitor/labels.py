@@ -23,8 +23,10 @@ def add(
     probabilities: list[float],
     predictions: list[int],
     request_ids: list[str | None] | None = None,
-) -> dict[str, list]:
-    """The store with these labels added (the last ``MAX_LABELS`` kept); the input is not changed."""
+) -> tuple[dict[str, list], int]:
+    """The store with these labels added (the last ``MAX_LABELS`` kept), and how many were new answers.
+
+    The input is not changed."""
     if not len(labels) == len(probabilities) == len(predictions):
         raise ValueError(f"labels, probabilities and predictions differ in length: {len(labels)}, "
                          f"{len(probabilities)}, {len(predictions)}")  # fmt: skip
@@ -34,6 +36,7 @@ def add(
     rows = list(zip(*(list(store.get(k, [])) for k in ("y", "p", "yhat"))))
     rids = list(store.get("rid", [None] * len(rows)))
     at = {rid: n for n, rid in enumerate(rids) if rid is not None}
+    new = 0
     for n, row in enumerate(zip(labels, probabilities, predictions)):
         rid = request_ids[n] if request_ids is not None else None
         row = (int(row[0]), float(row[1]), int(row[2]))
@@ -44,8 +47,15 @@ def add(
             at[rid] = len(rows)
         rows.append(row)
         rids.append(rid)
+        new += 1
     rows, rids = rows[-MAX_LABELS:], rids[-MAX_LABELS:]
-    return {"y": [r[0] for r in rows], "p": [r[1] for r in rows], "yhat": [r[2] for r in rows], "rid": rids}
+    return {"y": [r[0] for r in rows], "p": [r[1] for r in rows], "yhat": [r[2] for r in rows], "rid": rids}, new
+
+
+def newest(store: dict[str, list] | None, n: int) -> dict[str, list]:
+    """The last ``n`` labelled answers of a store (the newest arrived last)."""
+    store = store or {}
+    return {k: list(store.get(k, []))[-n:] if n > 0 else [] for k in ("y", "p", "yhat")}
 
 
 def count(store: dict[str, list] | None) -> int:

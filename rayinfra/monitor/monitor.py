@@ -23,7 +23,7 @@ import ray
 
 from rayinfra import audit, registry
 from rayinfra.config import Settings, Spec
-from rayinfra.monitor import labels, policy
+from rayinfra.monitor import estimate, labels, policy
 from rayinfra.monitor.drift import column_drift, window_drift
 from rayinfra.monitor.labels import live_quality
 from rayinfra.monitor.policy import TERMINAL, Action, PolicyState
@@ -43,14 +43,21 @@ def state_dir(spec: Spec, settings: Settings) -> Path:
     return settings.home / "monitor" / spec.model_name
 
 
-def registered_test_metrics(spec: Spec, settings: Settings, version: int) -> dict[str, float]:
-    """The version's metrics on its test split, from its registry tags, as ``train_*``."""
+def registered(spec: Spec, settings: Settings, version: int) -> dict[str, Any]:
+    """What the registry knows of a version that the monitor uses: test metrics, threshold, calibrator.
+
+    Tags: ``rayinfra.metric.test_*``; optional ``rayinfra.threshold`` (the decision threshold)
+    and ``rayinfra.calibrator`` (JSON from ``estimate.fit_calibrator``), for CBPE.
+    """
     try:
         tags = registry.client(settings).get_model_version(spec.model_name, str(version)).tags
     except Exception:  # noqa: BLE001 (a deleted version: live metrics only)
-        return {}
+        return {"test": {}, "threshold": None, "calibrator": None}
     names = ("pr_auc", "roc_auc", "precision", "recall")
-    return {f"train_{n}": float(tags[f"rayinfra.metric.test_{n}"]) for n in names if f"rayinfra.metric.test_{n}" in tags}
+    test = {n: float(tags[f"rayinfra.metric.test_{n}"]) for n in names if f"rayinfra.metric.test_{n}" in tags}
+    threshold = float(tags["rayinfra.threshold"]) if "rayinfra.threshold" in tags else None
+    calibrator = json.loads(tags["rayinfra.calibrator"]) if tags.get("rayinfra.calibrator") else None
+    return {"test": test, "threshold": threshold, "calibrator": calibrator}
 
 
 def describe(spec: Spec, state: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +87,7 @@ def read_state(spec: Spec, settings: Settings) -> dict[str, Any] | None:
 
 def _new_state() -> dict[str, Any]:
     return {"reference_version": None, "window_rows": 0, "consecutive": 0, "windows_total": 0, "windows": [],
-            "retrain": None, "retrains": [], "last_retrain_at": None}  # fmt: skip
+            "retrain": None, "retrains": [], "last_retrain_at": None, "labels_added": 0, "labels_at_close": 0}  # fmt: skip
 
 
 def _load_state(folder: Path, keep: int) -> dict[str, Any]:
@@ -115,7 +122,7 @@ class DriftMonitor:
         self.quality: dict[str, dict[str, list]] = json.loads(quality.read_text()) if quality.exists() else {}
         self._reference = None  # DatasetProfileView of state["reference_version"], loaded lazily
         self._baseline = None  # the champion's first window: the baseline for prediction drift
-        self._test_metrics: dict[int, dict[str, float]] = {}  # per version, read from the registry once
+        self._registered: dict[int, dict[str, Any]] = {}  # per version, read from the registry once
         self._window = self._load_view("window.bin")
         self._gauges = _gauges()
         self.decision: policy.Decision | None = None  # the policy's last answer, for status
@@ -161,8 +168,9 @@ class DriftMonitor:
 
     def _policy_state(self) -> PolicyState:
         s = self.state
+        drop = self._drop()[0] if self.spec.monitor.trigger == "drift_and_drop" else None
         return PolicyState(consecutive=s["consecutive"], labels=self._labels(), job=s["retrain"],
-                           last_retrain_at=s["last_retrain_at"])  # fmt: skip
+                           last_retrain_at=s["last_retrain_at"], quality_drop=drop)  # fmt: skip
 
     def _labels(self) -> int:
         """Distinct labelled answers of the current champion (feedback) the monitor has seen."""
@@ -222,6 +230,9 @@ class DriftMonitor:
         out = describe(self.spec, self.state)
         out["labels"], out["min_labels"] = self._labels(), self.spec.monitor.min_labels
         out["decision"] = self.decision.to_dict() if self.decision else None
+        drop, source = self._drop()
+        out["quality_drop"] = {"metric": self.spec.monitor.quality_metric, "drop": drop, "source": source,
+                               "tolerance": self.spec.monitor.quality_tolerance, "trigger": self.spec.monitor.trigger}  # fmt: skip
         if self.state["reference_version"] is not None:
             out["quality"] = self._quality(self.state["reference_version"])
         return out
@@ -236,7 +247,8 @@ class DriftMonitor:
         s = self.state
         s["consecutive"] = s["consecutive"] + 1 if result.drifted else 0
         record = {"seq": s["windows_total"] + 1, "closed_at": time.time(), "reference_version": s["reference_version"],
-                  **result.to_dict(), "prediction_drift": self._prediction_drift(), "consecutive": s["consecutive"]}  # fmt: skip
+                  **result.to_dict(), "prediction_drift": self._prediction_drift(), "consecutive": s["consecutive"],
+                  "quality": self._window_quality()}  # fmt: skip
         self._log_window(record)
         s["windows_total"], s["windows"] = record["seq"], (s["windows"] + [record])[-m.keep_windows :]
         self._window, s["window_rows"] = None, 0
@@ -268,7 +280,9 @@ class DriftMonitor:
         ``request_ids`` name the answers (request id and record index): a repeat replaces, never adds.
         """
         key = str(version)
-        self.quality[key] = labels.add(self.quality.get(key), labels_, probabilities, predictions, request_ids)
+        self.quality[key], new = labels.add(self.quality.get(key), labels_, probabilities, predictions, request_ids)
+        if version == self.state["reference_version"]:
+            self.state["labels_added"] += new  # saved with the next state change
         _atomic_write(self.dir / "quality.json", json.dumps(self.quality).encode())
         self.check_retrain()  # drift may have been waiting for these labels
         quality = self._quality(version)
@@ -280,14 +294,43 @@ class DriftMonitor:
         q = self.quality.get(str(version))
         if not q:
             return {}
-        if version not in self._test_metrics:
-            self._test_metrics[version] = registered_test_metrics(self.spec, self.settings, version)
-        return {"version": version, **live_quality(q), **self._test_metrics[version]}
+        test = self._version(version)["test"]
+        return {"version": version, **live_quality(q), **{f"train_{k}": v for k, v in test.items()}}
+
+    def _version(self, version: int) -> dict[str, Any]:
+        if version not in self._registered:
+            self._registered[version] = registered(self.spec, self.settings, version)
+        return self._registered[version]
+
+    def _window_quality(self) -> dict[str, Any]:
+        """Estimated quality (CBPE on the window's probabilities) beside realized quality (labels that came
+        in while the window was open; labels arrive later than answers, so often none)."""
+        version = self.state["reference_version"]
+        info, out = self._version(version), {}
+        probs = estimate.window_probabilities(self._window, PREDICTION)
+        if probs is not None:
+            out.update(estimate.estimate(probs, info["threshold"], info["calibrator"]))
+        fresh = self.state["labels_added"] - self.state["labels_at_close"]
+        self.state["labels_at_close"] = self.state["labels_added"]
+        if fresh > 0:
+            out.update(live_quality(labels.newest(self.quality.get(str(version)), fresh)))
+        return out
+
+    def _drop(self) -> tuple[float | None, str]:
+        """Quality drop for the policy: on the newest labels the decision waits for, else the recent estimates."""
+        s, m = self.state, self.spec.monitor
+        version = s["reference_version"]
+        if version is None:
+            return None, "no champion seen yet"
+        newest = labels.newest(self.quality.get(str(version)), max(m.min_labels, m.window_rows))
+        realized = live_quality(newest) if newest["y"] else None
+        recent = [w.get("quality") for w in s["windows"][-m.windows_to_trigger :] if w.get("reference_version") == version]
+        return policy.quality_drop(self._version(version)["test"], realized, recent, m)
 
     def _follow(self, version: int) -> None:
         """The champion changed: its training data is the new reference; the run starts over."""
         log.warning("drift monitor: reference moves to v%s (was v%s)", version, self.state["reference_version"])
-        self.state.update(reference_version=version, consecutive=0, window_rows=0)
+        self.state.update(reference_version=version, consecutive=0, window_rows=0, labels_added=0, labels_at_close=0)
         self._window, self._reference, self._baseline = None, None, None
         (self.dir / "prediction_baseline.bin").unlink(missing_ok=True)
 

@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any
 
 from rayinfra.config import MonitorSpec
+from rayinfra.monitor.estimate import MIN_REALIZED_POSITIVES
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "LOST")  # LOST: the cluster forgot the job (restarted)
 
@@ -83,6 +84,27 @@ def _trigger_wait(state: PolicyState, m: MonitorSpec) -> str | None:
     if state.quality_drop <= m.quality_tolerance:
         return f"drift holds but quality dropped {state.quality_drop:.3f} <= {m.quality_tolerance}: reported, not acted on"
     return None
+
+
+def quality_drop(
+    reference: dict[str, float], realized: dict[str, Any] | None, estimated: list[dict[str, Any]], m: MonitorSpec
+) -> tuple[float | None, str]:
+    """How far quality fell: the version's test metric minus the current one, and where "current" came from.
+
+    Realized (from labels) when there are enough labelled positives to trust it, else the
+    mean CBPE estimate of the given windows, else unknown (None).
+    """
+    metric = m.quality_metric
+    ref = reference.get(metric)
+    if ref is None:
+        return None, f"no test {metric} registered for the version"
+    live = (realized or {}).get(f"live_{metric}")
+    if live is not None and realized.get("positives", 0) >= MIN_REALIZED_POSITIVES:
+        return ref - live, f"realized on {realized['labelled']} labels"
+    values = [w[f"est_{metric}"] for w in estimated if w and w.get(f"est_{metric}") is not None]
+    if values:
+        return ref - sum(values) / len(values), f"estimated (CBPE) over {len(values)} windows"
+    return None, "no labels and no estimate"
 
 
 def finish(job: dict[str, Any], now: float, m: MonitorSpec) -> tuple[dict[str, Any], bool]:

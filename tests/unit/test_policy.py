@@ -6,10 +6,10 @@ import pytest
 
 from rayinfra.config import MonitorSpec
 from rayinfra.monitor import labels
-from rayinfra.monitor.policy import Action, PolicyState, decide, finish
+from rayinfra.monitor.policy import Action, PolicyState, decide, finish, quality_drop
 
 M = MonitorSpec(windows_to_trigger=3, min_labels=10, cooldown_s=600, max_retries=2, backoff_s=60,
-                retrain_deadline_s=1800)  # fmt: skip
+                retrain_deadline_s=1800, trigger="drift")  # fmt: skip
 T0 = 1_000_000.0
 
 
@@ -90,18 +90,32 @@ def test_drift_and_drop_trigger_acts_only_on_a_quality_drop(drop, action):
 
 
 def test_drift_alone_trigger_ignores_quality():
-    assert decide(state(drop=None), T0, M.model_copy(update={"trigger": "drift"})).action is Action.START
+    assert MonitorSpec().trigger == "drift_and_drop"  # the default: drift without a drop is only reported
+    assert decide(state(drop=None), T0, M).action is Action.START
 
 
 def test_a_repeated_request_id_counts_once_and_the_newer_label_wins():
-    store = labels.add(None, [1, 0], [0.9, 0.2], [1, 0], ["r1/0", "r2/0"])
-    store = labels.add(store, [0, 1, 1], [0.9, 0.4, 0.7], [1, 0, 1], ["r1/0", "r3/0", "r3/0"])
-    assert labels.count(store) == 3 and store["rid"] == ["r1/0", "r2/0", "r3/0"]
+    store, new = labels.add(None, [1, 0], [0.9, 0.2], [1, 0], ["r1/0", "r2/0"])
+    store, new = labels.add(store, [0, 1, 1], [0.9, 0.4, 0.7], [1, 0, 1], ["r1/0", "r3/0", "r3/0"])
+    assert labels.count(store) == 3 and store["rid"] == ["r1/0", "r2/0", "r3/0"] and new == 1
     assert store["y"][0] == 0  # r1/0 relabelled
-    store = labels.add(store, [1, 1], [0.5, 0.5], [1, 1])  # no ids (older callers): each counts
-    assert labels.count(store) == 5
+    store, new = labels.add(store, [1, 1], [0.5, 0.5], [1, 1])  # no ids (older callers): each counts
+    assert labels.count(store) == 5 and new == 2
+    assert labels.newest(store, 2)["p"] == [0.5, 0.5]
 
 
 def test_labels_of_unequal_length_are_refused():
     with pytest.raises(ValueError, match="differ in length"):
         labels.add(None, [1], [0.5, 0.2], [1])
+
+
+def test_quality_drop_prefers_realized_then_estimated_then_unknown():
+    ref = {"roc_auc": 0.85}
+    realized = {"labelled": 900, "positives": 40, "live_roc_auc": 0.75}
+    windows = [{"est_roc_auc": 0.80}, {"est_roc_auc": 0.82}, None]
+    drop, source = quality_drop(ref, realized, windows, M)
+    assert drop == pytest.approx(0.10) and source.startswith("realized")
+    drop, source = quality_drop(ref, {**realized, "positives": 3}, windows, M)  # too few positives to trust
+    assert drop == pytest.approx(0.04) and source.startswith("estimated")
+    assert quality_drop(ref, None, [], M)[0] is None
+    assert quality_drop({}, realized, windows, M)[0] is None  # nothing to compare with
