@@ -413,15 +413,34 @@ def drift_status(
     console.print(out)
 
 
-@app.command("audit")
-def audit_cmd(limit: int = 20) -> None:
+audit_app = typer.Typer(help="The audit log: `rayinfra audit` lists the newest entries; `verify` checks its chain.")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.callback(invoke_without_command=True)
+def audit_cmd(ctx: typer.Context, limit: int = 20) -> None:
     """The newest entries of the audit log."""
     from rayinfra import audit
 
+    if ctx.invoked_subcommand is not None:
+        return
     out = RichTable("time", "actor", "action", "model", "version", "reason")
     for e in audit.entries(Settings())[-limit:]:
         out.add_row(e["time"], e["actor"], e["action"], str(e.get("model", "")), str(e.get("version", "")), e["reason"])
     console.print(out)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the audit log's hash chain: exit 1 when a record was edited, deleted or cut off."""
+    from rayinfra import audit
+
+    problems = audit.verify(Settings())
+    for problem in problems:
+        console.print(f"[bold red]problem:[/] {problem}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(code=1)
+    console.print(f"audit log intact: {len(audit.entries(Settings()))} records ({audit.audit_path(Settings())})")
 
 
 @app.command("serve")

@@ -310,8 +310,9 @@ class MonitorSpec(_Section):
         "and counts as a failed attempt."
     )
     trigger: Literal["drift_and_drop", "drift"] = Field(
-        "drift_and_drop", description="drift: drift holding for windows_to_trigger windows starts a retrain; drift_and_drop: "
-        "only when quality (realized from labels, else estimated) also dropped by more than quality_tolerance."
+        "drift_and_drop", description="drift: drift holding for windows_to_trigger windows starts a retrain; "
+        "drift_and_drop: only when quality (realized from labels, else estimated) also dropped by more than "
+        "quality_tolerance. Drift without a drop is reported, not acted on."
     )
     min_js: float = Field(
         0.1, ge=0, le=1, description="...and, for categories, a Jensen-Shannon distance (base 2) of at least this "

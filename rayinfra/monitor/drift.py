@@ -65,7 +65,9 @@ def is_drift(pvalue: float, effect: float, floor: float, m: MonitorSpec) -> bool
     return pvalue < m.pvalue and effect >= floor
 
 
-def numeric_drift(name: str, target: ColumnProfileView, reference: ColumnProfileView, m: MonitorSpec) -> ColumnDrift | None:
+def numeric_drift(
+    name: str, target: ColumnProfileView, reference: ColumnProfileView, m: MonitorSpec
+) -> ColumnDrift | None:
     """KS on the distribution sketches; None when either side has no numbers."""
     from whylogs.viz.drift.column_drift_algorithms import KS
 

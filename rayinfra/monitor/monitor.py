@@ -1,29 +1,29 @@
-"""The DriftMonitor: one detached, named Ray actor per served model.
+"""The DriftMonitor: one detached, named Ray actor per served model; it holds state.
 
 Serving replicas send it merged whylogs profiles of their traffic (``add``). It fills
-windows of ``monitor.window_rows`` rows, compares each closed window with the
-reference profile of the champion that answered (it follows the champion), and keeps
-a run of consecutive drifted windows. Its state is written to disk after every change, so
-a crash or ``ray.kill`` loses nothing: a new actor of the same name picks it up. Each write
-stays small however long the monitor runs: ``state.json`` holds the counters and the
-retraining job, the open window's profile is ``window.bin``, closed windows are appended
-to ``windows.jsonl``, and labels for live quality live in ``quality.json``.
+windows of ``monitor.window_rows`` rows, tests each closed window against the reference
+profile of the champion that answered (``drift.py``; it follows the champion), estimates
+the window's quality without labels (``estimate.py``) and keeps a run of consecutive
+drifted windows. Feedback labels (``add_labels``) give realized quality. Whether to
+retrain is not decided here: ``policy.decide`` gets the state and the clock and answers;
+the actor carries the answer out (submit, stop, wait). Its state is written to disk after
+every change (``store.py``), so a crash or ``ray.kill`` loses nothing: a new actor of the
+same name picks it up.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import ray
 
-from rayinfra import audit, registry
+from rayinfra import audit, durable, registry
 from rayinfra.config import Settings, Spec
-from rayinfra.monitor import estimate, labels, policy
+from rayinfra.monitor import estimate, labels, policy, store
 from rayinfra.monitor.drift import column_drift, window_drift
 from rayinfra.monitor.labels import live_quality
 from rayinfra.monitor.policy import TERMINAL, Action, PolicyState
@@ -82,32 +82,7 @@ def read_state(spec: Spec, settings: Settings) -> dict[str, Any] | None:
     folder = state_dir(spec, settings)
     if not (folder / "state.json").exists():
         return None
-    return _load_state(folder, spec.monitor.keep_windows)
-
-
-def _new_state() -> dict[str, Any]:
-    return {"reference_version": None, "window_rows": 0, "consecutive": 0, "windows_total": 0, "windows": [],
-            "retrain": None, "retrains": [], "last_retrain_at": None, "labels_added": 0, "labels_at_close": 0}  # fmt: skip
-
-
-def _load_state(folder: Path, keep: int) -> dict[str, Any]:
-    """state.json with the last ``keep`` closed windows from windows.jsonl."""
-    path = folder / "state.json"
-    state = {**_new_state(), **json.loads(path.read_text())} if path.exists() else _new_state()
-    log_path = folder / "windows.jsonl"
-    if log_path.exists():
-        lines = log_path.read_text().splitlines()[-keep:]
-        state["windows"] = [json.loads(line) for line in lines if line.strip()]
-    elif state["windows"] and "seq" not in state["windows"][-1]:  # written before windows.jsonl existed
-        state["windows_total"] = len(state["windows"])
-        for seq, window in enumerate(state["windows"], 1):
-            window.update(seq=seq, consecutive=None)
-    last = state["windows"][-1] if state["windows"] else None
-    if last and last["seq"] > state["windows_total"]:
-        # Stopped between logging a closed window and saving the state: the window is closed.
-        state.update(windows_total=last["seq"], consecutive=last["consecutive"], window_rows=0)
-        (folder / "window.bin").unlink(missing_ok=True)
-    return state
+    return store.load_state(folder, spec.monitor.keep_windows)
 
 
 class DriftMonitor:
@@ -117,13 +92,12 @@ class DriftMonitor:
         self.spec, self.settings = spec, settings
         self.dir = state_dir(spec, settings)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.state = _load_state(self.dir, spec.monitor.keep_windows)
-        quality = self.dir / "quality.json"
-        self.quality: dict[str, dict[str, list]] = json.loads(quality.read_text()) if quality.exists() else {}
+        self.state = store.load_state(self.dir, spec.monitor.keep_windows)
+        self.quality: dict[str, dict[str, list]] = store.read_json(self.dir / store.QUALITY, {})
         self._reference = None  # DatasetProfileView of state["reference_version"], loaded lazily
         self._baseline = None  # the champion's first window: the baseline for prediction drift
         self._registered: dict[int, dict[str, Any]] = {}  # per version, read from the registry once
-        self._window = self._load_view("window.bin")
+        self._window = store.load_view(self.dir / store.WINDOW)
         self._gauges = _gauges()
         self.decision: policy.Decision | None = None  # the policy's last answer, for status
 
@@ -231,8 +205,9 @@ class DriftMonitor:
         out["labels"], out["min_labels"] = self._labels(), self.spec.monitor.min_labels
         out["decision"] = self.decision.to_dict() if self.decision else None
         drop, source = self._drop()
-        out["quality_drop"] = {"metric": self.spec.monitor.quality_metric, "drop": drop, "source": source,
-                               "tolerance": self.spec.monitor.quality_tolerance, "trigger": self.spec.monitor.trigger}  # fmt: skip
+        m = self.spec.monitor
+        out["quality_drop"] = {"metric": m.quality_metric, "drop": drop, "source": source,
+                               "tolerance": m.quality_tolerance, "trigger": m.trigger}  # fmt: skip
         if self.state["reference_version"] is not None:
             out["quality"] = self._quality(self.state["reference_version"])
         return out
@@ -249,7 +224,7 @@ class DriftMonitor:
         record = {"seq": s["windows_total"] + 1, "closed_at": time.time(), "reference_version": s["reference_version"],
                   **result.to_dict(), "prediction_drift": self._prediction_drift(), "consecutive": s["consecutive"],
                   "quality": self._window_quality()}  # fmt: skip
-        self._log_window(record)
+        store.log_window(self.dir, record, s["windows"], m.keep_windows)
         s["windows_total"], s["windows"] = record["seq"], (s["windows"] + [record])[-m.keep_windows :]
         self._window, s["window_rows"] = None, 0
         self._export(result)
@@ -265,13 +240,15 @@ class DriftMonitor:
     def _prediction_drift(self) -> dict[str, Any] | None:
         """The drift rule on predicted probabilities, against the first window served by this champion."""
         if self._baseline is None:
-            self._baseline = self._load_view("prediction_baseline.bin")
+            self._baseline = store.load_view(self.dir / "prediction_baseline.bin")
         if self._baseline is None:
-            _atomic_write(self.dir / "prediction_baseline.bin", self._window.serialize())
+            durable.atomic_write(self.dir / "prediction_baseline.bin", self._window.serialize())
             self._baseline = self._window
             return None
         result = column_drift(PREDICTION, True, self._window, self._baseline, self.spec.monitor)
-        return None if result is None else {"pvalue": result.pvalue, "statistic": result.statistic, "drifted": result.drifted}
+        if result is None:
+            return None
+        return {"pvalue": result.pvalue, "statistic": result.statistic, "drifted": result.drifted}
 
     def add_labels(self, labels_: list[int], probabilities: list[float], predictions: list[int], version: int,
                    request_ids: list[str] | None = None) -> dict:  # fmt: skip
@@ -283,7 +260,7 @@ class DriftMonitor:
         self.quality[key], new = labels.add(self.quality.get(key), labels_, probabilities, predictions, request_ids)
         if version == self.state["reference_version"]:
             self.state["labels_added"] += new  # saved with the next state change
-        _atomic_write(self.dir / "quality.json", json.dumps(self.quality).encode())
+        durable.atomic_write(self.dir / store.QUALITY, json.dumps(self.quality).encode())
         self.check_retrain()  # drift may have been waiting for these labels
         quality = self._quality(version)
         if quality.get("live_pr_auc") is not None:
@@ -324,7 +301,8 @@ class DriftMonitor:
             return None, "no champion seen yet"
         newest = labels.newest(self.quality.get(str(version)), max(m.min_labels, m.window_rows))
         realized = live_quality(newest) if newest["y"] else None
-        recent = [w.get("quality") for w in s["windows"][-m.windows_to_trigger :] if w.get("reference_version") == version]
+        recent = [w.get("quality") for w in s["windows"][-m.windows_to_trigger :]
+                  if w.get("reference_version") == version]  # fmt: skip
         return policy.quality_drop(self._version(version)["test"], realized, recent, m)
 
     def _follow(self, version: int) -> None:
@@ -342,33 +320,8 @@ class DriftMonitor:
             self._reference = DatasetProfileView.deserialize(raw)
         return self._reference
 
-    # ------------------------------------------------------------- persistence
-    def _load_view(self, name: str):
-        from whylogs.core import DatasetProfileView
-
-        path = self.dir / name
-        return DatasetProfileView.deserialize(path.read_bytes()) if path.exists() else None
-
-    def _log_window(self, record: dict[str, Any]) -> None:
-        """Append a closed window; now and then keep only the last ``keep_windows`` of them."""
-        path, keep = self.dir / "windows.jsonl", self.spec.monitor.keep_windows
-        if record["seq"] % keep == 0:  # rewrite: the kept windows and this one
-            lines = [json.dumps(w) for w in (self.state["windows"] + [record])[-keep:]]
-            _atomic_write(path, ("\n".join(lines) + "\n").encode())
-            return
-        with open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
     def _save(self) -> None:
-        # Write-then-rename: a crash leaves the old state or the new one, never half of one.
-        if self._window is not None:
-            _atomic_write(self.dir / "window.bin", self._window.serialize())
-        else:
-            (self.dir / "window.bin").unlink(missing_ok=True)
-        core = {k: v for k, v in self.state.items() if k != "windows"}  # windows are in windows.jsonl
-        _atomic_write(self.dir / "state.json", json.dumps(core).encode())
+        store.save_state(self.dir, self.state, self._window)
 
 
 def _gauges() -> dict[str, Any]:
@@ -380,15 +333,6 @@ def _gauges() -> dict[str, Any]:
         "pvalue": Gauge("rayinfra_drift_pvalue", "Per-feature p-value, last window.", tag_keys=("model", "column")),
         "live_pr_auc": Gauge("rayinfra_live_pr_auc", "PR-AUC on labelled answers (feedback).", tag_keys=("model",)),
     }
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def get_monitor(spec: Spec, settings: Settings) -> ray.actor.ActorHandle:

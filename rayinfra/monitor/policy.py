@@ -54,7 +54,8 @@ def decide(state: PolicyState, now: float, m: MonitorSpec) -> Decision:
     if job and job["status"] not in TERMINAL:
         age = now - job["submitted_at"]
         if age > m.retrain_deadline_s:
-            return Decision(Action.STOP, f"job {job['job_id']} ran {age:.0f}s, past its {m.retrain_deadline_s:.0f}s deadline")
+            deadline = f"{m.retrain_deadline_s:.0f}s deadline"
+            return Decision(Action.STOP, f"job {job['job_id']} ran {age:.0f}s, past its {deadline}")
         return Decision(Action.NONE, f"job {job['job_id']} is {job['status'].lower()} ({age:.0f}s)")
     if not m.retrain:
         return Decision(Action.NONE, "retraining is off (monitor.retrain)")
@@ -67,7 +68,8 @@ def decide(state: PolicyState, now: float, m: MonitorSpec) -> Decision:
         return Decision(Action.WAIT, f"{state.labels} of {m.min_labels} labels of the new traffic")
     if job and job["status"] != "SUCCEEDED" and job.get("retry_at") is not None:
         if now < job["retry_at"]:
-            return Decision(Action.WAIT, f"retry {job['attempt'] + 1} of a {job['status'].lower()} job in {job['retry_at'] - now:.0f}s")
+            left = job["retry_at"] - now
+            return Decision(Action.WAIT, f"retry {job['attempt'] + 1} of a {job['status'].lower()} job in {left:.0f}s")
         return Decision(Action.START, f"retry after a {job['status'].lower()} job", job["attempt"] + 1)
     ready_at = (state.last_retrain_at or 0.0) + m.cooldown_s
     if now < ready_at:
@@ -82,7 +84,8 @@ def _trigger_wait(state: PolicyState, m: MonitorSpec) -> str | None:
     if state.quality_drop is None:
         return "drift holds; quality unknown (no labels, no estimate): reported, not acted on"
     if state.quality_drop <= m.quality_tolerance:
-        return f"drift holds but quality dropped {state.quality_drop:.3f} <= {m.quality_tolerance}: reported, not acted on"
+        drop = f"{state.quality_drop:.3f} <= {m.quality_tolerance}"
+        return f"drift holds but quality dropped {drop}: reported, not acted on"
     return None
 
 
