@@ -404,12 +404,15 @@ def drift_status(
         f"{s['consecutive_drifted']}/{s['windows_to_trigger']} drifted in a row "
         f"({'[red]drift holds[/]' if s['drift_holds'] else 'no sustained drift'}); open window {s['open_window_rows']} rows"
     )
-    out = RichTable("closed (UTC)", "rows", "ref", "share", "drifted columns")
+    metric = task.monitor.quality_metric
+    out = RichTable("closed (UTC)", "rows", "ref", "share", f"est {metric}", f"realized {metric}", "drifted columns")
     for w in state["windows"][-windows:]:
         when = datetime.fromtimestamp(w["closed_at"], tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-        out.add_row(
-            when, str(w["rows"]), f"v{w['reference_version']}", f"{w['share']:.2f}", ", ".join(w["drifted_columns"])
-        )
+        quality = w.get("quality") or {}
+        est, live = (quality.get(f"{kind}_{metric}") for kind in ("est", "live"))
+        out.add_row(when, str(w["rows"]), f"v{w['reference_version']}", f"{w['share']:.2f}",
+                    "" if est is None else f"{est:.3f}", "" if live is None else f"{live:.3f}",
+                    ", ".join(w["drifted_columns"]))  # fmt: skip
     console.print(out)
 
 
