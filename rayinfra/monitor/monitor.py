@@ -156,6 +156,10 @@ class DriftMonitor:
         trigger = {"reason": f"drift held for {s['consecutive']} windows", "windows": s["consecutive"],
                    "share": last.get("share"), "drifted_columns": last.get("drifted_columns"),
                    "reference_version": s["reference_version"], "attempt": attempt}  # fmt: skip
+        if self.spec.monitor.trigger == "drift_and_drop":
+            drop, source = self._drop()
+            trigger.update(quality_drop=drop, quality_source=source)
+            trigger["reason"] += f" and {self.spec.monitor.quality_metric} dropped {drop:.3f} ({source})"
         try:
             job_id = submit_retrain(self.spec, self.settings, self.dir, trigger)
         except Exception as err:
