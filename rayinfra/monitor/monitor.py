@@ -231,12 +231,14 @@ class DriftMonitor:
         store.log_window(self.dir, record, s["windows"], m.keep_windows)
         s["windows_total"], s["windows"] = record["seq"], (s["windows"] + [record])[-m.keep_windows :]
         self._window, s["window_rows"] = None, 0
-        self._export(result)
+        self._export(result, record["quality"])
         return record
 
-    def _export(self, result) -> None:
+    def _export(self, result, quality: dict[str, Any]) -> None:
         tags = {"model": self.spec.model_name}
         self._gauges["share"].set(result.share, tags=tags)
+        if quality.get("est_roc_auc") is not None:
+            self._gauges["est_roc_auc"].set(quality["est_roc_auc"], tags=tags)
         self._gauges["consecutive"].set(self.state["consecutive"], tags=tags)
         for name, col in result.columns.items():
             self._gauges["pvalue"].set(col.pvalue, tags={**tags, "column": name})
@@ -336,6 +338,8 @@ def _gauges() -> dict[str, Any]:
         "consecutive": Gauge("rayinfra_drift_consecutive", "Drifted windows in a row.", tag_keys=("model",)),
         "pvalue": Gauge("rayinfra_drift_pvalue", "Per-feature p-value, last window.", tag_keys=("model", "column")),
         "live_pr_auc": Gauge("rayinfra_live_pr_auc", "PR-AUC on labelled answers (feedback).", tag_keys=("model",)),
+        "est_roc_auc": Gauge("rayinfra_est_roc_auc", "ROC-AUC estimated without labels (CBPE), last window.",
+                             tag_keys=("model",)),  # fmt: skip
     }
 
 
