@@ -30,18 +30,18 @@ def reference():
 
 
 def test_unchanged_traffic_over_100_windows_raises_no_alarm(reference):
-    """The category test never fires; the numeric one fires about as often as its p-value allows
-    (1 in 100 per column), never in a run of windows_to_trigger: drift never holds."""
+    """The category test never fires; the numeric one (KS floor 0.05, above the p < 0.01 critical value
+    of ~0.043 at these sizes) about 1 in 600; never in a run of windows_to_trigger: drift never holds."""
     rng = np.random.default_rng(2)
     cat_drifted, num_drifted, run, longest = 0, 0, 0, 0
     for _ in range(100):
-        window = profile_traffic(frame(rng, 1_000))
+        window = profile_traffic(frame(rng, M.window_rows))  # 2,000 rows by default
         cat, num = (column_drift(c, c == "num", window, reference, M) for c in ("cat", "num"))
         cat_drifted += cat.drifted
         num_drifted += num.drifted
         run = run + 1 if (cat.drifted or num.drifted) else 0
         longest = max(longest, run)
-    assert cat_drifted == 0 and num_drifted <= 3 and longest < M.windows_to_trigger
+    assert cat_drifted == 0 and num_drifted <= 2 and longest < M.windows_to_trigger
 
 
 def test_whylogs_chi_square_alone_would_alarm_on_the_same_traffic(reference):
