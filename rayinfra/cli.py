@@ -409,24 +409,48 @@ def drift_status(
         f"{s['consecutive_drifted']}/{s['windows_to_trigger']} drifted in a row "
         f"({'[red]drift holds[/]' if s['drift_holds'] else 'no sustained drift'}); open window {s['open_window_rows']} rows"
     )
-    out = RichTable("closed (UTC)", "rows", "ref", "share", "drifted columns")
+    metric = task.monitor.quality_metric
+    out = RichTable("closed (UTC)", "rows", "ref", "share", f"est {metric}", f"realized {metric}", "drifted columns")
     for w in state["windows"][-windows:]:
         when = datetime.fromtimestamp(w["closed_at"], tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-        out.add_row(
-            when, str(w["rows"]), f"v{w['reference_version']}", f"{w['share']:.2f}", ", ".join(w["drifted_columns"])
-        )
+        quality = w.get("quality") or {}
+        est, live = (quality.get(f"{kind}_{metric}") for kind in ("est", "live"))
+        out.add_row(when, str(w["rows"]), f"v{w['reference_version']}", f"{w['share']:.2f}",
+                    "" if est is None else f"{est:.3f}", "" if live is None else f"{live:.3f}",
+                    ", ".join(w["drifted_columns"]))  # fmt: skip
     console.print(out)
 
 
-@app.command("audit")
-def audit_cmd(limit: int = 20) -> None:
+audit_app = typer.Typer(help="The audit log: `rayinfra audit` lists the newest entries; `verify` checks its chain.")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.callback(invoke_without_command=True)
+def audit_cmd(ctx: typer.Context, limit: int = 20) -> None:
     """The newest entries of the audit log."""
     from rayinfra import audit
 
+    if ctx.invoked_subcommand is not None:
+        return
     out = RichTable("time", "actor", "action", "model", "version", "reason")
     for e in audit.entries(Settings())[-limit:]:
         out.add_row(e["time"], e["actor"], e["action"], str(e.get("model", "")), str(e.get("version", "")), e["reason"])
     console.print(out)
+
+
+@audit_app.command("verify")
+def audit_verify(spec: SpecOpt = DEFAULT_SPEC) -> None:
+    """Check the audit log's hash chain and the model's aliases: exit 1 when a record was edited,
+    deleted or cut off, or an alias was moved outside rayinfra (no audit record)."""
+    from rayinfra import audit, registry
+
+    task = _spec(spec)
+    problems = audit.verify(Settings()) + registry.unaudited_alias_moves(task, Settings())
+    for problem in problems:
+        console.print(f"[bold red]problem:[/] {problem}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(code=1)
+    console.print(f"audit log intact: {len(audit.entries(Settings()))} records ({audit.audit_path(Settings())})")
 
 
 @app.command("serve")

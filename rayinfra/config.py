@@ -305,7 +305,7 @@ class MonitorSpec(_Section):
     drift_share: float = Field(0.3, gt=0, le=1, description="Share of drifted columns that is drift.")
     windows_to_trigger: PositiveInt = 3
     cooldown_s: float = Field(600, ge=0)
-    pvalue: float = Field(0.01, gt=0, lt=1, description="A column drifts below this p-value (KS, chi-square).")
+    pvalue: float = Field(0.01, gt=0, lt=1, description="A column drifts below this p-value (KS, chi-square)...")
     min_ks: float = Field(
         0.05, ge=0, le=1, description="...and, for numbers, with a KS statistic of at least this (effect size)."
     )
@@ -321,6 +321,31 @@ class MonitorSpec(_Section):
     flush_s: float = Field(10.0, gt=0, description="Replicas send merged profiles at least this often...")
     # Each flush is one whylogs call (~25 ms fixed, then ~1.5 µs a row): few large ones keep it cheap.
     flush_rows: PositiveInt = Field(10_000, description="...or after this many rows.")
+    retrain_deadline_s: float = Field(
+        3600, gt=0, description="A retraining job still running this long after submission is stopped (Jobs API) "
+        "and counts as a failed attempt."
+    )
+    trigger: Literal["drift_and_drop", "drift"] = Field(
+        "drift_and_drop", description="drift: drift holding for windows_to_trigger windows starts a retrain; "
+        "drift_and_drop: only when quality (realized from labels, else estimated) also dropped by more than "
+        "quality_tolerance. Drift without a drop is reported, not acted on."
+    )
+    min_js: float = Field(
+        0.1, ge=0, le=1, description="...and, for categories, a Jensen-Shannon distance (base 2) of at least this "
+        "(effect size; sampling noise of a 1,000-row window over ~15 pooled categories stays under ~0.08)."
+    )
+    min_category_share: float = Field(
+        0.01, ge=0, lt=1, description="Categories rarer than this in the reference, and values it never had, are "
+        "pooled into one 'other' bin before the category test (long tails, unseen values)."
+    )
+    quality_tolerance: float = Field(
+        0.02, ge=0, le=1, description="A quality drop (reference minus current, quality_metric) above this is a drop."
+    )
+    quality_metric: Literal["roc_auc", "pr_auc"] = Field(
+        "roc_auc", description="The metric a drop is measured on: the version's test value minus the realized "
+        "value on the newest labels, else the CBPE estimate on the last windows. ROC-AUC by default: PR-AUC moves "
+        "with the positive rate even when the model is as good as before."
+    )
 
 
 class RetrainDataSpec(_Section):

@@ -13,7 +13,11 @@ from tests.conftest import small_spec
 # Both models must learn before the gate can judge them: the demo's 2 epochs of 512-row
 # batches are 12 optimizer steps on 4,000 rows, and then PR-AUC on ~900 recent rows
 # (~20 frauds) is a coin toss between two barely trained models (CI saw the candidate lose).
-TRAINED = {"train.epochs": 6, "train.batch_size": 128, "train.learning_rate": 0.005, "train.seed": 7}
+TRAINED = {"train.epochs": 6, "train.batch_size": 128, "train.learning_rate": 0.005, "train.seed": 7,
+           # The default trigger (drift AND a quality drop) compares realized quality with the version's
+           # test metric; on this 4,000-row table the test split has ~12 frauds, too few for a stable
+           # reference. This test is about the loop's mechanics; tests/unit/test_policy.py covers the drop.
+           "monitor.trigger": "drift"}  # fmt: skip
 
 
 def test_the_loop_closes_by_itself(tmp_path, ray_session):

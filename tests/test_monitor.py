@@ -134,7 +134,7 @@ def test_prediction_drift_and_live_quality(spec, train_home, champion):
 def test_a_stop_between_logging_a_window_and_saving_the_state_loses_nothing(tmp_path):
     import json
 
-    from rayinfra.monitor.monitor import _load_state
+    from rayinfra.monitor.store import load_state as _load_state
 
     (tmp_path / "state.json").write_text(json.dumps({"windows_total": 1, "consecutive": 1, "window_rows": 2000}))
     rows = [{"seq": 1, "consecutive": 1, "drifted": True}, {"seq": 2, "consecutive": 2, "drifted": True}]
@@ -149,7 +149,7 @@ def test_a_stop_between_logging_a_window_and_saving_the_state_loses_nothing(tmp_
 def test_state_written_before_windows_jsonl_still_loads(tmp_path):
     import json
 
-    from rayinfra.monitor.monitor import _load_state
+    from rayinfra.monitor.store import load_state as _load_state
 
     old = {"reference_version": 1, "window_rows": 10, "consecutive": 2, "windows": [{"drifted": True}] * 3,
            "retrain": None, "retrains": [], "last_retrain_at": None}  # fmt: skip

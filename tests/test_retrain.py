@@ -15,7 +15,9 @@ from tests.conftest import small_spec
 
 BASE = {"registry.model_name": "fraud-retrain-test", "train.epochs": 1, "monitor.window_rows": 1000,
         "monitor.windows_to_trigger": 2, "monitor.cooldown_s": 3600, "monitor.backoff_s": 1, "monitor.max_retries": 1,
-        "monitor.min_labels": 0}  # fmt: skip
+        "monitor.min_labels": 0, "monitor.trigger": "drift"}  # fmt: skip
+# trigger "drift": these tests are about the job's life (submit, retry, lost), not the quality drop,
+# which tests/unit/test_policy.py covers; their windows carry no probabilities and no labels.
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +147,25 @@ def test_drift_waits_for_labels_of_the_new_traffic(home):
     job = ray.get(monitor.status.remote())["retrain"]
     assert job and job["job_id"] and job["trigger"]["windows"] == 3
     submit.client(jobs_address()).stop_job(job["job_id"])  # its run is tested above
+
+
+def test_a_job_past_its_deadline_is_stopped_on_the_cluster(home):
+    from rayinfra import submit
+    from rayinfra.monitor.retrain import jobs_address
+
+    spec = small_spec(**{**BASE, "monitor.retrain_deadline_s": 2, "monitor.max_retries": 0})
+    monitor = _fresh_monitor(spec, home)
+    for i in range(2):
+        ray.get(monitor.add.remote(_drifted(spec, 1000, 800 + i), 1000, 1))
+    job = ray.get(monitor.status.remote())["retrain"]
+    assert job and job["status"] not in ("STOPPED", "SUCCEEDED", "FAILED")
+    time.sleep(3)
+    status = ray.get(monitor.status.remote())  # the poll finds it past its deadline
+    assert status["retrain"]["status"] == "STOPPED" and "deadline" in status["retrain"]["stopped_reason"]
+    assert status["retrain"]["retry_at"] is None and status["consecutive_drifted"] == 0  # max_retries=0: given up
+    (entry,) = [e for e in _actions(home, "retrain_deadline") if e["job_id"] == job["job_id"]]
+    assert entry["stopped"] is True
+    client, deadline = submit.client(jobs_address()), time.time() + 60
+    while str(client.get_job_status(job["job_id"]).value) != "STOPPED" and time.time() < deadline:
+        time.sleep(1)
+    assert str(client.get_job_status(job["job_id"]).value) == "STOPPED"

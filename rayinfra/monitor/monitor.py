@@ -1,31 +1,34 @@
-"""The DriftMonitor: one detached, named Ray actor per served model.
+"""The DriftMonitor: one detached, named Ray actor per served model; it holds state.
 
 Serving replicas send it merged whylogs profiles of their traffic (``add``). It fills
-windows of ``monitor.window_rows`` rows, compares each closed window with the
-reference profile of the champion that answered (it follows the champion), and keeps
-a run of consecutive drifted windows. Its state is written to disk after every change, so
-a crash or ``ray.kill`` loses nothing: a new actor of the same name picks it up. Each write
-stays small however long the monitor runs: ``state.json`` holds the counters and the
-retraining job, the open window's profile is ``window.bin``, closed windows are appended
-to ``windows.jsonl``, and labels for live quality live in ``quality.json``.
+windows of ``monitor.window_rows`` rows, tests each closed window against the reference
+profile of the champion that answered (``drift.py``; it follows the champion), estimates
+the window's quality without labels (``estimate.py``) and keeps a run of consecutive
+drifted windows. Feedback labels (``add_labels``) give realized quality. Whether to
+retrain is not decided here: ``policy.decide`` gets the state and the clock and answers;
+the actor carries the answer out (submit, stop, wait). Its state is written to disk after
+every change (``store.py``), so a crash or ``ray.kill`` loses nothing: a new actor of the
+same name picks it up.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import ray
 
-from rayinfra import audit, registry
-from rayinfra.config import MAX_LABELS, Settings, Spec
-from rayinfra.monitor.drift import window_drift
+from rayinfra import audit, durable, registry
+from rayinfra.config import Settings, Spec
+from rayinfra.monitor import estimate, labels, policy, store
+from rayinfra.monitor.drift import column_drift, window_drift
+from rayinfra.monitor.labels import live_quality
+from rayinfra.monitor.policy import TERMINAL, Action, PolicyState
 from rayinfra.monitor.profiles import PREDICTION
-from rayinfra.monitor.retrain import TERMINAL, job_status, submit_retrain
+from rayinfra.monitor.retrain import job_status, stop_job, submit_retrain
 
 log = logging.getLogger(__name__)
 
@@ -40,29 +43,21 @@ def state_dir(spec: Spec, settings: Settings) -> Path:
     return settings.home / "monitor" / spec.model_name
 
 
-def live_quality(q: dict[str, list]) -> dict[str, Any]:
-    """PR-AUC, ROC-AUC, precision and recall on labelled answers (``y``, ``p``, ``yhat``)."""
-    import numpy as np
-    from sklearn.metrics import average_precision_score, precision_score, recall_score, roc_auc_score
+def registered(spec: Spec, settings: Settings, version: int) -> dict[str, Any]:
+    """What the registry knows of a version that the monitor uses: test metrics, threshold, calibrator.
 
-    y, p, yhat = (np.asarray(q[k]) for k in ("y", "p", "yhat"))
-    out: dict[str, Any] = {"labelled": len(y), "positives": int(y.sum())}
-    if len(np.unique(y)) == 2:
-        out.update(live_pr_auc=float(average_precision_score(y, p)), live_roc_auc=float(roc_auc_score(y, p)))
-    if len(y):
-        out.update(live_precision=float(precision_score(y, yhat, zero_division=0)),
-                   live_recall=float(recall_score(y, yhat, zero_division=0)))  # fmt: skip
-    return out
-
-
-def registered_test_metrics(spec: Spec, settings: Settings, version: int) -> dict[str, float]:
-    """The version's metrics on its test split, from its registry tags, as ``train_*``."""
+    Tags: ``rayinfra.metric.test_*``; optional ``rayinfra.threshold`` (the decision threshold)
+    and ``rayinfra.calibrator`` (JSON from ``estimate.fit_calibrator``), for CBPE.
+    """
     try:
         tags = registry.client(settings).get_model_version(spec.model_name, str(version)).tags
     except Exception:  # noqa: BLE001 (a deleted version: live metrics only)
-        return {}
+        return {"test": {}, "threshold": None, "calibrator": None}
     names = ("pr_auc", "roc_auc", "precision", "recall")
-    return {f"train_{n}": float(tags[f"rayinfra.metric.test_{n}"]) for n in names if f"rayinfra.metric.test_{n}" in tags}
+    test = {n: float(tags[f"rayinfra.metric.test_{n}"]) for n in names if f"rayinfra.metric.test_{n}" in tags}
+    threshold = float(tags["rayinfra.threshold"]) if "rayinfra.threshold" in tags else None
+    calibrator = json.loads(tags["rayinfra.calibrator"]) if tags.get("rayinfra.calibrator") else None
+    return {"test": test, "threshold": threshold, "calibrator": calibrator}
 
 
 def describe(spec: Spec, state: dict[str, Any]) -> dict[str, Any]:
@@ -87,32 +82,7 @@ def read_state(spec: Spec, settings: Settings) -> dict[str, Any] | None:
     folder = state_dir(spec, settings)
     if not (folder / "state.json").exists():
         return None
-    return _load_state(folder, spec.monitor.keep_windows)
-
-
-def _new_state() -> dict[str, Any]:
-    return {"reference_version": None, "window_rows": 0, "consecutive": 0, "windows_total": 0, "windows": [],
-            "retrain": None, "retrains": [], "last_retrain_at": None}  # fmt: skip
-
-
-def _load_state(folder: Path, keep: int) -> dict[str, Any]:
-    """state.json with the last ``keep`` closed windows from windows.jsonl."""
-    path = folder / "state.json"
-    state = {**_new_state(), **json.loads(path.read_text())} if path.exists() else _new_state()
-    log_path = folder / "windows.jsonl"
-    if log_path.exists():
-        lines = log_path.read_text().splitlines()[-keep:]
-        state["windows"] = [json.loads(line) for line in lines if line.strip()]
-    elif state["windows"] and "seq" not in state["windows"][-1]:  # written before windows.jsonl existed
-        state["windows_total"] = len(state["windows"])
-        for seq, window in enumerate(state["windows"], 1):
-            window.update(seq=seq, consecutive=None)
-    last = state["windows"][-1] if state["windows"] else None
-    if last and last["seq"] > state["windows_total"]:
-        # Stopped between logging a closed window and saving the state: the window is closed.
-        state.update(windows_total=last["seq"], consecutive=last["consecutive"], window_rows=0)
-        (folder / "window.bin").unlink(missing_ok=True)
-    return state
+    return store.load_state(folder, spec.monitor.keep_windows)
 
 
 class DriftMonitor:
@@ -122,14 +92,14 @@ class DriftMonitor:
         self.spec, self.settings = spec, settings
         self.dir = state_dir(spec, settings)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.state = _load_state(self.dir, spec.monitor.keep_windows)
-        quality = self.dir / "quality.json"
-        self.quality: dict[str, dict[str, list]] = json.loads(quality.read_text()) if quality.exists() else {}
+        self.state = store.load_state(self.dir, spec.monitor.keep_windows)
+        self.quality: dict[str, dict[str, list]] = store.read_json(self.dir / store.QUALITY, {})
         self._reference = None  # DatasetProfileView of state["reference_version"], loaded lazily
         self._baseline = None  # the champion's first window: the baseline for prediction drift
-        self._test_metrics: dict[int, dict[str, float]] = {}  # per version, read from the registry once
-        self._window = self._load_view("window.bin")
+        self._registered: dict[int, dict[str, Any]] = {}  # per version, read from the registry once
+        self._window = store.load_view(self.dir / store.WINDOW)
         self._gauges = _gauges()
+        self.decision: policy.Decision | None = None  # the policy's last answer, for status
 
     # ------------------------------------------------------------------ intake
     def add(self, profile: bytes, rows: int, model_version: int) -> dict[str, Any] | None:
@@ -150,47 +120,46 @@ class DriftMonitor:
 
     # ---------------------------------------------------------------- retraining
     def check_retrain(self) -> dict[str, Any] | None:
-        """Follow a running retraining job; start one if drift holds, labels came back, none runs, and waits are over."""
-        m, s, now = self.spec.monitor, self.state, time.time()
-        job = s["retrain"]
+        """Follow the job, ask the policy what to do, do it. Writes state only when the job changes."""
+        now, job = time.time(), self.state["retrain"]
+        changed = False
         if job and job["status"] not in TERMINAL:
             status = self._status(job["job_id"])
-            if status == job["status"]:
-                return job  # nothing changed: nothing to write (status is polled)
-            job["status"] = status
-            if status in TERMINAL:
-                self._finished(job, now)
-        elif (
-            m.retrain
-            and s["consecutive"] >= m.windows_to_trigger
-            and self._labels() >= m.min_labels
-            and now >= self._next_allowed(now)
-        ):
-            self._start(now)
-        else:
-            return job
-        self._save()
-        return s["retrain"]
+            if status != job["status"]:
+                job["status"], changed = status, True
+                if status in TERMINAL:
+                    self._finished(job, now)
+        self.decision = policy.decide(self._policy_state(), now, self.spec.monitor)
+        if self.decision.action is Action.START:
+            self._start(now, self.decision.attempt)
+            changed = True
+        elif self.decision.action is Action.STOP:
+            self._stop(self.state["retrain"], now, self.decision.reason)
+            changed = True
+        if changed:
+            self._save()
+        return self.state["retrain"]
+
+    def _policy_state(self) -> PolicyState:
+        s = self.state
+        drop = self._drop()[0] if self.spec.monitor.trigger == "drift_and_drop" else None
+        return PolicyState(consecutive=s["consecutive"], labels=self._labels(), job=s["retrain"],
+                           last_retrain_at=s["last_retrain_at"], quality_drop=drop)  # fmt: skip
 
     def _labels(self) -> int:
-        """Labelled answers of the current champion (feedback) the monitor has seen."""
-        return len(self.quality.get(str(self.state["reference_version"]), {}).get("y", []))
+        """Distinct labelled answers of the current champion (feedback) the monitor has seen."""
+        return labels.count(self.quality.get(str(self.state["reference_version"])))
 
-    def _next_allowed(self, now: float) -> float:
-        s, m = self.state, self.spec.monitor
-        job = s["retrain"]
-        if job and job["status"] != "SUCCEEDED" and job.get("retry_at"):
-            return job["retry_at"]  # a failed job, to be retried after its backoff
-        return (s["last_retrain_at"] or 0) + m.cooldown_s
-
-    def _start(self, now: float) -> None:
+    def _start(self, now: float, attempt: int) -> None:
         s = self.state
-        previous = s["retrain"]
-        attempt = previous["attempt"] + 1 if previous and previous.get("retry_at") else 1
-        last = s["windows"][-1]
+        last = s["windows"][-1] if s["windows"] else {}
         trigger = {"reason": f"drift held for {s['consecutive']} windows", "windows": s["consecutive"],
-                   "share": last["share"], "drifted_columns": last["drifted_columns"],
+                   "share": last.get("share"), "drifted_columns": last.get("drifted_columns"),
                    "reference_version": s["reference_version"], "attempt": attempt}  # fmt: skip
+        if self.spec.monitor.trigger == "drift_and_drop":
+            drop, source = self._drop()
+            trigger.update(quality_drop=drop, quality_source=source)
+            trigger["reason"] += f" and {self.spec.monitor.quality_metric} dropped {drop:.3f} ({source})"
         try:
             job_id = submit_retrain(self.spec, self.settings, self.dir, trigger)
         except Exception as err:
@@ -199,26 +168,31 @@ class DriftMonitor:
                             "trigger": trigger, "error": str(err)}  # fmt: skip
             self._finished(s["retrain"], now)
             return
-        s["retrain"] = {
-            "job_id": job_id,
-            "status": "PENDING",
-            "submitted_at": now,
-            "attempt": attempt,
-            "trigger": trigger,
-        }
+        s["retrain"] = {"job_id": job_id, "status": "PENDING", "submitted_at": now, "attempt": attempt,
+                        "trigger": trigger}  # fmt: skip
         audit.record("retrain_submitted", trigger["reason"], self.settings, model=self.spec.model_name,
                      job_id=job_id, **{k: v for k, v in trigger.items() if k != "reason"})  # fmt: skip
 
+    def _stop(self, job: dict[str, Any], now: float, reason: str) -> None:
+        """Past its deadline: stop it on the cluster; it counts as a failed attempt."""
+        try:
+            stopped = stop_job(job["job_id"])
+        except Exception:  # noqa: BLE001 (a cluster that forgot it: the job is gone either way)
+            log.exception("drift monitor: could not stop job %s", job["job_id"])
+            stopped = False
+        audit.record("retrain_deadline", reason, self.settings, model=self.spec.model_name, job_id=job["job_id"],
+                     attempt=job["attempt"], stopped=stopped)  # fmt: skip
+        job.update(status="STOPPED", stopped_reason=reason)
+        self._finished(job, now)
+
     def _finished(self, job: dict[str, Any], now: float) -> None:
-        m, s = self.spec.monitor, self.state
-        job["finished_at"] = now
+        s = self.state
+        done, run_over = policy.finish(job, now, self.spec.monitor)
+        job.clear()
+        job.update(done)
         s["retrains"] = (s["retrains"] + [dict(job)])[-50:]
-        if job["status"] == "SUCCEEDED" or job["attempt"] > m.max_retries:
-            # Done, or out of retries: either way the cooldown starts and the run starts over.
+        if run_over:  # done, or out of retries: the cooldown starts and drift must hold again
             s["last_retrain_at"], s["consecutive"] = now, 0
-            job.pop("retry_at", None)
-        else:
-            job["retry_at"] = now + m.backoff_s * 2 ** (job["attempt"] - 1)
         audit.record("retrain_finished", f"job {job['status'].lower()}", self.settings, model=self.spec.model_name,
                      job_id=job["job_id"], attempt=job["attempt"], retry_at=job.get("retry_at"))  # fmt: skip
 
@@ -233,6 +207,11 @@ class DriftMonitor:
         self.check_retrain()  # a job may have finished since the last window
         out = describe(self.spec, self.state)
         out["labels"], out["min_labels"] = self._labels(), self.spec.monitor.min_labels
+        out["decision"] = self.decision.to_dict() if self.decision else None
+        drop, source = self._drop()
+        m = self.spec.monitor
+        out["quality_drop"] = {"metric": m.quality_metric, "drop": drop, "source": source,
+                               "tolerance": m.quality_tolerance, "trigger": m.trigger}  # fmt: skip
         if self.state["reference_version"] is not None:
             out["quality"] = self._quality(self.state["reference_version"])
         return out
@@ -243,49 +222,51 @@ class DriftMonitor:
     # ----------------------------------------------------------------- windows
     def _close_window(self) -> dict[str, Any]:
         m = self.spec.monitor
-        result = window_drift(
-            self.spec, self._window, self._reference_view(), self.state["window_rows"], m.pvalue, m.min_ks
-        )
+        result = window_drift(self.spec, self._window, self._reference_view(), self.state["window_rows"])
         s = self.state
         s["consecutive"] = s["consecutive"] + 1 if result.drifted else 0
         record = {"seq": s["windows_total"] + 1, "closed_at": time.time(), "reference_version": s["reference_version"],
-                  **result.to_dict(), "prediction_drift": self._prediction_drift(), "consecutive": s["consecutive"]}  # fmt: skip
-        self._log_window(record)
+                  **result.to_dict(), "prediction_drift": self._prediction_drift(), "consecutive": s["consecutive"],
+                  "quality": self._window_quality()}  # fmt: skip
+        store.log_window(self.dir, record, s["windows"], m.keep_windows)
         s["windows_total"], s["windows"] = record["seq"], (s["windows"] + [record])[-m.keep_windows :]
         self._window, s["window_rows"] = None, 0
-        self._export(result)
+        self._export(result, record["quality"])
         return record
 
-    def _export(self, result) -> None:
+    def _export(self, result, quality: dict[str, Any]) -> None:
         tags = {"model": self.spec.model_name}
         self._gauges["share"].set(result.share, tags=tags)
+        if quality.get("est_roc_auc") is not None:
+            self._gauges["est_roc_auc"].set(quality["est_roc_auc"], tags=tags)
         self._gauges["consecutive"].set(self.state["consecutive"], tags=tags)
         for name, col in result.columns.items():
             self._gauges["pvalue"].set(col.pvalue, tags={**tags, "column": name})
 
     def _prediction_drift(self) -> dict[str, Any] | None:
-        """KS of the predicted probabilities against the first window served by this champion."""
-        from whylogs.viz.drift.column_drift_algorithms import KS, calculate_drift_scores
-
+        """The drift rule on predicted probabilities, against the first window served by this champion."""
         if self._baseline is None:
-            self._baseline = self._load_view("prediction_baseline.bin")
+            self._baseline = store.load_view(self.dir / "prediction_baseline.bin")
         if self._baseline is None:
-            _atomic_write(self.dir / "prediction_baseline.bin", self._window.serialize())
+            durable.atomic_write(self.dir / "prediction_baseline.bin", self._window.serialize())
             self._baseline = self._window
             return None
-        score = calculate_drift_scores(self._window, self._baseline, drift_map={PREDICTION: KS()}).get(PREDICTION)
-        if not score:
+        result = column_drift(PREDICTION, True, self._window, self._baseline, self.spec.monitor)
+        if result is None:
             return None
-        m = self.spec.monitor
-        p, stat = float(score["pvalue"]), float(score["statistic"])
-        return {"pvalue": p, "statistic": stat, "drifted": p < m.pvalue and stat >= m.min_ks}
+        return {"pvalue": result.pvalue, "statistic": result.statistic, "drifted": result.drifted}
 
-    def add_labels(self, labels: list[int], probabilities: list[float], predictions: list[int], version: int) -> dict:
-        """Feedback for answers of ``version``: live quality, next to the version's test metrics."""
-        q = self.quality.setdefault(str(version), {"y": [], "p": [], "yhat": []})
-        for key, values in (("y", labels), ("p", probabilities), ("yhat", predictions)):
-            q[key] = (q[key] + list(values))[-MAX_LABELS:]
-        _atomic_write(self.dir / "quality.json", json.dumps(self.quality).encode())
+    def add_labels(self, labels_: list[int], probabilities: list[float], predictions: list[int], version: int,
+                   request_ids: list[str] | None = None) -> dict:  # fmt: skip
+        """Feedback for answers of ``version``: live quality, next to the version's test metrics.
+
+        ``request_ids`` name the answers (request id and record index): a repeat replaces, never adds.
+        """
+        key = str(version)
+        self.quality[key], new = labels.add(self.quality.get(key), labels_, probabilities, predictions, request_ids)
+        if version == self.state["reference_version"]:
+            self.state["labels_added"] += new  # saved with the next state change
+        durable.atomic_write(self.dir / store.QUALITY, json.dumps(self.quality).encode())
         self.check_retrain()  # drift may have been waiting for these labels
         quality = self._quality(version)
         if quality.get("live_pr_auc") is not None:
@@ -296,14 +277,44 @@ class DriftMonitor:
         q = self.quality.get(str(version))
         if not q:
             return {}
-        if version not in self._test_metrics:
-            self._test_metrics[version] = registered_test_metrics(self.spec, self.settings, version)
-        return {"version": version, **live_quality(q), **self._test_metrics[version]}
+        test = self._version(version)["test"]
+        return {"version": version, **live_quality(q), **{f"train_{k}": v for k, v in test.items()}}
+
+    def _version(self, version: int) -> dict[str, Any]:
+        if version not in self._registered:
+            self._registered[version] = registered(self.spec, self.settings, version)
+        return self._registered[version]
+
+    def _window_quality(self) -> dict[str, Any]:
+        """Estimated quality (CBPE on the window's probabilities) beside realized quality (labels that came
+        in while the window was open; labels arrive later than answers, so often none)."""
+        version = self.state["reference_version"]
+        info, out = self._version(version), {}
+        probs = estimate.window_probabilities(self._window, PREDICTION)
+        if probs is not None:
+            out.update(estimate.estimate(probs, info["threshold"], info["calibrator"]))
+        fresh = self.state["labels_added"] - self.state["labels_at_close"]
+        self.state["labels_at_close"] = self.state["labels_added"]
+        if fresh > 0:
+            out.update(live_quality(labels.newest(self.quality.get(str(version)), fresh)))
+        return out
+
+    def _drop(self) -> tuple[float | None, str]:
+        """Quality drop for the policy: on the newest labels the decision waits for, else the recent estimates."""
+        s, m = self.state, self.spec.monitor
+        version = s["reference_version"]
+        if version is None:
+            return None, "no champion seen yet"
+        newest = labels.newest(self.quality.get(str(version)), max(m.min_labels, m.window_rows))
+        realized = live_quality(newest) if newest["y"] else None
+        recent = [w.get("quality") for w in s["windows"][-m.windows_to_trigger :]
+                  if w.get("reference_version") == version]  # fmt: skip
+        return policy.quality_drop(self._version(version)["test"], realized, recent, m)
 
     def _follow(self, version: int) -> None:
         """The champion changed: its training data is the new reference; the run starts over."""
         log.warning("drift monitor: reference moves to v%s (was v%s)", version, self.state["reference_version"])
-        self.state.update(reference_version=version, consecutive=0, window_rows=0)
+        self.state.update(reference_version=version, consecutive=0, window_rows=0, labels_added=0, labels_at_close=0)
         self._window, self._reference, self._baseline = None, None, None
         (self.dir / "prediction_baseline.bin").unlink(missing_ok=True)
 
@@ -315,33 +326,8 @@ class DriftMonitor:
             self._reference = DatasetProfileView.deserialize(raw)
         return self._reference
 
-    # ------------------------------------------------------------- persistence
-    def _load_view(self, name: str):
-        from whylogs.core import DatasetProfileView
-
-        path = self.dir / name
-        return DatasetProfileView.deserialize(path.read_bytes()) if path.exists() else None
-
-    def _log_window(self, record: dict[str, Any]) -> None:
-        """Append a closed window; now and then keep only the last ``keep_windows`` of them."""
-        path, keep = self.dir / "windows.jsonl", self.spec.monitor.keep_windows
-        if record["seq"] % keep == 0:  # rewrite: the kept windows and this one
-            lines = [json.dumps(w) for w in (self.state["windows"] + [record])[-keep:]]
-            _atomic_write(path, ("\n".join(lines) + "\n").encode())
-            return
-        with open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
     def _save(self) -> None:
-        # Write-then-rename: a crash leaves the old state or the new one, never half of one.
-        if self._window is not None:
-            _atomic_write(self.dir / "window.bin", self._window.serialize())
-        else:
-            (self.dir / "window.bin").unlink(missing_ok=True)
-        core = {k: v for k, v in self.state.items() if k != "windows"}  # windows are in windows.jsonl
-        _atomic_write(self.dir / "state.json", json.dumps(core).encode())
+        store.save_state(self.dir, self.state, self._window)
 
 
 def _gauges() -> dict[str, Any]:
@@ -352,16 +338,9 @@ def _gauges() -> dict[str, Any]:
         "consecutive": Gauge("rayinfra_drift_consecutive", "Drifted windows in a row.", tag_keys=("model",)),
         "pvalue": Gauge("rayinfra_drift_pvalue", "Per-feature p-value, last window.", tag_keys=("model", "column")),
         "live_pr_auc": Gauge("rayinfra_live_pr_auc", "PR-AUC on labelled answers (feedback).", tag_keys=("model",)),
+        "est_roc_auc": Gauge("rayinfra_est_roc_auc", "ROC-AUC estimated without labels (CBPE), last window.",
+                             tag_keys=("model",)),  # fmt: skip
     }
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def get_monitor(spec: Spec, settings: Settings) -> ray.actor.ActorHandle:
@@ -375,4 +354,4 @@ def get_monitor(spec: Spec, settings: Settings) -> ray.actor.ActorHandle:
         max_restarts=-1,
         max_concurrency=1,  # one change at a time: the state file is the truth
     )
-    return actor.remote(spec, settings)
+    return actor.remote(spec, settings.without_secrets())  # the actor never holds API keys

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from rayinfra.config import ServeSpec, Settings, Spec
+from rayinfra.monitor.policy import TERMINAL
 from rayinfra.runtime import RESERVED_CPUS_ENV
 
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "LOST")
+__all__ = ["TERMINAL", "job_status", "stop_job", "submit_retrain"]
 
 
 def jobs_address() -> str:
@@ -96,3 +97,10 @@ def job_status(job_id: str) -> str:
         if "status code 404" in str(err):
             return "LOST"
         raise
+
+
+def stop_job(job_id: str) -> bool:
+    """Ask the cluster to stop the job (SIGTERM, then SIGKILL); False when it had already ended."""
+    from rayinfra import submit
+
+    return bool(submit.client(jobs_address()).stop_job(job_id))

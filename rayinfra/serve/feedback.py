@@ -141,10 +141,7 @@ def _report_labels(spec: Spec, settings: Settings, logged: list[dict[str, Any]],
             args = ([y for _, y in pairs], [r["probability"] for r, _ in pairs], [r["prediction"] for r, _ in pairs],
                     version)  # fmt: skip
             ids = [f"{r['request_id']}/{r['idx']}" for r, _ in pairs]
-            try:
-                monitor.add_labels.remote(*args, request_ids=ids)
-            except TypeError:  # a monitor without request ids (older code): the labels are unique already
-                monitor.add_labels.remote(*args)
+            monitor.add_labels.remote(*args, request_ids=ids)
     except Exception:  # noqa: BLE001 (the labels are in the table already; live quality can wait)
         log.exception("feedback: could not report labels to the drift monitor")
 
