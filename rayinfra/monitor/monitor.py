@@ -26,6 +26,7 @@ from rayinfra.config import MAX_LABELS, Settings, Spec
 from rayinfra.monitor.drift import window_drift
 from rayinfra.monitor.profiles import PREDICTION
 from rayinfra.monitor.retrain import TERMINAL, job_status, submit_retrain
+from rayinfra.runtime import monitor_resources
 
 log = logging.getLogger(__name__)
 
@@ -372,6 +373,7 @@ def get_monitor(spec: Spec, settings: Settings) -> ray.actor.ActorHandle:
         lifetime="detached",
         get_if_exists=True,
         num_cpus=0,
+        resources=monitor_resources(settings),  # on the head; refuses a node-local HOME on a multi-node cluster
         max_restarts=-1,
         max_concurrency=1,  # one change at a time: the state file is the truth
     )
