@@ -35,7 +35,9 @@ def postgres():
     found = binaries()
     if found is None:
         message = "no PostgreSQL binaries (apt-get install postgresql; .ci/run does)"
-        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+        if os.environ.get("CI"):  # CI installs them: missing there is a broken set-up, not a skip
+            pytest.fail(message)
+        pytest.skip(message)
     pg = Postgres(found).start()
     yield pg
     pg.stop()
