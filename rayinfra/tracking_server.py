@@ -95,7 +95,8 @@ def write_auth_config(config: ServerConfig, directory: Path) -> Path:
         f"database_uri = {config.backend_uri.replace('%', '%%')}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    path.unlink(missing_ok=True)  # a file left by an older start keeps its mode under O_TRUNC
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
     return path

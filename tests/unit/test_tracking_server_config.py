@@ -48,6 +48,8 @@ def test_a_server_that_would_be_an_open_door_or_lose_its_store_is_refused(kw, er
 
 
 def test_a_cluster_server_runs_the_basic_auth_app_on_postgres(tmp_path):
+    (tmp_path / "basic_auth.ini").write_text("left by an older start")
+    (tmp_path / "basic_auth.ini").chmod(0o644)
     config = _config(host="0.0.0.0", allowed_hosts="rayinfra-mlflow:5000", **GOOD)
     check(config)
     cmd = server_command(config)
