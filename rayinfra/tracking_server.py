@@ -103,11 +103,14 @@ def write_auth_config(config: ServerConfig, directory: Path) -> Path:
 
 
 def server_command(config: ServerConfig) -> list[str]:
-    """The ``mlflow server`` command line; artifacts go from clients straight to the artifact root."""
+    """The ``mlflow server`` command line; artifacts go from clients straight to the artifact root.
+
+    The store's URI (with its password) is passed in the environment, not here: any user of
+    the node can read a command line.
+    """
     cmd = [
         sys.executable, "-m", "mlflow", "server", "--host", config.host, "--port", str(config.port),
-        "--backend-store-uri", config.backend_uri, "--default-artifact-root", config.artifact_root,
-        "--no-serve-artifacts", "--workers", str(config.workers),
+        "--default-artifact-root", config.artifact_root, "--no-serve-artifacts", "--workers", str(config.workers),
     ]  # fmt: skip
     if config.authenticated:
         cmd += ["--app-name", "basic-auth"]
@@ -118,7 +121,7 @@ def server_command(config: ServerConfig) -> list[str]:
 
 def server_environment(config: ServerConfig, auth_dir: Path, base: Mapping[str, str]) -> dict[str, str]:
     """The server's environment: the auth app's config file, admin and CSRF key when authenticated."""
-    env = dict(base)
+    env = {**base, "MLFLOW_BACKEND_STORE_URI": config.backend_uri}
     # rayinfra runs none of MLflow's server-side jobs (GenAI scorers, trace archival): no
     # job runner and its dozen consumer processes beside the head's Ray.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")

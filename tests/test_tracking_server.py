@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 import requests
@@ -57,7 +58,7 @@ def server(postgres, tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc, log)
-        yield url, artifacts
+        yield url, artifacts, proc.pid
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
@@ -76,7 +77,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
 
 
 def test_the_server_listens_on_loopback_only(server):
-    url, _ = server
+    url, _, _ = server
     assert url.startswith("http://127.0.0.1:")
     port = int(url.rsplit(":", 1)[1])
     with pytest.raises(requests.ConnectionError):
@@ -90,8 +91,15 @@ def _outside_address() -> str:
         return s.getsockname()[0]
 
 
+def test_no_command_line_shows_the_database_password(server, postgres):
+    *_, pid = server
+    server_processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    assert len(server_processes) >= 2  # mlflow's launcher and its uvicorn worker
+    assert not [p.pid for p in server_processes if postgres.password in " ".join(p.cmdline())]
+
+
 def test_a_client_without_the_right_credentials_is_refused(server, monkeypatch):
-    url, _ = server
+    url, _, _ = server
     api = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
     assert requests.get(api, timeout=10).status_code == 401
     assert requests.get(api, auth=(USER, "wrong-password-wrong-password"), timeout=10).status_code == 401
@@ -103,7 +111,7 @@ def test_a_client_without_the_right_credentials_is_refused(server, monkeypatch):
 
 
 def test_rayinfra_logs_a_run_and_registers_a_version_stored_in_postgres(server, postgres, monkeypatch, tmp_path):
-    url, artifacts = server
+    url, artifacts, _ = server
     # What every cluster node has: the URI in its settings, the credentials in its environment.
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", USER)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
