@@ -128,7 +128,7 @@ def _print_loop_summary(task, settings: Settings, seconds: dict[str, float], loo
     console.print(
         f"endpoint (while serving): {loop.url}/v1/predict  ·  docs {loop.url}/docs  ·  keep it up: rayinfra serve"
     )
-    console.print(f"MLflow UI: mlflow ui --backend-store-uri {settings.tracking_uri}")
+    console.print(f"MLflow UI: mlflow ui --host 127.0.0.1 --backend-store-uri {settings.tracking_uri}")
     console.print("audit trail: rayinfra audit  ·  drift: rayinfra drift status")
 
 

@@ -579,6 +579,17 @@ class Settings(BaseSettings):
         None,
         description="File of API keys (mode 0600), one 'KEY [SCOPE ...]' per line; default HOME/secrets/api_keys.",
     )
+    # Clusters: where state lives and where the drift monitor runs (rayinfra/runtime.py checks both).
+    shared_home: bool = Field(
+        False,
+        description="HOME is storage every node mounts (NFS, EFS, Filestore); required on a multi-node cluster.",
+    )
+    head_resource: str | None = Field(
+        "node:__internal_head__",
+        description="Resource only the head has; the drift monitor asks for a sliver of it, so it runs on the head "
+        "beside the Jobs API. Default: the one Ray gives every head (Ray Train pins its state actor so). "
+        "None: anywhere.",
+    )
 
     def without_secrets(self) -> Settings:
         """A copy safe to ship to replicas and actors: API keys left out (they get hashes)."""

@@ -24,6 +24,11 @@ NAMESPACE = "rayinfra"
 # resources, and Tune refuses an empty request.
 RESERVED_CPUS_ENV = "RAYINFRA_RESERVED_CPUS"
 TRIAL_CPU = 0.01
+HEAD_SHARE = 0.001  # of the head's resource: one detached actor per served model fits
+
+
+class ClusterSetupError(RuntimeError):
+    """The cluster cannot host rayinfra's long-lived state as configured."""
 
 
 # Below these, a job cannot run at all: refuse it rather than queue tasks that never fit.
@@ -165,6 +170,38 @@ def init_ray(settings: Settings | None = None, **overrides: object) -> ResourceL
     layout = ResourceLayout.current()
     log.info("Ray ready: %s CPUs, %s GPUs; auth mode %s", layout.cpus, layout.gpus, auth_mode())
     return layout
+
+
+def check_shared_home(settings: Settings, nodes: list[dict] | None = None) -> None:
+    """Refuse a node-local ``RAYINFRA_HOME`` on a cluster of more than one node.
+
+    HOME holds the monitor's state, the spec it writes for a retraining job, the audit
+    log and the API key file. On one node's own disk, a job, replica or restarted actor
+    on another node reads none of it and writes its own: state splits silently.
+    ``nodes`` defaults to ``ray.nodes()`` of the connected cluster.
+    """
+    if settings.shared_home:
+        return
+    import ray
+
+    alive = [n for n in (ray.nodes() if nodes is None else nodes) if n.get("Alive")]
+    if len(alive) > 1:
+        raise ClusterSetupError(
+            f"RAYINFRA_HOME={settings.home} is not declared shared, and this cluster has {len(alive)} nodes: "
+            "put it on storage every node mounts (NFS, EFS, Filestore; the configs in cluster/ do) "
+            "and set RAYINFRA_SHARED_HOME=true"
+        )
+
+
+def head_resources(settings: Settings) -> dict[str, float]:
+    """What an actor asks for to run on the head node (nothing when ``head_resource`` is None)."""
+    return {settings.head_resource: HEAD_SHARE} if settings.head_resource else {}
+
+
+def monitor_resources(settings: Settings) -> dict[str, float]:
+    """Resources of the drift monitor: on the head, and only once HOME is known to be shared."""
+    check_shared_home(settings)
+    return head_resources(settings)
 
 
 def auth_mode() -> str:

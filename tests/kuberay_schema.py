@@ -14,6 +14,44 @@ from typing import Any
 STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 NON_NEG_INT = {"type": "integer", "minimum": 0}
 
+# Kubernetes' SecurityContext fields: a misspelt one would silently leave the default.
+CONTAINER_SECURITY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "allowPrivilegeEscalation": {"type": "boolean"},
+        "capabilities": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"add": {"type": "array", "items": {"type": "string"}}, "drop": {"type": "array", "items": {"type": "string"}}},
+        },
+        "privileged": {"type": "boolean"},
+        "readOnlyRootFilesystem": {"type": "boolean"},
+        "runAsNonRoot": {"type": "boolean"},
+        "runAsUser": {"type": "integer"},
+        "runAsGroup": {"type": "integer"},
+        "seccompProfile": {"type": "object"},
+        "appArmorProfile": {"type": "object"},
+        "seLinuxOptions": {"type": "object"},
+        "procMount": {"type": "string"},
+    },
+}
+POD_SECURITY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "runAsNonRoot": {"type": "boolean"},
+        "runAsUser": {"type": "integer"},
+        "runAsGroup": {"type": "integer"},
+        "fsGroup": {"type": "integer"},
+        "fsGroupChangePolicy": {"enum": ["OnRootMismatch", "Always"]},
+        "supplementalGroups": {"type": "array", "items": {"type": "integer"}},
+        "seccompProfile": {"type": "object", "properties": {"type": {"enum": ["RuntimeDefault", "Localhost", "Unconfined"]}}},
+        "appArmorProfile": {"type": "object"},
+        "seLinuxOptions": {"type": "object"},
+        "sysctls": {"type": "array"},
+    },
+}
 CONTAINER = {
     "type": "object",
     "required": ["name", "image"],
@@ -32,6 +70,12 @@ CONTAINER = {
             "type": "array",
             "items": {"type": "object", "required": ["name", "mountPath"], "properties": {"name": {"type": "string"}, "mountPath": {"type": "string"}}},
         },
+        "resources": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"requests": {"type": "object"}, "limits": {"type": "object"}, "claims": {"type": "array"}},
+        },
+        "securityContext": CONTAINER_SECURITY,
     },
 }
 POD_TEMPLATE = {
@@ -42,7 +86,12 @@ POD_TEMPLATE = {
         "spec": {
             "type": "object",
             "required": ["containers"],
-            "properties": {"containers": {"type": "array", "minItems": 1, "items": CONTAINER}, "volumes": {"type": "array"}},
+            "properties": {
+                "containers": {"type": "array", "minItems": 1, "items": CONTAINER},
+                "volumes": {"type": "array"},
+                "securityContext": POD_SECURITY,
+                "restartPolicy": {"enum": ["Always", "OnFailure", "Never"]},
+            },
         },
     },
 }
@@ -53,7 +102,7 @@ HEAD_GROUP = {
     "properties": {
         "rayStartParams": STR_MAP,
         "template": POD_TEMPLATE,
-        "serviceType": {"type": "string"},
+        "serviceType": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
         "headService": {"type": "object"},
         "enableIngress": {"type": "boolean"},
         "headPodLabelSelector": STR_MAP,
@@ -100,7 +149,7 @@ RAY_CLUSTER_SPEC = {
                 "imagePullPolicy": {"type": "string"},
                 "env": {"type": "array"},
                 "envFrom": {"type": "array"},
-                "securityContext": {"type": "object"},
+                "securityContext": CONTAINER_SECURITY,
                 "volumeMounts": {"type": "array"},
             },
         },

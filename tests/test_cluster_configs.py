@@ -1,6 +1,12 @@
 """Cluster launcher YAMLs pass Ray's own schema; KubeRay manifests pass a schema of the
 ray.io/v1 fields they use; both set up token auth, shared storage, MLflow and the
-settings rayinfra reads, under the names rayinfra/config.py defines."""
+settings rayinfra reads, under the names rayinfra/config.py defines.
+
+Every file under cluster/ is also held to the security and state rules: no secret and
+no 0.0.0.0 bind in any of them, no SQLite store; HOME on shared storage and declared
+so; the dashboard (Jobs API) on 127.0.0.1 or behind the NetworkPolicy; MLflow behind
+its basic-auth app on PostgreSQL; IMDSv2 on AWS; non-root, capability-free pods with
+resource limits and secrets from Kubernetes Secrets."""
 
 from __future__ import annotations
 
@@ -21,6 +27,11 @@ LAUNCHERS = ["onprem", "aws", "gcp"]
 KUBERAY = ["raycluster", "rayjob-train", "rayservice"]
 SHARED_STORAGE = {"RAYINFRA_DATA_ROOT", "RAYINFRA_CHECKPOINT_ROOT", "RAYINFRA_ARTIFACT_ROOT"}
 SERVE_APP = {"import_path": "rayinfra.serve.app:build_app", "args": {"spec": "jobs/specs/fraud.yaml"}}
+SHARED_MOUNT = "/mnt/rayinfra"
+NODE_IP = "$(python -c 'import ray.util; print(ray.util.get_node_ip_address())')"
+SERVE_PORT, DASHBOARD_PORT = 8000, 8265
+NON_ROOT_UID = 1000  # the rayproject/ray image's `ray` user
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEYS?$|BACKEND_URI")
 
 
 def _settings_env_names() -> set[str]:
@@ -30,6 +41,11 @@ def _settings_env_names() -> set[str]:
 
 def _launcher(name: str) -> dict:
     return yaml.safe_load((CLUSTER / f"{name}.yaml").read_text())
+
+
+def _code_lines(text: str) -> str:
+    """The text without its comments (whole-line ``#`` comments)."""
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
 def _env_file(text: str) -> dict[str, str]:
@@ -72,7 +88,8 @@ def test_launcher_config_sets_up_auth_storage_mlflow_and_the_project(name):
         starts = [c for c in commands if "ray start" in c]
         assert starts and all("RAY_AUTH_MODE=token" in c for c in starts)
     assert "--dashboard-host=127.0.0.1" in head  # reached through `ray dashboard` only
-    assert "start_mlflow.sh" in head and "RAYINFRA_MLFLOW_URI=http://127.0.0.1:5000" in head
+    # MLflow on the head's private address (start_mlflow.sh binds it), the same for every node.
+    assert "start_mlflow.sh" in head and f"RAYINFRA_MLFLOW_URI=http://{NODE_IP}:5000" in head
     assert "RAYINFRA_MLFLOW_URI=http://$RAY_HEAD_IP:5000" in worker
     # The settings file both node kinds load exists, names only real settings, and puts
     # tables, checkpoints and artifacts on shared storage.
@@ -86,7 +103,7 @@ def test_launcher_config_sets_up_auth_storage_mlflow_and_the_project(name):
     assert all(env[k].startswith(shared) for k in SHARED_STORAGE)
     # The project on every node, torch pinned as in the Makefile, local state left out.
     setup = " && ".join(config["setup_commands"])
-    assert f'"{_torch_pin()}"' in setup and "pip install --quiet ~/rayinfra" in setup.replace("~/rayinfra-venv/bin/", "")
+    assert f'"{_torch_pin()}"' in setup and 'pip install --quiet "$HOME/rayinfra[cluster]"' in setup.replace("~/rayinfra-venv/bin/", "")
     assert config["file_mounts"]["~/rayinfra"] == "."
     assert {".git", ".venv", ".rayinfra"} <= set(config["rsync_exclude"])
 
@@ -99,9 +116,50 @@ def test_cloud_configs_have_cpu_and_gpu_worker_types(name):
     assert types["cpu_worker"]["max_workers"] >= 1 and types["gpu_worker"]["max_workers"] >= 1
 
 
-def test_the_mlflow_script_and_env_files_exist():
-    script = (CLUSTER / "scripts" / "start_mlflow.sh").read_text()
-    assert "--backend-store-uri" in script and "RAYINFRA_ARTIFACT_ROOT" in script
+def test_the_mlflow_script_starts_the_guarded_server_from_the_secrets_file():
+    script = _code_lines((CLUSTER / "scripts" / "start_mlflow.sh").read_text())
+    # The one entry point that refuses an open door or a SQLite store; no store URI of its own.
+    assert "python -m rayinfra.tracking_server --host \"$NODE_IP\"" in script
+    assert ". ~/rayinfra-secrets.env" in script and "RAYINFRA_ARTIFACT_ROOT" in script
+    assert "--backend-store-uri" not in script and "nohup mlflow" not in script
+    assert "$RAYINFRA_HOME/logs" in script  # its log on shared storage, not in the container
+
+
+# ------------------------------------------------------------------ launchers: state and doors
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_launcher_keeps_home_on_shared_storage_and_nothing_in_the_container(name):
+    config = _launcher(name)
+    env = _env_file((CLUSTER / "env" / f"{name}.env").read_text())
+    assert env["RAYINFRA_HOME"] == SHARED_MOUNT and env["RAYINFRA_SHARED_HOME"] == "true"
+    assert Settings(home=env["RAYINFRA_HOME"], shared_home=env["RAYINFRA_SHARED_HOME"]).shared_home
+    setup = " && ".join(config["setup_commands"])
+    assert f"mountpoint -q {SHARED_MOUNT} ||" in setup  # no node starts without the share
+    if "docker" in config:  # Ray's `docker run --rm`: every state path must live outside it
+        assert f"-v {SHARED_MOUNT}:{SHARED_MOUNT}" in config["docker"]["run_options"]
+        init = " && ".join(config["initialization_commands"])
+        assert re.search(rf"sudo mount -t nfs4? .* {SHARED_MOUNT}", init), "the host must mount the share"
+        for key, value in env.items():
+            if key.startswith("RAYINFRA_") and key != "RAYINFRA_SHARED_HOME":
+                assert value.startswith((SHARED_MOUNT, "s3://", "gs://")), f"{key}={value} lives in the container"
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_launcher_nodes_get_secrets_from_outside_the_repo(name):
+    config = _launcher(name)
+    source = config["file_mounts"]["~/rayinfra-secrets.env"]
+    assert source == f"~/.config/rayinfra/{name}-secrets.env"  # the laptop's, never a repo path
+    assert "chmod 600 ~/.ray/auth_token ~/rayinfra-secrets.env" in config["setup_commands"]
+    for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
+        starts = [c for c in commands if "ray start" in c]
+        # Ray's workers, jobs and replicas inherit MLflow's credentials from `ray start`.
+        assert all(". ~/rayinfra-secrets.env" in c for c in starts)
+
+
+def test_aws_nodes_require_imdsv2():
+    for name, node_type in _launcher("aws")["available_node_types"].items():
+        options = node_type["node_config"].get("MetadataOptions", {})
+        assert options.get("HttpTokens") == "required", f"{name} allows IMDSv1"
+        assert options.get("HttpPutResponseHopLimit", 1) == 1, f"{name}: containers on a bridge could reach IMDS"
 
 
 @pytest.mark.parametrize(
@@ -176,8 +234,10 @@ def test_common_settings_name_real_settings_and_the_mlflow_service_finds_the_hea
     head = _manifest("raycluster")["spec"]["headGroupSpec"]
     assert service["selector"].items() <= head["template"]["metadata"]["labels"].items()
     mlflow = next(c for c in head["template"]["spec"]["containers"] if c["name"] == "mlflow")
-    assert "--backend-store-uri" in mlflow["command"] and any(p["containerPort"] == 5000 for p in mlflow["ports"])
-    assert head["rayStartParams"]["dashboard-host"] == "127.0.0.1"  # port-forward only
+    assert any(p["containerPort"] == 5000 for p in mlflow["ports"])
+    assert head["rayStartParams"]["dashboard-host"] == "127.0.0.1"  # port-forward and the monitor on the head
+    assert env["RAYINFRA_HOME"] == SHARED_MOUNT and env["RAYINFRA_SHARED_HOME"] == "true"
+    assert not [d for d in docs.values() if d["kind"] == "PersistentVolumeClaim" and "ReadWriteOnce" in d["spec"]["accessModes"]]
 
 
 def test_rayjob_runs_a_real_training_entrypoint():
@@ -198,3 +258,148 @@ def test_rayservice_serves_what_serve_configs_holds():
     served = ROOT / "serve_configs" / "fraud.yaml"
     if served.exists():  # the serving issue adds it; until then the agreed contract above
         assert serve["applications"] == yaml.safe_load(served.read_text())["applications"]
+
+
+# ------------------------------------------------------------------ KubeRay: doors and pods
+def _pod_templates(doc: dict) -> list[tuple[str, dict]]:
+    """Every pod template a manifest makes: head, worker groups, a RayJob's submitter."""
+    spec = _cluster_spec(doc)
+    pods = [("head", spec["headGroupSpec"]["template"])]
+    pods += [(g["groupName"], g["template"]) for g in spec.get("workerGroupSpecs", [])]
+    if doc["kind"] == "RayJob":
+        pods.append(("submitter", doc["spec"]["submitterPodTemplate"]))
+    return pods
+
+
+def _common() -> dict[tuple[str, str], dict]:
+    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all((CLUSTER / "kuberay" / "common.yaml").read_text())}
+
+
+@pytest.mark.parametrize("name", KUBERAY)
+def test_every_pod_runs_non_root_without_capabilities_within_limits(name):
+    doc = _manifest(name)
+    for group, template in _pod_templates(doc):
+        pod = template["spec"]
+        security = pod["securityContext"]
+        assert security["runAsNonRoot"] is True and security["runAsUser"] == NON_ROOT_UID, group
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}, group
+        for c in pod["containers"]:
+            where = f"{group}/{c['name']}"
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False, where
+            assert c["securityContext"]["capabilities"]["drop"] == ["ALL"], where
+            assert "privileged" not in c["securityContext"] and "runAsUser" not in c["securityContext"], where
+            assert {"cpu", "memory"} <= set(c["resources"]["limits"]), where
+    spec = _cluster_spec(doc)
+    if spec.get("enableInTreeAutoscaling"):  # KubeRay's autoscaler sidecar gets these from autoscalerOptions
+        autoscaler = spec["autoscalerOptions"]
+        assert autoscaler["securityContext"] == {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+        assert {"cpu", "memory"} <= set(autoscaler["resources"]["limits"])
+
+
+@pytest.mark.parametrize("name", KUBERAY)
+def test_every_ray_pod_is_behind_the_network_policy_with_secrets_from_secrets(name):
+    doc = _manifest(name)
+    selector = _common()[("NetworkPolicy", "rayinfra")]["spec"]["podSelector"]["matchLabels"]
+    spec = _cluster_spec(doc)
+    assert spec["headGroupSpec"]["serviceType"] == "ClusterIP"
+    for group, template in _pod_templates(doc):
+        labels = template.get("metadata", {}).get("labels", {})
+        if group == "submitter":
+            assert labels == {"rayinfra.io/jobs-client": "true"}  # a client, admitted to the dashboard only
+            continue
+        assert selector.items() <= labels.items(), f"{group} is outside the NetworkPolicy"
+        for c in template["spec"]["containers"]:
+            env = {e["name"]: e for e in c.get("env", [])}
+            for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "rayinfra-mlflow", f"{group}/{c['name']}"
+            for key, var in env.items():
+                if SECRET_NAME.search(key):
+                    assert "value" not in var and "secretKeyRef" in var["valueFrom"], f"{key} is not from a Secret"
+
+
+def test_the_network_policy_admits_only_the_serve_port_from_outside():
+    policy = _common()[("NetworkPolicy", "rayinfra")]["spec"]
+    own = {"podSelector": {"matchLabels": policy["podSelector"]["matchLabels"]}}
+    assert policy["policyTypes"] == ["Ingress"]
+    for rule in policy["ingress"]:
+        ports = sorted(p["port"] for p in rule.get("ports", []))
+        peers = rule.get("from")
+        if peers is None:  # from anywhere
+            assert ports == [SERVE_PORT]
+        elif peers == [own]:  # rayinfra's own pods: Ray's traffic and MLflow
+            assert ports == []
+        else:  # the KubeRay operator and RayJob submitters reach the token-guarded dashboard only
+            assert ports == [DASHBOARD_PORT]
+            assert all("ipBlock" not in p and p["podSelector"]["matchLabels"] for p in peers)
+    assert [r for r in policy["ingress"] if "from" not in r], "the Serve port must be reachable"
+
+
+def test_mlflow_on_kubernetes_is_the_guarded_server_on_postgres():
+    head = _manifest("raycluster")["spec"]["headGroupSpec"]["template"]["spec"]
+    mlflow = next(c for c in head["containers"] if c["name"] == "mlflow")
+    command = mlflow["command"]
+    assert command[:3] == ["python", "-m", "rayinfra.tracking_server"]
+    assert command[command.index("--host") + 1] == "$(POD_IP)"  # the pod's address, not 0.0.0.0
+    service = _common()[("Service", "rayinfra-mlflow")]
+    assert f"rayinfra-mlflow:{service['spec']['ports'][0]['port']}" in command[command.index("--allowed-hosts") + 1]
+    env = {e["name"]: e for e in mlflow["env"]}
+    assert env["MLFLOW_BACKEND_URI"]["valueFrom"]["secretKeyRef"] == {"name": "rayinfra-mlflow", "key": "backend-uri"}
+    assert service["spec"]["type"] == "ClusterIP"
+
+
+def test_every_secret_the_manifests_read_is_one_the_instructions_create():
+    refs = set()
+    for name in KUBERAY:
+        for _, template in _pod_templates(_manifest(name)):
+            for c in template["spec"]["containers"]:
+                refs |= {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+                         for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}  # fmt: skip
+    instructions = (CLUSTER / "kuberay" / "common.yaml").read_text()
+    for secret, key in refs:
+        block = instructions.split(f"kubectl create secret generic {secret}", 1)
+        assert len(block) == 2 and f"--from-literal={key}=" in block[1].split("kubectl", 1)[0], (secret, key)
+
+
+def test_the_image_runs_as_a_user_and_carries_the_cluster_extras():
+    dockerfile = _code_lines((CLUSTER / "kuberay" / "Dockerfile").read_text())
+    assert dockerfile.strip().splitlines()[-1] == f"USER {NON_ROOT_UID}"
+    assert '"/home/ray/rayinfra[cluster]"' in dockerfile
+
+
+# ------------------------------------------------------------------ every file under cluster/
+KINDS = {
+    "launcher": lambda p: p.parent == CLUSTER and p.suffix == ".yaml",
+    "env": lambda p: p.parent == CLUSTER / "env" and p.suffix == ".env",
+    "script": lambda p: p.parent == CLUSTER / "scripts" and p.suffix == ".sh",
+    "manifest": lambda p: p.parent == CLUSTER / "kuberay" and p.suffix == ".yaml",
+    "image": lambda p: p == CLUSTER / "kuberay" / "Dockerfile",
+    "doc": lambda p: p.suffix == ".md",
+}
+CHECKED = {  # what the tests above check, by kind
+    "launcher": {f"{n}.yaml" for n in LAUNCHERS},
+    "env": {f"{n}.env" for n in LAUNCHERS},
+    "script": {"start_mlflow.sh"},
+    "manifest": {f"{n}.yaml" for n in KUBERAY} | {"common.yaml"},
+    "image": {"Dockerfile"},
+    "doc": {"README.md"},
+}
+FILES = sorted(p for p in CLUSTER.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+CREDENTIAL_IN_URI = re.compile(r"://[^/\s:@]+:(?![A-Z][A-Z-]*@)[^@\s/]+@")  # user:password@, unless a placeholder
+SECRET_LITERAL = re.compile(r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY|(?i:password)\s*[:=]\s*[\"']?\w{6,}")
+
+
+def _kind(path) -> str | None:
+    return next((kind for kind, matches in KINDS.items() if matches(path)), None)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(CLUSTER)))
+def test_every_file_under_cluster_is_checked_and_holds_no_secret_open_bind_or_sqlite(path):
+    kind = _kind(path)
+    assert kind and path.name in CHECKED[kind], f"{path} is not covered by this file's checks: add them"
+    text = path.read_text()
+    assert not CREDENTIAL_IN_URI.search(text) and not SECRET_LITERAL.search(text), f"{path} holds a secret"
+    code = _code_lines(text) if kind != "doc" else ""
+    assert "sqlite" not in code.lower(), f"{path}: a SQLite store dies with its node or container"
+    binds = [line.strip() for line in code.splitlines() if "0.0.0.0" in line]
+    # The one bind to every interface: a RayService's Serve proxy on its pod's network.
+    assert binds == (["host: 0.0.0.0"] if path.name == "rayservice.yaml" else []), f"{path}: {binds}"

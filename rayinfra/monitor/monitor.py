@@ -29,6 +29,7 @@ from rayinfra.monitor.labels import live_quality
 from rayinfra.monitor.policy import TERMINAL, Action, PolicyState
 from rayinfra.monitor.profiles import PREDICTION
 from rayinfra.monitor.retrain import job_status, stop_job, submit_retrain
+from rayinfra.runtime import monitor_resources
 
 log = logging.getLogger(__name__)
 
@@ -351,6 +352,7 @@ def get_monitor(spec: Spec, settings: Settings) -> ray.actor.ActorHandle:
         lifetime="detached",
         get_if_exists=True,
         num_cpus=0,
+        resources=monitor_resources(settings),  # on the head; refuses a node-local HOME on a multi-node cluster
         max_restarts=-1,
         max_concurrency=1,  # one change at a time: the state file is the truth
     )
