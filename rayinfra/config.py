@@ -219,15 +219,20 @@ class RegistrySpec(_Section):
         50, ge=1, description="Fewer positive held-out rows than this and the gate's verdict is 'inconclusive'."
     )
     gate_seed: int = Field(0, description="Seed of the gate's bootstrap, so a verdict can be repeated exactly.")
+    challenger_deadline_s: float = Field(
+        3600, gt=0, description="An inconclusive candidate shadows the champion as challenger and is judged on live "
+        "labels by the gate's statistics; still undecided after this long, it is rejected."
+    )
 
 
 class TrafficSpec(_Section):
     """How requests are shared between the champion and the challenger."""
 
     mode: Literal["champion", "canary", "shadow"] = Field(
-        "champion",
-        description="champion: all to the champion; canary: a weighted split; "
-        "shadow: the challenger gets a copy of each request, its answers are logged, not returned.",
+        "shadow",
+        description="shadow: when there is a challenger (a candidate the gate could not decide on), it gets a copy "
+        "of each request, its answers are logged, not returned, and judged on live labels; champion: all to the "
+        "champion, no challenger stage; canary: the challenger answers a weighted share.",
     )
     canary_weight: float = Field(
         0.1,

@@ -29,7 +29,7 @@ def _free_port() -> int:
 def _spec(**serve):
     base = {"registry.model_name": "fraud-serve-test", "serve.reload_interval_s": 0.5, "serve.log_flush_s": 0.2,
             "serve.max_records": 50, "serve.max_body_bytes": 20_000, "serve.min_replicas": 1, "serve.max_replicas": 1,
-            "monitor.flush_s": 0.5}  # fmt: skip
+            "monitor.flush_s": 0.5, "serve.traffic.mode": "champion"}  # fmt: skip
     return small_spec(**{**base, **{f"serve.{k}": v for k, v in serve.items()}})
 
 

@@ -23,15 +23,18 @@ import ray
 
 from rayinfra import audit, durable, registry
 from rayinfra.config import Settings, Spec
-from rayinfra.monitor import estimate, labels, policy, store
+from rayinfra.monitor import challenger, estimate, labels, policy, store
 from rayinfra.monitor.drift import column_drift, window_drift
 from rayinfra.monitor.labels import live_quality
 from rayinfra.monitor.policy import TERMINAL, Action, PolicyState
 from rayinfra.monitor.profiles import PREDICTION
 from rayinfra.monitor.retrain import job_status, stop_job, submit_retrain
+from rayinfra.registry.gate import GateSettings
 from rayinfra.runtime import monitor_resources
 
 log = logging.getLogger(__name__)
+
+CHALLENGER_FILE = "challenger.json"
 
 NAMESPACE = "rayinfra"
 
@@ -101,6 +104,8 @@ class DriftMonitor:
         self._window = store.load_view(self.dir / store.WINDOW)
         self._gauges = _gauges()
         self.decision: policy.Decision | None = None  # the policy's last answer, for status
+        self.stage = store.read_json(self.dir / CHALLENGER_FILE, None)  # the challenger stage, if one runs
+        self._challenger_checked = 0.0
 
     # ------------------------------------------------------------------ intake
     def add(self, profile: bytes, rows: int, model_version: int) -> dict[str, Any] | None:
@@ -130,6 +135,7 @@ class DriftMonitor:
                 job["status"], changed = status, True
                 if status in TERMINAL:
                     self._finished(job, now)
+        self._judge_challenger(now)
         self.decision = policy.decide(self._policy_state(), now, self.spec.monitor)
         if self.decision.action is Action.START:
             self._start(now, self.decision.attempt)
@@ -204,9 +210,55 @@ class DriftMonitor:
             log.exception("drift monitor: no status for job %s", job_id)
             return "UNKNOWN"
 
+    # ---------------------------------------------------------------- challenger
+    def add_challenger_labels(self, version: int, champion: int, ids: list[str], y: list[int],
+                              p_champion: list[float], p_challenger: list[float]) -> dict[str, Any] | None:  # fmt: skip
+        """Labelled answers the challenger gave in shadow, beside the champion's: judged at once."""
+        stage = self.stage
+        if stage is None or stage["version"] != version or stage["outcome"] is not None:
+            if registry.alias_version(self.spec.model_name, registry.CHALLENGER, self.settings) != version:
+                return None  # no longer the challenger: its answers judge nothing
+            self.stage = stage = challenger.new_stage(version, champion, time.time())
+        challenger.add_pairs(stage, ids, y, p_champion, p_challenger)
+        self._judge_challenger(time.time(), force=True)
+        return challenger.summary(self.stage)
+
+    def _judge_challenger(self, now: float, force: bool = False) -> None:
+        """Follow the challenger alias (at most every reload interval) and act on the stage's verdict."""
+        if not force and now - self._challenger_checked < self.spec.serve.reload_interval_s * 5:
+            return
+        self._challenger_checked = now
+        name, stage = self.spec.model_name, self.stage
+        current = registry.alias_version(name, registry.CHALLENGER, self.settings)
+        if current is not None and (stage is None or stage["version"] != current):
+            champion = registry.alias_version(name, registry.CHAMPION, self.settings)
+            self.stage = stage = challenger.new_stage(current, champion, now)
+            audit.record("challenger_stage", f"v{current} shadows the champion, judged on live labels", self.settings,
+                         model=name, version=current, champion=champion)  # fmt: skip
+        if stage is None or stage["outcome"] is not None:
+            return
+        rules = GateSettings.from_spec(self.spec)
+        outcome = challenger.decide(stage, now, rules, self.spec.registry.challenger_deadline_s)
+        challenger.record(stage, outcome, now)
+        if outcome.action != "wait":
+            self._end_stage(stage, outcome, current)
+        durable.atomic_write(self.dir / CHALLENGER_FILE, json.dumps(stage).encode())
+
+    def _end_stage(self, stage: dict[str, Any], outcome: challenger.Outcome, current: int | None) -> None:
+        name, version = self.spec.model_name, stage["version"]
+        stage["outcome"] = outcome.action
+        details = {"version": version, "rows": outcome.verdict.rows if outcome.verdict else 0,
+                   "interval": list(outcome.verdict.interval or []) if outcome.verdict else None}  # fmt: skip
+        if outcome.action == "promote":
+            registry.promote(self.spec, version, outcome.reason, self.settings)
+        elif current == version:  # rejected, or expired: the challenger alias goes
+            registry.client(self.settings).delete_registered_model_alias(name, registry.CHALLENGER)
+        audit.record(f"challenger_{outcome.action}", outcome.reason, self.settings, model=name, **details)
+
     def status(self) -> dict[str, Any]:
         self.check_retrain()  # a job may have finished since the last window
         out = describe(self.spec, self.state)
+        out["challenger"] = challenger.summary(self.stage)
         out["labels"], out["min_labels"] = self._labels(), self.spec.monitor.min_labels
         out["decision"] = self.decision.to_dict() if self.decision else None
         drop, source = self._drop()

@@ -48,7 +48,9 @@ def append_feedback(
     pairs = [(i.request_id, i.index) for i in items]
     _refuse_repeats_within(pairs)
     logged = plog.lookup(sorted({rid for rid, _ in pairs})).to_pylist()
-    by_pair = {(r["request_id"], r["idx"]): r for r in logged}
+    # The answer the client got (champion or canary); a challenger's shadow answer sits beside it.
+    by_pair = {(r["request_id"], r["idx"]): r for r in logged if r["role"] != "shadow"}
+    shadows = {(r["request_id"], r["idx"]): r for r in logged if r["role"] == "shadow"}
     _refuse(404, "match no logged prediction", [p for p in pairs if p not in by_pair])
     ledger = LabelLedger.for_spec(spec, settings)
     _refuse(409, "already have a label (one label per prediction)", sorted(ledger.holders(pairs)))
@@ -63,7 +65,8 @@ def append_feedback(
         raise
     audit.record("feedback", f"{len(rows)} labels appended", settings, key_id=key_id, batch_id=batch_id,
                  table=spec.dataset.table, table_version=version, requests=len({rid for rid, _ in pairs}))  # fmt: skip
-    _report_labels(spec, settings, [by_pair[p] for p in pairs], [i.label for i in items])
+    _report_labels(spec, settings, [by_pair[p] for p in pairs], [i.label for i in items],
+                   [shadows.get(p) for p in pairs])
     return FeedbackResponse(appended=len(rows), table=spec.dataset.table, table_version=version)
 
 
@@ -120,7 +123,8 @@ def row_from_log(spec: Spec, logged: dict[str, Any], label: int) -> dict[str, An
     return row
 
 
-def _report_labels(spec: Spec, settings: Settings, logged: list[dict[str, Any]], labels: list[int]) -> None:
+def _report_labels(spec: Spec, settings: Settings, logged: list[dict[str, Any]], labels: list[int],
+                   shadows: list[dict[str, Any] | None]) -> None:  # fmt: skip
     """Tell the drift monitor how the answers fared (live quality), per model version; best effort.
 
     Only labels accepted above get here, once each; the request ids go along so the
@@ -142,8 +146,22 @@ def _report_labels(spec: Spec, settings: Settings, logged: list[dict[str, Any]],
                     version)  # fmt: skip
             ids = [f"{r['request_id']}/{r['idx']}" for r, _ in pairs]
             monitor.add_labels.remote(*args, request_ids=ids)
+        _report_shadow_pairs(monitor, logged, labels, shadows)
     except Exception:  # noqa: BLE001 (the labels are in the table already; live quality can wait)
         log.exception("feedback: could not report labels to the drift monitor")
+
+
+def _report_shadow_pairs(monitor: Any, logged: list[dict[str, Any]], labels: list[int],
+                         shadows: list[dict[str, Any] | None]) -> None:  # fmt: skip
+    """Labelled answers the challenger gave in shadow, paired with the champion's: the challenger stage's evidence."""
+    by_versions: dict[tuple[int, int], list[tuple[dict, dict, int]]] = {}
+    for row, shadow, label in zip(logged, shadows, labels):
+        if shadow is not None and row["role"] == "champion":
+            by_versions.setdefault((shadow["model_version"], row["model_version"]), []).append((row, shadow, label))
+    for (challenger, champion), triples in by_versions.items():
+        monitor.add_challenger_labels.remote(
+            challenger, champion, [f"{r['request_id']}/{r['idx']}" for r, _, _ in triples], [y for _, _, y in triples],
+            [r["probability"] for r, _, _ in triples], [s["probability"] for _, s, _ in triples])
 
 
 def feedback_key(request_id: str, index: int) -> int:
