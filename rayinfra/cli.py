@@ -67,13 +67,15 @@ def demo(
     rows: Annotated[int, typer.Option(help="Rows of demo data to generate.")] = 100_000,
     data_only: Annotated[bool, typer.Option(help="Stop after the data stages.")] = False,
     drifted_rows: Annotated[int, typer.Option(help="Drifted records sent (and labelled) in the loop.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Seeds the demo's data, traffic and training (a run repeats).")] = 0,
 ) -> None:
     """The whole life of a model on embedded defaults: data, tune, serve, drift, retrain, gate, new champion."""
     from rayinfra.demo import run_demo
 
     settings, task = Settings(), _spec(spec)
+    task = task.model_copy(update={"train": task.train.model_copy(update={"seed": seed})})
     console.rule(f"rayinfra demo · everything under {settings.home}")
-    result = _guard(lambda: run_demo(task, settings, rows=rows, console=console))
+    result = _guard(lambda: run_demo(task, settings, rows=rows, console=console, seed=seed))
     _print_summary(_table(spec))
     _print_history(_table(spec), limit=5)
     console.print(
@@ -84,7 +86,7 @@ def demo(
         return
     from rayinfra.loop_demo import run_loop
 
-    loop = _guard(lambda: run_loop(task, settings, console, drifted_rows=drifted_rows))
+    loop = _guard(lambda: run_loop(task, settings, console, drifted_rows=drifted_rows, seed=seed))
     _print_loop_summary(task, settings, {**result.seconds, **loop.seconds}, loop)
 
 
@@ -103,6 +105,7 @@ def _print_loop_summary(task, settings: Settings, seconds: dict[str, float], loo
         out.add_row(f"v{v['version']}", ", ".join(v["aliases"]), str(lineage.table_version or ""),
                     lineage.metric("pr_auc"), lineage.metric("roc_auc"), verdict)  # fmt: skip
     console.print(out)
+    _print_gate(loop)
     drifted = [w for w in loop.drift_windows if w["drifted"]]
     if drifted:
         last = drifted[-1]
@@ -130,6 +133,28 @@ def _print_loop_summary(task, settings: Settings, seconds: dict[str, float], loo
     )
     console.print(f"MLflow UI: mlflow ui --host 127.0.0.1 --backend-store-uri {settings.tracking_uri}")
     console.print("audit trail: rayinfra audit  ·  drift: rayinfra drift status")
+
+
+def _print_gate(loop) -> None:
+    """The retrained version's gate verdict, the challenger stage if there was one, and healed or why not."""
+    g = loop.gate or {}
+    if g:
+        out = RichTable("verdict", g.get("metric", "metric"), "champion", "diff", "interval", "rows", "positives",
+                        title=f"gate on v{g.get('candidate')}")  # fmt: skip
+        interval = "" if g.get("interval_lo") is None else f"[{g['interval_lo']:+.4f}, {g['interval_hi']:+.4f}]"
+        num = lambda x: "" if x is None else f"{x:.4f}"  # noqa: E731
+        out.add_row(g.get("verdict", ""), num(g.get("candidate_value")), num(g.get("champion_value")),
+                    "" if g.get("diff") is None else f"{g['diff']:+.4f}", interval, str(g.get("rows", "")),
+                    str(g.get("positives", "")))  # fmt: skip
+        console.print(out)
+    if loop.challenger:
+        c = loop.challenger
+        console.print(f"challenger stage: v{c['version']} {c['outcome']} after {c['pairs']} labelled pairs")
+    why = loop.why_not_healed()
+    if why is None:
+        console.print(f"[green]healed[/]: v{loop.champion_after} serves the drifted traffic (was v{loop.champion_before})")
+    else:
+        console.print(f"[yellow]not healed[/]: {why}", soft_wrap=True)
 
 
 def _table_uri(task, settings: Settings) -> str:

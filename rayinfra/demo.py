@@ -31,25 +31,27 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def run_demo(spec: Spec, settings: Settings, rows: int = 100_000, console: Console | None = None) -> DemoResult:
+def run_demo(spec: Spec, settings: Settings, rows: int = 100_000, console: Console | None = None,
+             seed: int = 0) -> DemoResult:  # fmt: skip
     console = console or Console()
     table = Table.for_spec(spec, settings)
     result = DemoResult(table_uri=table.uri)
     start_id = table.delta().count() if table.exists() else 0  # re-runs append new ids
+    base = start_id + seed * 1_000_003  # data seeds: another demo seed, other data
 
     with _stage(console, result, "generate", f"{rows:,} transactions"):
         landing = settings.home / "landing"
         landing.mkdir(parents=True, exist_ok=True)
         half = rows // 2
         csv_path, parquet_path = landing / f"tx_{start_id}.csv", landing / f"tx_{start_id}.parquet"
-        pcsv.write_csv(synthetic.generate(half, seed=start_id, start_id=start_id), csv_path)
-        pq.write_table(synthetic.generate(rows - half, seed=start_id + 1, start_id=start_id + half), parquet_path)
+        pcsv.write_csv(synthetic.generate(half, seed=base, start_id=start_id), csv_path)
+        pq.write_table(synthetic.generate(rows - half, seed=base + 1, start_id=start_id + half), parquet_path)
 
     with _stage(console, result, "ingest files", f"{csv_path.name}, {parquet_path.name}"):
         result.versions.append(ingest_files(table, [csv_path, parquet_path]))
 
     with _stage(console, result, "micro-batch", "1,000 records"):
-        batch = synthetic.generate(1_000, seed=start_id + 2, start_id=start_id + rows).to_pylist()
+        batch = synthetic.generate(1_000, seed=base + 2, start_id=start_id + rows).to_pylist()
         result.versions.append(ingest_records(table, batch, source="demo-microbatch"))
 
     with _stage(console, result, "bad batch", "a negative amount, an unknown device"):

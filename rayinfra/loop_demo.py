@@ -30,7 +30,10 @@ LOOP_OVERRIDES: dict[str, Any] = {
     "serve.challenger_cpus": 0.1,
     "monitor.window_rows": 1000, "monitor.windows_to_trigger": 2, "monitor.flush_s": 1, "monitor.flush_rows": 500,
     "monitor.cooldown_s": 120, "monitor.backoff_s": 10, "monitor.max_retries": 1,
+    "registry.challenger_deadline_s": 240,
 }  # fmt: skip
+CHALLENGER_ROWS = 10_000  # more labelled drifted traffic, when the gate leaves the candidate to the challenger stage
+AFTER_SWITCH_ROWS = 2_000  # traffic after the switch, so the timeline shows the new version answering
 RECORDS_PER_REQUEST = 20
 # Drifted, labelled traffic the demo sends: a fifth of the demo table, enough for a
 # retrained model to learn the new relation and win the gate on recent rows.
@@ -49,6 +52,22 @@ class LoopResult:
     seconds: dict[str, float] = field(default_factory=dict)
     drift_started: float = 0.0  # wall clock of the first drifted request
     new_version_at: float | None = None  # wall clock of the first answer from the new champion
+    gate: dict[str, Any] | None = None  # the retrained version's gate verdict (its registry tag)
+    challenger: dict[str, Any] | None = None  # the challenger stage, when the gate was inconclusive
+
+    def why_not_healed(self) -> str | None:
+        """One line: why the retrained version is not serving (None when it is)."""
+        if self.champion_after is not None and self.champion_after != self.champion_before:
+            return None
+        if not self.retrain or self.retrain.get("status") != "SUCCEEDED":
+            return f"the retraining job ended {(self.retrain or {}).get('status', 'without starting')}"
+        stage = self.challenger or {}
+        if stage.get("outcome"):
+            last = (stage.get("history") or [{}])[-1]
+            return f"challenger stage {stage['outcome']} after {stage.get('pairs', 0)} labelled pairs ({last})"
+        if self.gate and self.gate.get("verdict") == "inconclusive":
+            return f"{self.gate.get('reason', 'inconclusive')}; challenger collecting labels"
+        return (self.gate or {}).get("reason", "no gate verdict recorded")
 
 
 def loop_spec(spec: Spec, extra: dict[str, Any] | None = None) -> Spec:
@@ -117,6 +136,7 @@ def run_loop(
     drifted_rows: int = DEMO_DRIFTED_ROWS,
     tune: bool = True,
     overrides: dict[str, Any] | None = None,
+    seed: int = 0,
 ) -> LoopResult:
     """The loop on ``spec`` with the demo's small windows, then ``overrides`` (dotted keys);
     ``tune=False`` trains once instead of searching."""
@@ -139,12 +159,13 @@ def run_loop(
         client = _Client(result.url, auth.client_key(settings), result)
 
     start = table.delta().count() + 10_000_000  # fresh ids for traffic
+    seeds = start + seed * 1_000_003  # traffic seeds: another demo seed, other traffic
     with _Stage(console, result, "normal traffic", "1,500 records like the training data"):
-        records, _ = _records(1500, seed=start, drift=0.0, start_id=start)
+        records, _ = _records(1500, seed=seeds, drift=0.0, start_id=start)
         send(client, records)
 
     with _Stage(console, result, "drifted traffic", f"{drifted_rows:,} drifted records, then their labels"):
-        records, labels = _records(drifted_rows, seed=start + 1, drift=1.0, start_id=start + 2000)
+        records, labels = _records(drifted_rows, seed=seeds + 1, drift=1.0, start_id=start + 2000)
         result.drift_started = time.time()
         appended = send(client, records, labels)
         console.print(f"feedback: {appended:,} labelled rows appended; table now at v{table.version()}")
@@ -165,16 +186,52 @@ def run_loop(
         result.drift_windows = _windows(spec, settings)
         console.print(f"job {result.retrain['status'].lower()}")
 
+    result.gate = _newest_gate(spec, settings)
+    if result.gate:
+        console.print(f"gate: {result.gate['reason']}")
+    if result.gate and result.gate.get("verdict") == "inconclusive":
+        _challenger_stage(spec, client, console, result, start, seeds)
+
     with _Stage(console, result, "gate → serving", "the new champion answers (hot reload)"):
         result.champion_after = registry.alias_version(spec.model_name, registry.CHAMPION, settings)
         if result.champion_after != result.champion_before:
-            probe, _ = _records(RECORDS_PER_REQUEST, seed=start + 3, drift=1.0, start_id=start + 9_000_000)
+            probe, _ = _records(RECORDS_PER_REQUEST, seed=seeds + 3, drift=1.0, start_id=start + 9_000_000)
             _wait(lambda: client.predict(probe), lambda b: b["model_version"] == result.champion_after, 60, "reload")
             result.new_version_at = time.time()
             console.print(f"v{result.champion_after} is champion and serving (was v{result.champion_before})")
         else:
-            console.print(f"the candidate did not pass the gate: v{result.champion_before} keeps serving")
+            console.print(f"not healed: {result.why_not_healed()}; v{result.champion_before} keeps serving")
+
+    with _Stage(console, result, "after the switch", f"{AFTER_SWITCH_ROWS:,} more drifted records"):
+        records, _ = _records(AFTER_SWITCH_ROWS, seed=seeds + 4, drift=1.0, start_id=start + 8_000_000)
+        send(client, records)
     return result
+
+
+def _newest_gate(spec: Spec, settings: Settings) -> dict[str, Any] | None:
+    """The gate verdict recorded on the newest registered version (the retrained one)."""
+    from rayinfra.registry.lineage import Lineage
+
+    versions = registry.list_versions(spec, settings)
+    if not versions:
+        return None
+    raw = Lineage.from_tags(versions[-1]["tags"]).other.get("rayinfra.gate")
+    return json.loads(raw) if raw else None
+
+
+def _challenger_stage(spec: Spec, client: _Client, console: Console, result: LoopResult, start: int,
+                      seeds: int) -> None:  # fmt: skip
+    """The gate could not decide: the candidate shadows the champion and live labels judge it."""
+    deadline = spec.registry.challenger_deadline_s
+    with _Stage(console, result, "challenger stage", f"{CHALLENGER_ROWS:,} more labelled records, shadowed"):
+        records, labels = _records(CHALLENGER_ROWS, seed=seeds + 5, drift=1.0, start_id=start + 6_000_000)
+        send(client, records, labels)
+        status = _wait(lambda: client.drift(), lambda s: (s.get("challenger") or {}).get("outcome") is not None,
+                       deadline + 60, "the challenger stage's verdict")  # fmt: skip
+        result.challenger = status["challenger"]
+        last = (result.challenger["history"] or [{}])[-1]
+        console.print(f"challenger v{result.challenger['version']}: {result.challenger['outcome']} after "
+                      f"{result.challenger['pairs']} labelled pairs, interval {last.get('interval')}")  # fmt: skip
 
 
 def _windows(spec: Spec, settings: Settings) -> list[dict[str, Any]]:
