@@ -444,6 +444,23 @@ def drift_status(
                     "" if est is None else f"{est:.3f}", "" if live is None else f"{live:.3f}",
                     ", ".join(w["drifted_columns"]))  # fmt: skip
     console.print(out)
+    _print_gate_status(task)
+
+
+def _print_gate_status(task) -> None:
+    """The newest gate verdict (interval, counts, reason) and the challenger stage, if any."""
+    from rayinfra import registry
+    from rayinfra.monitor.monitor import CHALLENGER_FILE, state_dir
+
+    gate = _guard(lambda: registry.last_gate(task, Settings()))
+    if gate:
+        console.print(f"gate on v{gate.get('candidate')}: {gate.get('reason')}", soft_wrap=True, highlight=False)
+    path = state_dir(task, Settings()) / CHALLENGER_FILE
+    if path.exists():
+        stage = json.loads(path.read_text())
+        last = (stage.get("history") or [{}])[-1]
+        console.print(f"challenger v{stage['version']}: {stage.get('outcome') or 'collecting labels'}, "
+                      f"{len(stage.get('y', []))} labelled pairs, interval {last.get('interval')}", highlight=False)  # fmt: skip
 
 
 audit_app = typer.Typer(help="The audit log: `rayinfra audit` lists the newest entries; `verify` checks its chain.")

@@ -186,7 +186,7 @@ def run_loop(
         result.drift_windows = _windows(spec, settings)
         console.print(f"job {result.retrain['status'].lower()}")
 
-    result.gate = _newest_gate(spec, settings)
+    result.gate = registry.last_gate(spec, settings)
     if result.gate:
         console.print(f"gate: {result.gate['reason']}")
     if result.gate and result.gate.get("verdict") == "inconclusive":
@@ -206,17 +206,6 @@ def run_loop(
         records, _ = _records(AFTER_SWITCH_ROWS, seed=seeds + 4, drift=1.0, start_id=start + 8_000_000)
         send(client, records)
     return result
-
-
-def _newest_gate(spec: Spec, settings: Settings) -> dict[str, Any] | None:
-    """The gate verdict recorded on the newest registered version (the retrained one)."""
-    from rayinfra.registry.lineage import Lineage
-
-    versions = registry.list_versions(spec, settings)
-    if not versions:
-        return None
-    raw = Lineage.from_tags(versions[-1]["tags"]).other.get("rayinfra.gate")
-    return json.loads(raw) if raw else None
 
 
 def _challenger_stage(spec: Spec, client: _Client, console: Console, result: LoopResult, start: int,

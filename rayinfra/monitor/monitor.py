@@ -106,6 +106,7 @@ class DriftMonitor:
         self.decision: policy.Decision | None = None  # the policy's last answer, for status
         self.stage = store.read_json(self.dir / CHALLENGER_FILE, None)  # the challenger stage, if one runs
         self._challenger_checked = 0.0
+        self._gate_checked, self._gate = 0.0, {}
 
     # ------------------------------------------------------------------ intake
     def add(self, profile: bytes, rows: int, model_version: int) -> dict[str, Any] | None:
@@ -259,6 +260,7 @@ class DriftMonitor:
         self.check_retrain()  # a job may have finished since the last window
         out = describe(self.spec, self.state)
         out["challenger"] = challenger.summary(self.stage)
+        out["gate"] = self._gate_and_aliases()
         out["labels"], out["min_labels"] = self._labels(), self.spec.monitor.min_labels
         out["decision"] = self.decision.to_dict() if self.decision else None
         drop, source = self._drop()
@@ -268,6 +270,15 @@ class DriftMonitor:
         if self.state["reference_version"] is not None:
             out["quality"] = self._quality(self.state["reference_version"])
         return out
+
+    def _gate_and_aliases(self) -> dict[str, Any]:
+        """The newest gate verdict and alias moves the audit log lacks, read at most every 30 s."""
+        now = time.time()
+        if now - self._gate_checked > 30:
+            self._gate_checked = now
+            self._gate = {"last": registry.last_gate(self.spec, self.settings),
+                          "unaudited_alias_moves": registry.unaudited_alias_moves(self.spec, self.settings)}  # fmt: skip
+        return self._gate
 
     def history(self, limit: int = 50) -> list[dict[str, Any]]:
         return self.state["windows"][-limit:]

@@ -22,8 +22,8 @@ _EXPORTS = {
     "tracking": ["PROFILE_ARTIFACT", "client", "experiment", "log_run", "log_search", "reference_profile"],
     "bundle": ["ModelBundle", "bundle_digest", "load_bundle", "save_bundle"],
     "lineage": ["Lineage", "code_version"],
-    "lifecycle": ["CHALLENGER", "CHAMPION", "GateResult", "LoadedModel", "alias_version", "list_versions",
-                  "load", "promote", "register", "resolve", "rollback", "unaudited_alias_moves"],  # fmt: skip
+    "lifecycle": ["CHALLENGER", "CHAMPION", "GateResult", "LoadedModel", "alias_version", "last_gate",
+                  "list_versions", "load", "promote", "register", "resolve", "rollback", "unaudited_alias_moves"],  # fmt: skip
     "gate": ["GateSettings", "GateVerdict", "judge"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -343,3 +343,14 @@ def gate(spec: Spec, candidate: int, held_out: pd.DataFrame, settings: Settings 
         client(settings).set_registered_model_alias(name, CHALLENGER, str(candidate))
         audit.record("challenger", result.reason, settings, model=name, version=candidate)
     return result
+
+
+def last_gate(spec: Spec, settings: Settings | None = None) -> dict[str, Any] | None:
+    """The gate verdict recorded on the newest registered version (a retrain's), or None."""
+    c, name = client(settings), spec.model_name
+    versions = c.search_model_versions(f"name='{name}'")
+    if not versions:
+        return None
+    newest = max(versions, key=lambda v: int(v.version))
+    raw = newest.tags.get(GATE_TAG)
+    return json.loads(raw) if raw else None
