@@ -443,74 +443,17 @@ def test_prometheus_metrics_are_exported(url, home):
     post(url, _records(3))
     assert post(url, _records(1), key=None).status_code == 401
     port = ray.nodes()[0]["MetricsExportPort"]
+    metrics = ("ray_rayinfra_requests_total", "ray_rayinfra_request_latency_ms_bucket", "ray_rayinfra_batch_size_bucket",
+               "ray_rayinfra_model_version", "ray_serve_deployment_replica_healthy")  # fmt: skip
     deadline, text = time.time() + 60, ""
     while time.time() < deadline:
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        if all(m in text for m in ("ray_rayinfra_requests_total", "ray_rayinfra_batch_size_bucket", 'status="401"')):
+        if all(m in text for m in (*metrics, 'status="401"')):
             break
         time.sleep(2)
-    for metric in ("ray_rayinfra_requests_total", "ray_rayinfra_request_latency_ms_bucket",
-                   "ray_rayinfra_batch_size_bucket", "ray_rayinfra_model_version", "ray_serve_deployment_replica_healthy"):  # fmt: skip
+    for metric in metrics:
         assert metric in text, metric
     assert 'status="401"' in text and 'model_version="1"' in text
-
-
-# ------------------------------------------------------------------ the Serve CLI (last)
-def test_serve_config_deploys_with_the_serve_cli(url, home, tmp_path):
-    """serve_configs/fraud.yaml as shipped, pointed at this test's home and port."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import ray
-    import yaml
-    from ray import serve
-
-    from rayinfra.config import Settings
-    from rayinfra.serve import auth
-    from tests.conftest import ROOT
-
-    serve.shutdown()  # the Python-deployed app of this module makes way for the CLI's
-    key_home = tmp_path / "cli-home"
-    config = yaml.safe_load((ROOT / "serve_configs" / "fraud.yaml").read_text())
-    port = _free_port()
-    config["http_options"]["port"] = port
-    app = config["applications"][0]
-    assert app["import_path"] == "rayinfra.serve.app:build_app"
-    app["args"]["home"] = str(home.home)
-    app["args"]["overrides"] = {"registry.model_name": "fraud-serve-test"}
-    path = tmp_path / "serve.yaml"
-    path.write_text(yaml.safe_dump(config))
-    bin_dir = Path(sys.executable).parent
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "token",
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "RAYINFRA_HOME": str(key_home),
-    }
-    address = ray._private.worker.get_dashboard_url()
-    address = address if address.startswith("http") else f"http://{address}"
-    cli = lambda *a: subprocess.run([str(bin_dir / "serve"), *a, "--address", address], env=env,
-                                    capture_output=True, text=True, timeout=300)  # fmt: skip
-    deployed = cli("deploy", str(path))
-    assert deployed.returncode == 0, deployed.stderr
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            status = cli("status")
-            if "RUNNING" in status.stdout and "DEPLOYING" not in status.stdout:
-                break
-            time.sleep(2)
-        assert "status: RUNNING" in status.stdout, status.stdout + status.stderr
-        # No key was configured for this app: it made one, in its home, and keeps only hashes.
-        key = auth.client_key(Settings(home=home.home, api_keys=None))
-        assert key and key.startswith("rik_")
-        r = post(f"http://127.0.0.1:{port}", _records(2), key=key)
-        assert r.status_code == 200 and r.json()["model_version"] == 1, r.text
-        assert post(f"http://127.0.0.1:{port}", _records(1), key=KEY).status_code == 403
-    finally:
-        assert cli("shutdown", "-y").returncode == 0
 
 
 # ---------------------------------------------------------------- fuzz tier
@@ -571,3 +514,61 @@ def test_hostile_bodies_get_4xx_and_nothing_restarts(url):
         assert set(r.json()) == {"error", "fields"}, name
     assert post(url, _records(1)).status_code == 200
     assert _champion_started(url) == started  # the same replica: nothing restarted
+
+
+# ------------------------------------------------------------------ the Serve CLI (last)
+def test_serve_config_deploys_with_the_serve_cli(url, home, tmp_path):
+    """serve_configs/fraud.yaml as shipped, pointed at this test's home and port."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import ray
+    import yaml
+    from ray import serve
+
+    from rayinfra.config import Settings
+    from rayinfra.serve import auth
+    from tests.conftest import ROOT
+
+    serve.shutdown()  # the Python-deployed app of this module makes way for the CLI's
+    key_home = tmp_path / "cli-home"
+    config = yaml.safe_load((ROOT / "serve_configs" / "fraud.yaml").read_text())
+    port = _free_port()
+    config["http_options"]["port"] = port
+    app = config["applications"][0]
+    assert app["import_path"] == "rayinfra.serve.app:build_app"
+    app["args"]["home"] = str(home.home)
+    app["args"]["overrides"] = {"registry.model_name": "fraud-serve-test"}
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    bin_dir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "RAYINFRA_HOME": str(key_home),
+    }
+    address = ray._private.worker.get_dashboard_url()
+    address = address if address.startswith("http") else f"http://{address}"
+    cli = lambda *a: subprocess.run([str(bin_dir / "serve"), *a, "--address", address], env=env,
+                                    capture_output=True, text=True, timeout=300)  # fmt: skip
+    deployed = cli("deploy", str(path))
+    assert deployed.returncode == 0, deployed.stderr
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            status = cli("status")
+            if "RUNNING" in status.stdout and "DEPLOYING" not in status.stdout:
+                break
+            time.sleep(2)
+        assert "status: RUNNING" in status.stdout, status.stdout + status.stderr
+        # No key was configured for this app: it made one, in its home, and keeps only hashes.
+        key = auth.client_key(Settings(home=home.home, api_keys=None))
+        assert key and key.startswith("rik_")
+        r = post(f"http://127.0.0.1:{port}", _records(2), key=key)
+        assert r.status_code == 200 and r.json()["model_version"] == 1, r.text
+        assert post(f"http://127.0.0.1:{port}", _records(1), key=KEY).status_code == 403
+    finally:
+        assert cli("shutdown", "-y").returncode == 0

@@ -297,24 +297,28 @@ def build_app(spec: Spec, cls: type = Ingress) -> FastAPI:
     app.add_api_route("/v1/drift", cls.drift, methods=["GET"], responses=declared(401, 403, 500, 504))
     app.add_api_route("/healthz", cls.healthz, methods=["GET"])
     app.add_api_route("/readyz", cls.readyz, methods=["GET"], responses=declared(503))
-    if spec.serve.auth:
-        _declare_bearer(app)
+    _exact_openapi(app, spec.serve.auth, {"/v1/predict": records, "/v1/feedback": feedback})
     return app
 
 
-def _declare_bearer(app: FastAPI) -> None:
-    """OpenAPI says what the server enforces: a bearer key on every /v1 route."""
+def _exact_openapi(app: FastAPI, bearer: bool, bodies: dict[str, dict[str, Any]]) -> None:
+    """OpenAPI says exactly what the server enforces: the request schemas as pydantic wrote them
+    (FastAPI's own models would turn int64 bounds into floats, which round up past int64) and,
+    with auth on, a bearer key on every /v1 route."""
     default = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         schema = default()
-        schema.setdefault("components", {})["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
-        for path, ops in schema["paths"].items():
-            for op in ops.values():
-                if path.startswith("/v1/"):
-                    op["security"] = [{"apiKey": []}]
+        for path, body in bodies.items():
+            schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"] = body
+        if bearer:
+            schema.setdefault("components", {})["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
+            for path, ops in schema["paths"].items():
+                for op in ops.values():
+                    if path.startswith("/v1/"):
+                        op["security"] = [{"apiKey": []}]
         app.openapi_schema = schema
         return schema
 
