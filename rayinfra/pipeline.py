@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from rayinfra import registry
 from rayinfra.config import Settings, Spec
 from rayinfra.data.split import TEST
 from rayinfra.data.tables import Table
+from rayinfra.monitor import estimate
 from rayinfra.registry import lifecycle
 from rayinfra.registry.lineage import Lineage, for_outcome
 from rayinfra.runtime import ResourceLayout, init_ray
@@ -38,10 +42,35 @@ def register_and_gate(
     # The model's training set must stay rebuildable: log cleanup and vacuum keep this version.
     Table.for_spec(spec, settings).pin(outcome.data.version, f"model {spec.model_name} v{version}")
     held_out = raw_split(outcome.data, TEST, max_rows=GATE_ROWS)
+    record_calibration(spec, settings, version, held_out)
     if recent:
         held_out = recent_rows(spec, settings, held_out)
     result = lifecycle.gate(spec, version, held_out, settings)
     return Registered(outcome, run_id, version, result)
+
+
+MAX_TAG_CHARS = 4_500  # MLflow keeps tag values up to 5,000 characters
+
+
+def record_calibration(spec: Spec, settings: Settings, version: int, test_rows: pd.DataFrame) -> dict[str, Any]:
+    """Tag the version with its decision threshold and, when its test-split probabilities are off
+    (training weights positives up), a calibrator: the drift monitor's label-free estimate (CBPE) needs both."""
+    name, label = spec.model_name, spec.contract.label
+    loaded = registry.load(name, version, settings)
+    c = registry.client(settings)
+    c.set_model_version_tag(name, str(version), "rayinfra.threshold", f"{loaded.threshold:.6g}")
+    y = test_rows[label].to_numpy().astype(int)
+    if len(np.unique(y)) < 2:
+        return {"ece": None, "calibrator": None}
+    p = loaded.probabilities(pa.Table.from_pandas(test_rows[spec.features.all], preserve_index=False))
+    check = estimate.check_calibration(p, y)
+    c.set_model_version_tag(name, str(version), "rayinfra.calibration_ece", f"{check['ece']:.4f}")
+    if check["calibrator"] is not None:
+        text = json.dumps(check["calibrator"])
+        if len(text) > MAX_TAG_CHARS:  # isotonic on many rows has many steps: a two-number Platt map fits
+            text = json.dumps(estimate.fit_calibrator(p, y, method="platt"))
+        c.set_model_version_tag(name, str(version), "rayinfra.calibrator", text)
+    return check
 
 
 MIN_RECENT_ROWS = 200

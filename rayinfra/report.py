@@ -27,7 +27,7 @@ def _plots(windows: list[dict[str, Any]], versions: list[tuple[float, int]], lat
     columns = sorted({c for w in windows for c in w["columns"]})
     for c in columns:
         ax.plot([min(1.0, w["columns"][c]["statistic"]) if c in w["columns"] else None for w in windows], label=c)
-    ax.set(xlabel="window", ylabel="drift statistic (KS D; chi-square capped at 1)", title="Drift per column")
+    ax.set(xlabel="window", ylabel="drift statistic (KS D; Jensen-Shannon distance)", title="Drift per column")
     ax.legend(fontsize=6, ncol=3)
     out.append(_png(fig))
     fig, ax = plt.subplots(figsize=(8, 2.5))

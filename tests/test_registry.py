@@ -37,6 +37,14 @@ def test_first_model_becomes_champion_with_lineage(spec, train_home, first):
     assert tags["rayinfra.code_version"]
     assert tags["rayinfra.ray_version"].startswith("2.60")
     assert float(tags["rayinfra.metric.test_pr_auc"]) == pytest.approx(first.outcome.test_metrics["pr_auc"], rel=1e-4)
+    # What the drift monitor's label-free estimate needs: the threshold, and a calibrator when the
+    # test split shows the probabilities off (training weights positives up, so they are).
+    assert 0 < float(tags["rayinfra.threshold"]) < 1
+    assert float(tags["rayinfra.calibration_ece"]) >= 0
+    if float(tags["rayinfra.calibration_ece"]) > 0.02:
+        import json
+
+        assert json.loads(tags["rayinfra.calibrator"])["method"] in ("isotonic", "platt")
 
 
 def test_run_has_epoch_metrics_profile_and_model(spec, train_home, first):
