@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import numpy as np
 import pytest
@@ -42,8 +44,6 @@ def test_first_model_becomes_champion_with_lineage(spec, train_home, first):
     assert 0 < float(tags["rayinfra.threshold"]) < 1
     assert float(tags["rayinfra.calibration_ece"]) >= 0
     if float(tags["rayinfra.calibration_ece"]) > 0.02:
-        import json
-
         assert json.loads(tags["rayinfra.calibrator"])["method"] in ("isotonic", "platt")
 
 
