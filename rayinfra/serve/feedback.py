@@ -117,9 +117,10 @@ def row_from_log(spec: Spec, logged: dict[str, Any], label: int) -> dict[str, An
         else:
             missing.append(name)
     if missing:
+        fields = [{"field": m, "record": None, "problem": "required by the contract"} for m in missing]
         raise ApiError(422, f"the table's contract requires {', '.join(missing)}, which prediction "
                        f"{logged['request_id']}[{logged['idx']}] did not carry (send them with the prediction)",
-                       [{"field": m, "record": None, "problem": "required by the contract"} for m in missing])  # fmt: skip
+                       fields)  # fmt: skip
     return row
 
 

@@ -91,9 +91,9 @@ class LabelLedger:
                      "AND t.request_id = s.request_id AND t.idx = s.idx")  # fmt: skip
         for attempt in range(MERGE_RETRIES):
             try:
+                info = CommitProperties(custom_metadata={"rayinfra.source": f"feedback:{key_id}"})
                 merge = self.table.delta().merge(source, predicate, source_alias="s", target_alias="t",
-                                                 commit_properties=CommitProperties(
-                                                     custom_metadata={"rayinfra.source": f"feedback:{key_id}"}))  # fmt: skip
+                                                 commit_properties=info)  # fmt: skip
                 merge.when_not_matched_insert_all().execute()
                 break
             except CommitFailedError:  # a concurrent claim committed first: merge again against it

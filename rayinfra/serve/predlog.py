@@ -62,7 +62,7 @@ EXPIRE_EVERY_S = 3600.0  # retention is in days: checking once an hour is plenty
 
 
 def log_table(spec: Spec, settings: Settings) -> Table:
-    return Table(uri=settings.table_uri(f"{spec.dataset.table}_predictions_log"), contract=LOG_CONTRACT,
+    return Table(uri=settings.table_uri(f"{spec.dataset.table}_prediction_log"), contract=LOG_CONTRACT,
                  maintenance_every=spec.dataset.maintenance_every, checkpoint_every=spec.dataset.checkpoint_every)  # fmt: skip
 
 
