@@ -48,15 +48,15 @@ def profile_traffic(df) -> DatasetProfileView:
     return why.log(df, schema=_traffic_schema()).view()
 
 
-def profile_dataset(ds: ray.data.Dataset) -> DatasetProfileView:
-    """One merged profile of every row of ``ds``."""
+def profile_dataset(ds: ray.data.Dataset, num_cpus: float = 1.0) -> DatasetProfileView:
+    """One merged profile of every row of ``ds`` (its tasks ask for ``num_cpus`` each)."""
     from whylogs.core import DatasetProfileView
 
     def one(df):
         return {"profile": np.array([profile_batch(df).serialize()], dtype=object)}
 
     views = [
-        DatasetProfileView.deserialize(row["profile"]) for row in ds.map_batches(one, batch_format="pandas").take_all()
+        DatasetProfileView.deserialize(row["profile"]) for row in ds.map_batches(one, batch_format="pandas", num_cpus=num_cpus).take_all()
     ]
     if not views:
         raise ValueError("cannot profile an empty dataset")
