@@ -4,6 +4,7 @@
 - `bundle`: the one model format (safetensors + JSON, SHA-256 checked before loading);
 - `lineage`: a version's lineage tags, typed and parsed once;
 - `lifecycle`: register, resolve, load, promote, rollback, the gate's alias moves;
+- `cache`: verified bundles on this machine, served while MLflow is down;
 - `gate`: the gate's statistics (paired bootstrap, three verdicts), pure numpy.
 
 Names are re-exported here lazily: ``from rayinfra.registry.gate import judge`` does not
@@ -21,6 +22,7 @@ _EXPORTS = {
     "errors": ["RegistryError", "RegistryUnavailable"],
     "tracking": ["PROFILE_ARTIFACT", "client", "experiment", "log_run", "log_search", "reference_profile"],
     "bundle": ["ModelBundle", "bundle_digest", "load_bundle", "save_bundle"],
+    "cache": ["ModelCache"],
     "lineage": ["Lineage", "code_version"],
     "lifecycle": ["CHALLENGER", "CHAMPION", "GateResult", "LoadedModel", "alias_version", "last_gate",
                   "list_versions", "load", "promote", "register", "resolve", "rollback", "unaudited_alias_moves"],  # fmt: skip

@@ -5,17 +5,15 @@ could not decide on. The champion alias is the ONE record of who is champion:
 `promote` and `rollback` each change it with a single alias write, and everything
 else (the previous champion, the challenger clean-up, the audit entry) is written
 so that a crash between steps leaves a registry that reads consistently (see
-`promote`). Every load checks the bundle's SHA-256 recorded at registration.
+`promote`). Every load checks the bundle's SHA-256 recorded at registration, and
+keeps the verified bundle in the local `ModelCache`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +23,8 @@ from mlflow.exceptions import MlflowException
 
 from rayinfra import audit
 from rayinfra.config import Settings, Spec
-from rayinfra.registry.bundle import ModelBundle, bundle_digest, load_bundle, verify_bundle
+from rayinfra.registry.bundle import ModelBundle, bundle_digest, load_bundle
+from rayinfra.registry.cache import ModelCache
 from rayinfra.registry.errors import RegistryError, RegistryUnavailable
 from rayinfra.registry.gate import GateSettings, GateVerdict, judge
 from rayinfra.registry.lineage import BUNDLE_SHA256
@@ -115,70 +114,23 @@ class LoadedModel:
 def load(name: str, ref: int | str = CHAMPION, settings: Settings | None = None) -> LoadedModel:
     """Load ``name`` at a version or alias, resolved once; refuse a bundle whose hash changed.
 
-    The verified bundle is kept under ``HOME/model-cache/<name>/<version>/``, and the
-    version an alias resolved to is remembered there: while the registry is
-    unreachable, an alias loads the last version verified for it from that cache.
+    The verified bundle is kept in the local `ModelCache`, with the version each alias
+    resolved to: while the registry is unreachable, the last verified version loads.
     """
     settings = settings or Settings()
+    cache = ModelCache(settings, name)
     try:
         version = resolve(name, ref, settings)
         mv = _model_version(name, version, settings)
     except RegistryUnavailable:
-        return _load_cached(name, ref, settings)
+        version, expected = cache.last_verified(ref)
+        what = f"model '{name}' v{version} (cached, registry unreachable)"
+        return LoadedModel(name, version, load_bundle(cache.path(version), expected, what), expected)
     expected, what = mv.tags.get(BUNDLE_SHA256) or "", f"model '{name}' v{version}"
-    cached = cache_dir(settings, name, version)
-    if not _matches(cached, expected):
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
-            fresh = download(mv.source, tmp)
-            verify_bundle(fresh, expected, what)
-            shutil.rmtree(cached, ignore_errors=True)  # a stale or damaged copy
-            try:
-                os.replace(fresh, cached)  # whole bundles only: a crash leaves no half-written version
-            except OSError:
-                if not _matches(cached, expected):  # else another replica here put it first
-                    raise
-    bundle = load_bundle(cached, expected, what)  # checked again: the cache is a file system too
+    bundle = load_bundle(cache.fetch(version, mv.source, expected, what), expected, what)
     if not (isinstance(ref, int) or str(ref).isdigit()):
-        _remember(settings, name, str(ref), version, expected)
+        cache.remember(str(ref), version, expected)
     return LoadedModel(name, version, bundle, expected)
-
-
-def cache_dir(settings: Settings, name: str, version: int) -> Path:
-    return settings.home / "model-cache" / name / str(version)
-
-
-def _matches(directory: Path, expected: str) -> bool:
-    try:
-        return bool(expected) and bundle_digest(directory) == expected
-    except RegistryError:
-        return False
-
-
-def _remember(settings: Settings, name: str, alias: str, version: int, sha256: str) -> None:
-    """Record, atomically, which version (and hash) ``alias`` last resolved to."""
-    path = settings.home / "model-cache" / name / "aliases.json"
-    known = json.loads(path.read_text()) if path.exists() else {}
-    if known.get(alias) == {"version": version, "sha256": sha256}:
-        return
-    known[alias] = {"version": version, "sha256": sha256}
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(known, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def _load_cached(name: str, ref: int | str, settings: Settings) -> LoadedModel:
-    path = settings.home / "model-cache" / name / "aliases.json"
-    known = json.loads(path.read_text()) if path.exists() else {}
-    if isinstance(ref, int) or str(ref).isdigit():
-        hit = next((k for k in known.values() if k["version"] == int(ref)), None)
-    else:
-        hit = known.get(str(ref))
-    if hit is None:
-        raise RegistryUnavailable(f"model registry unreachable and no verified cached version of '{name}@{ref}'")
-    version, sha256 = int(hit["version"]), hit["sha256"]
-    what = f"model '{name}' v{version} (cached, registry unreachable)"
-    return LoadedModel(name, version, load_bundle(cache_dir(settings, name, version), sha256, what), sha256)
 
 
 # ------------------------------------------------------------------------ aliases
