@@ -30,6 +30,7 @@ from rayinfra.monitor.policy import TERMINAL, Action, PolicyState
 from rayinfra.monitor.profiles import PREDICTION
 from rayinfra.monitor.retrain import job_status, stop_job, submit_retrain
 from rayinfra.registry.gate import GateSettings
+from rayinfra.registry.lineage import Lineage
 from rayinfra.runtime import monitor_resources
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ def registered(spec: Spec, settings: Settings, version: int) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 (a deleted version: live metrics only)
         return {"test": {}, "threshold": None, "calibrator": None}
     names = ("pr_auc", "roc_auc", "precision", "recall")
-    test = {n: float(tags[f"rayinfra.metric.test_{n}"]) for n in names if f"rayinfra.metric.test_{n}" in tags}
+    metrics = Lineage.from_tags(tags).test_metrics
+    test = {n: metrics[n] for n in names if n in metrics}
     threshold = float(tags["rayinfra.threshold"]) if "rayinfra.threshold" in tags else None
     calibrator = json.loads(tags["rayinfra.calibrator"]) if tags.get("rayinfra.calibrator") else None
     return {"test": test, "threshold": threshold, "calibrator": calibrator}

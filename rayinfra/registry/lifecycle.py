@@ -33,7 +33,8 @@ from rayinfra.registry.tracking import artifact_location, client, download
 CHAMPION, CHALLENGER = "champion", "challenger"
 PREVIOUS_TAG = "rayinfra.previous_champion"  # on a version: the champion it replaced when promoted
 GATE_TAG = "rayinfra.gate"
-ALIAS_ACTIONS = ("promote", "rollback", "challenger")  # audited actions that move an alias
+ALIAS_ACTIONS = ("promote", "rollback", "challenger", "challenger_reject", "challenger_expired")  # move an alias
+CHALLENGER_ENDS = ("challenger_reject", "challenger_expired")  # the challenger stage ended: its alias goes
 # MLflow's error codes for "could not ask", as opposed to "asked, and it is not there"
 UNREACHABLE = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}
 
@@ -198,6 +199,10 @@ def unaudited_alias_moves(spec: Spec, settings: Settings | None = None) -> list[
         version = int(e["version"])
         if e["action"] == "challenger":
             expected[CHALLENGER], last[CHALLENGER] = version, e
+            continue
+        if e["action"] in CHALLENGER_ENDS:
+            if expected[CHALLENGER] == version:
+                expected[CHALLENGER], last[CHALLENGER] = None, e
             continue
         expected[CHAMPION], last[CHAMPION] = version, e
         if e["action"] == "promote" and expected[CHALLENGER] == version:
