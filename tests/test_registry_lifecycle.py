@@ -158,6 +158,17 @@ def test_gate_verdicts_move_aliases(spec, home, versions):
     assert lifecycle.unaudited_alias_moves(spec, home) == []
 
 
+def test_the_end_of_a_challenger_stage_is_an_audited_alias_move(spec, home, versions):
+    NAME, c = spec.model_name, lifecycle.client(home)
+    c.set_registered_model_alias(NAME, CHALLENGER, "2")
+    audit.record("challenger", "inconclusive", home, model=NAME, version=2)
+    assert lifecycle.unaudited_alias_moves(spec, home) == []
+    c.delete_registered_model_alias(NAME, CHALLENGER)  # the stage expired...
+    assert lifecycle.unaudited_alias_moves(spec, home) != []  # ...but nothing says so yet
+    audit.record("challenger_expired", "deadline passed", home, model=NAME, version=2)
+    assert lifecycle.unaudited_alias_moves(spec, home) == []
+
+
 def _server(spec, settings, role=CHAMPION):
     """A real ModelServer object, in this process (no Serve needed to test its reload logic)."""
     from rayinfra.serve.model import ModelServer
