@@ -47,7 +47,7 @@ def append_feedback(
     """
     pairs = [(i.request_id, i.index) for i in items]
     _refuse_repeats_within(pairs)
-    logged = plog.lookup(sorted({rid for rid, _ in pairs})).to_pylist()
+    logged = plog.lookup(sorted({rid for rid, _ in pairs}), shadows=True).to_pylist()
     # The answer the client got (champion or canary); a challenger's shadow answer sits beside it.
     by_pair = {(r["request_id"], r["idx"]): r for r in logged if r["role"] != "shadow"}
     shadows = {(r["request_id"], r["idx"]): r for r in logged if r["role"] == "shadow"}

@@ -69,8 +69,12 @@ class LabelLedger:
         if not files:
             return {}
         schema = pa.schema([f for f in arrow_schema(LEDGER_CONTRACT) if f.name != PARTITION])
-        dataset = ds.dataset(files, schema=schema, format="parquet", filesystem=self.table._filesystem())
-        rows = dataset.to_table(columns=["request_id", "idx", "batch_id"], filter=pc.field("request_id").isin(rids))
+        dataset = ds.dataset(files, schema=schema, format="parquet", filesystem=self.table.filesystem())
+        rows = dataset.to_table(columns=["request_id", "idx", "batch_id"])
+        # Filtered after the read, on plain strings: files a MERGE wrote may hold string_view,
+        # which Arrow's scan filter cannot compare with a string literal.
+        ids = rows.column("request_id").cast(pa.string())
+        rows = rows.filter(pc.is_in(ids, value_set=pa.array(rids, pa.string())))
         out: dict[Pair, set[str]] = {}
         for r in rows.to_pylist():
             if (r["request_id"], r["idx"]) in wanted:
@@ -119,7 +123,7 @@ class LabelLedger:
         """
         if not self.table.exists():
             return Counter()
-        dataset = self.table.delta().to_pyarrow_dataset(filesystem=self.table._filesystem())
+        dataset = self.table.delta().to_pyarrow_dataset(filesystem=self.table.filesystem())
         expr = pc.field("ts") >= pa.scalar(since, pa.timestamp("us", tz="UTC"))
         keys = dataset.to_table(columns=["key_id"], filter=expr).column("key_id")
         return Counter(keys.to_pylist())

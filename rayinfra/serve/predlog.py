@@ -246,8 +246,9 @@ class PredictionLog:
                     self._count_dropped(len(rows) - len(keep), "the buffer is full")
                 raise
 
-    def lookup(self, request_ids: Iterable[str]) -> pa.Table:
-        """Logged rows (not shadow answers) of these requests; reads only the files that can hold them."""
+    def lookup(self, request_ids: Iterable[str], shadows: bool = False) -> pa.Table:
+        """Logged rows of these requests (with ``shadows``, the challenger's shadow answers too);
+        reads only the files that can hold them."""
         self.flush()
         wanted = sorted(set(request_ids))
         files = files_for(self.table.delta(), wanted) if self.table.exists() else []
@@ -255,9 +256,13 @@ class PredictionLog:
         schema = pa.schema([f for f in arrow_schema(LOG_CONTRACT) if f.name != PARTITION])
         if not files:
             return schema.empty_table()
-        dataset = ds.dataset(files, schema=schema, format="parquet", filesystem=self.table._filesystem())
-        expr = pc.field("request_id").isin(wanted) & (pc.field("role") != "shadow")
-        return dataset.to_table(filter=expr)
+        dataset = ds.dataset(files, schema=schema, format="parquet", filesystem=self.table.filesystem())
+        rows = dataset.to_table()
+        # Filtered after the read, on plain strings (a file may hold string_view).
+        keep = pc.is_in(rows.column("request_id").cast(pa.string()), value_set=pa.array(wanted, pa.string()))
+        if not shadows:
+            keep = pc.and_(keep, pc.not_equal(rows.column("role").cast(pa.string()), "shadow"))
+        return rows.filter(keep)
 
     def expire(self, now: dt.datetime | None = None) -> int:
         """Delete the partitions older than the retention, here and in ``expires_with``; return rows deleted."""

@@ -68,11 +68,14 @@ def test_a_lookup_reads_one_file_of_many(plog):
     assert plog.last_lookup_files == 0
 
 
-def test_shadow_answers_are_not_found_by_lookup(plog):
+def test_shadow_answers_are_found_only_when_asked_for(plog):
     rid = new_request_id()
     plog.add(rid, "champion", 1, [{"a": 1}], [PRED])
     plog.add(rid, "shadow", 2, [{"a": 1}], [PRED])
     assert plog.lookup([rid]).column("model_version").to_pylist() == [1]
+    both = plog.lookup([rid], shadows=True)
+    assert sorted(zip(both.column("role").to_pylist(), both.column("model_version").to_pylist())) == [
+        ("champion", 1), ("shadow", 2)]  # the challenger stage pairs them
 
 
 def test_pii_is_hashed_with_a_secret_key_or_dropped(tmp_path):
