@@ -360,7 +360,8 @@ class RetrainDataSpec(_Section):
         "window",
         description="window: the rows since drift onset plus a stratified sample of older rows; "
         "decay: every row, weighted by age in the training loss (half_life_hours); all: every row "
-        "alike. Default window for now: the heal benchmark (benchmarks/bench_heal.py) picks the default later. "
+        "alike. Default window: in bench_heal's first run (2 seeds) window and decay promoted the same cases (decay with "
+        "a stronger candidate on the one seed compared) and all promoted none; too little evidence yet to switch. "
         "Drift onset is the end (newest event time) of the champion's training data; window and "
         "decay need the contract's event_time column (without one, a retrain uses all rows).",
     )
