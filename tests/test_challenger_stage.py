@@ -46,7 +46,7 @@ def stage_home(tmp_path_factory, ray_session):
     registry.client(settings).set_registered_model_alias(spec.model_name, registry.CHALLENGER, str(v2))
     url = deploy(spec, settings)
     yield settings, url
-    serve.delete(spec.name)
+    serve.shutdown()  # Serve's HTTP options are fixed while it runs: the next module starts its own
 
 
 def test_an_undecided_challenger_shadows_collects_pairs_and_expires(stage_home):
