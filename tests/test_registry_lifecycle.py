@@ -170,11 +170,17 @@ def test_the_end_of_a_challenger_stage_is_an_audited_alias_move(spec, home, vers
 
 
 def _server(spec, settings, role=CHAMPION):
-    """A real ModelServer object, in this process (no Serve needed to test its reload logic)."""
+    """A real ModelServer object, in this process (no Serve needed to test its reload logic).
+
+    Its alias watcher thread is stopped: the tests call ``_refresh`` themselves, and a watcher
+    left polling (MLflow's process-wide tracking URI is set on every registry look-up) would
+    redirect the run logging of every later test in this session."""
     from rayinfra.serve.model import ModelServer
 
-    return ModelServer(spec.model_copy(update={"monitor": spec.monitor.model_copy(update={"profile": False})}),
-                       settings, role)  # fmt: skip
+    server = ModelServer(spec.model_copy(update={"monitor": spec.monitor.model_copy(update={"profile": False})}),
+                         settings, role)  # fmt: skip
+    server._stop.set()
+    return server
 
 
 def test_a_replica_keeps_serving_when_the_new_champion_is_tampered(spec, home, versions):
@@ -208,7 +214,6 @@ def test_a_replica_starts_from_the_model_cache_while_the_registry_is_down(spec, 
     rows = synthetic.generate(50, seed=4).select(spec.features.all)
     assert cached.version == 2 and np.array_equal(cached.probabilities(rows), first.probabilities(rows))
     server = _server(spec, dead)  # a replica (re)started while MLflow is down
-    server._stop.set()  # its alias watcher would poll the dead address for the rest of the session
     assert server.loaded.version == 2
     assert server.predict_batch([rows.slice(0, 2).to_pylist()])[0]["version"] == 2
     with pytest.raises(lifecycle.RegistryUnavailable, match="no verified cached"):
