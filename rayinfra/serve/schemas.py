@@ -13,7 +13,7 @@ import datetime as dt
 import math
 from typing import Annotated, Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, create_model
 
 from rayinfra.config import ColumnSpec, Spec
 
@@ -40,10 +40,17 @@ def _field(spec: ColumnSpec, required: bool) -> tuple[Any, Any]:
         constraints.update(ge=spec.min, le=spec.max)
     if spec.type == "float":
         constraints["allow_inf_nan"] = False
-    annotated = Annotated[kind, Field(**constraints)]
+    if spec.type == "int":  # JSON Schema counts 20.0 as an integer: take it, but no strings and no 20.5
+        annotated = Annotated[kind, BeforeValidator(_whole_float_to_int), Field(**constraints)]
+    else:
+        annotated = Annotated[kind, Field(**constraints)]
     if spec.nullable or not required:
         return Optional[annotated], (... if required else None)  # noqa: UP045 (create_model wants a type)
     return annotated, ...
+
+
+def _whole_float_to_int(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _int_bound(bound: float | None, rounding: Any, limit: int) -> int:
