@@ -41,7 +41,7 @@ def _field(spec: ColumnSpec, required: bool) -> tuple[Any, Any]:
     if spec.type == "float":
         constraints["allow_inf_nan"] = False
     if spec.type == "int":  # JSON Schema counts 20.0 as an integer: take it, but no strings and no 20.5
-        annotated = Annotated[kind, BeforeValidator(_whole_float_to_int), Field(**constraints)]
+        annotated = Annotated[kind, Field(**constraints), BeforeValidator(_whole_float_to_int)]
     else:
         annotated = Annotated[kind, Field(**constraints)]
     if spec.nullable or not required:
