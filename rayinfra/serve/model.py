@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from ray import serve
 from ray.serve import metrics
@@ -86,7 +87,13 @@ class ModelServer:
         if not good:
             return out
         self._batch_sizes.observe(features.num_rows, tags={"role": self.role})
-        probs = loaded.probabilities(features)
+        try:
+            probs = loaded.probabilities(features)
+        except (pa.ArrowException, OverflowError, ValueError):
+            good, probs = self._score_one_by_one(loaded, requests, good, out)  # rare: isolate the culprit
+            if not good:
+                return out
+            features = pa.concat_tables([pa.Table.from_pylist(requests[i], schema=self.schema) for i in good])
         if self.profiler is not None:
             self.profiler.submit(features, probs, loaded.version)  # profiled on another thread
         start = 0
@@ -98,6 +105,18 @@ class ModelServer:
                 "predictions": [{"probability": float(x), "prediction": int(x >= loaded.threshold)} for x in p],
             }  # fmt: skip
         return out
+
+    def _score_one_by_one(self, loaded: Any, requests: list[list[dict[str, Any]]], good: list[int],
+                          out: list[dict[str, Any]]) -> tuple[list[int], np.ndarray]:  # fmt: skip
+        """Score each request alone; one the model cannot take (e.g. 1e193 past float32) is answered an error."""
+        kept, parts = [], []
+        for i in good:
+            try:
+                parts.append(loaded.probabilities(pa.Table.from_pylist(requests[i], schema=self.schema)))
+                kept.append(i)
+            except (pa.ArrowException, OverflowError, ValueError) as err:
+                out[i] = {"error": f"a record does not fit the model's input types: {err}"}
+        return kept, (np.concatenate(parts) if parts else np.empty(0))
 
     def _features(self, requests: list[list[dict[str, Any]]]) -> tuple[list[int], list[str | None], pa.Table]:
         """The batch as one Arrow table, leaving out (and naming) requests that do not convert."""
