@@ -20,6 +20,8 @@ from rayinfra.config import ColumnSpec, Spec
 # The table stores ints as int64: a wider value could never be written, and would fail
 # the Arrow conversion of a whole batch of other clients' records.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Model inputs are floats: an int feature past 2**53 could not reach the model exactly.
+FEATURE_INT_LIMIT = 2**53
 
 PYTHON_TYPES: dict[str, Any] = {"int": int, "float": float, "bool": StrictBool, "string": str,
                                 "category": str, "timestamp": dt.datetime}  # fmt: skip
@@ -29,13 +31,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _field(spec: ColumnSpec, required: bool) -> tuple[Any, Any]:
+def _field(spec: ColumnSpec, required: bool, feature: bool = False) -> tuple[Any, Any]:
     kind = PYTHON_TYPES[spec.type]
     constraints: dict[str, Any] = {"description": spec.description or None}
     if spec.type in ("int", "float", "timestamp"):
         constraints["strict"] = True  # what the schema says is all we take: no "5" for 5, no 0 for a date
     if spec.type == "int":
-        constraints.update(ge=_int_bound(spec.min, math.ceil, INT64_MIN), le=_int_bound(spec.max, math.floor, INT64_MAX))
+        low, high = (-FEATURE_INT_LIMIT, FEATURE_INT_LIMIT) if feature else (INT64_MIN, INT64_MAX)
+        constraints.update(ge=_int_bound(spec.min, math.ceil, low), le=_int_bound(spec.max, math.floor, high))
     if spec.type == "float":
         constraints.update(ge=spec.min, le=spec.max)
     if spec.type == "float":
@@ -54,17 +57,18 @@ def _whole_float_to_int(value: Any) -> Any:
 
 
 def _int_bound(bound: float | None, rounding: Any, limit: int) -> int:
-    """The contract's bound as an int, never wider than int64."""
+    """The contract's bound as an int, never wider than ``limit`` (int64, or 2**53 for model inputs)."""
     if bound is None:
         return limit
-    return max(INT64_MIN, min(INT64_MAX, int(rounding(bound))))
+    value = int(rounding(bound))
+    return max(value, limit) if limit < 0 else min(value, limit)
 
 
 def record_model(spec: Spec) -> type[BaseModel]:
     """The pydantic model of one prediction record for this spec."""
     contract, fields = spec.contract, {}
     for name in spec.features.all:
-        fields[name] = _field(contract.columns[name], required=True)
+        fields[name] = _field(contract.columns[name], required=True, feature=True)
     for name, column in contract.columns.items():  # ids, times, metadata: optional, logged, never scored
         if name not in fields and name != contract.label:
             fields[name] = _field(column, required=False)

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from rayinfra.serve.model import ModelServer
-from rayinfra.serve.schemas import INT64_MAX, record_model
+from rayinfra.serve.schemas import FEATURE_INT_LIMIT, INT64_MAX, record_model
 
 
 def _record(spec) -> dict:
@@ -22,11 +22,12 @@ def test_ints_are_bounded_by_the_contract_and_by_int64(spec):
     Record = record_model(spec)
     ok = _record(spec)
     Record(**ok)
-    for value in (10**30, INT64_MAX + 1, -(2**63) - 1):
+    for value in (10**30, INT64_MAX + 1, -(2**63) - 1, FEATURE_INT_LIMIT + 1):  # a feature: floats reach 2**53
         with pytest.raises(ValidationError) as err:
             Record(**{**ok, "account_age_days": value})
         assert err.value.errors()[0]["loc"] == ("account_age_days",)
-    Record(**{**ok, "account_age_days": INT64_MAX})
+    Record(**{**ok, "account_age_days": FEATURE_INT_LIMIT})
+    Record(**{**ok, "transaction_id": INT64_MAX})  # an id, not a model input: int64
     with pytest.raises(ValidationError):  # the contract's own max (hour <= 23)
         Record(**{**ok, "hour": 24})
 
