@@ -4,6 +4,7 @@
 - `bundle`: the one model format (safetensors + JSON, SHA-256 checked before loading);
 - `lineage`: a version's lineage tags, typed and parsed once;
 - `lifecycle`: register, resolve, load, promote, rollback, the gate's alias moves;
+- `aliases`: the alias names (champion, challenger), importable without MLflow;
 - `cache`: verified bundles on this machine, served while MLflow is down;
 - `gate`: the gate's statistics (paired bootstrap, three verdicts), pure numpy.
 
@@ -24,7 +25,8 @@ _EXPORTS = {
     "bundle": ["ModelBundle", "bundle_digest", "load_bundle", "save_bundle"],
     "cache": ["ModelCache"],
     "lineage": ["Lineage", "code_version"],
-    "lifecycle": ["CHALLENGER", "CHAMPION", "GateResult", "LoadedModel", "alias_version", "last_gate",
+    "aliases": ["CHALLENGER", "CHAMPION"],
+    "lifecycle": ["GateResult", "LoadedModel", "alias_version", "last_gate",
                   "list_versions", "load", "promote", "register", "resolve", "rollback", "unaudited_alias_moves"],  # fmt: skip
     "gate": ["GateSettings", "GateVerdict", "judge"],
 }

@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 
 from rayinfra import audit
 from rayinfra.config import Settings, Spec
+from rayinfra.registry.aliases import CHALLENGER, CHAMPION
 from rayinfra.registry.bundle import ModelBundle, bundle_digest, load_bundle
 from rayinfra.registry.cache import ModelCache
 from rayinfra.registry.errors import RegistryError, RegistryUnavailable
@@ -30,7 +31,6 @@ from rayinfra.registry.gate import GateSettings, GateVerdict, judge
 from rayinfra.registry.lineage import BUNDLE_SHA256
 from rayinfra.registry.tracking import artifact_location, client, download
 
-CHAMPION, CHALLENGER = "champion", "challenger"
 PREVIOUS_TAG = "rayinfra.previous_champion"  # on a version: the champion it replaced when promoted
 GATE_TAG = "rayinfra.gate"
 ALIAS_ACTIONS = ("promote", "rollback", "challenger", "challenger_reject", "challenger_expired")  # move an alias
