@@ -3,7 +3,8 @@
 A Serve replica on a worker node is what usually starts the drift monitor; a task pinned
 to the worker node plays it here. With HOME not declared shared the start is refused
 before any actor exists; declared shared, the monitor lands on the head. A control with
-pinning switched off (``head_resource=None``) lands on the worker, so the check can fail.
+the pin moved to a resource only the worker offers lands on the worker, so the check can fail
+(an unpinned zero-CPU actor may land anywhere: no control at all).
 Prints one JSON line with what happened.
 """
 
@@ -47,7 +48,7 @@ def _node_of(address: str, name: str) -> str:
 
 def main() -> None:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "dashboard_port": _free_port()})
-    worker = cluster.add_node(num_cpus=2)
+    worker = cluster.add_node(num_cpus=2, resources={"worker_only": 1})
     cluster.wait_for_nodes()
     on_worker = _start_monitor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(worker.node_id, soft=False))
     home = Path(tempfile.mkdtemp())
@@ -62,7 +63,7 @@ def main() -> None:
         ray.get(monitor.__ray_ready__.remote())
         out["pinned_node"] = _node_of(cluster.address, actor_name(spec))
         control = small_spec(**{"registry.model_name": "fraud-unpinned"})
-        unpinned = local.model_copy(update={"shared_home": True, "head_resource": None})
+        unpinned = local.model_copy(update={"shared_home": True, "head_resource": "worker_only"})
         _, other = ray.get(on_worker.remote(control, unpinned))
         ray.get(other.__ray_ready__.remote())
         out["unpinned_node"] = _node_of(cluster.address, actor_name(control))
