@@ -1,14 +1,21 @@
-"""Shared fixtures: one Ray instance per test session, tiny tables on tmp_path."""
+"""Shared fixtures: one Ray instance per test session, tiny tables on tmp_path.
+
+Tiers, one folder each, marked by folder: ``unit`` (no Ray; `make test-fast`), ``integration``
+(the session's one local Ray, real Serve, MLflow, PostgreSQL) and ``cluster`` (multi-node
+clusters and head nodes of their own, with real kills).
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SPEC = ROOT / "jobs" / "specs" / "fraud.yaml"
+TIERS = ("unit", "integration", "cluster")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -17,6 +24,13 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["RAYINFRA_HOME"] = str(home)
     os.environ.pop("RAY_ADDRESS", None)
     os.environ.pop("RAYINFRA_RAY_ADDRESS", None)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = Path(item.fspath).parent.name
+        if tier in TIERS:
+            item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +80,10 @@ def small_spec(**overrides):
 
     base = {"train.epochs": 2, "train.num_workers": 1, "train.batch_size": 512, "model.params": {"hidden": [32]}}
     return load_spec(DEMO_SPEC, {**base, **overrides})
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -7,7 +7,7 @@ from rich.console import Console
 
 from rayinfra import audit, registry
 from rayinfra.data import synthetic
-from tests.conftest import small_spec
+from tests.conftest import free_port, small_spec
 
 
 # Both models must learn before the gate can judge them: the demo's 2 epochs of 512-row
@@ -27,7 +27,7 @@ def test_the_loop_closes_by_itself(tmp_path, ray_session):
     from rayinfra.data.tables import Table
     from rayinfra.loop_demo import loop_spec, run_loop
 
-    settings = Settings(home=tmp_path / "home", num_cpus=2, serve_port=_free_port())
+    settings = Settings(home=tmp_path / "home", num_cpus=2, serve_port=free_port())
     spec = small_spec(**{"registry.model_name": "fraud-loop-test"})
     table = Table.for_spec(spec, settings)
     table.append(synthetic.generate(4_000, seed=8), source="test")
@@ -43,11 +43,3 @@ def test_the_loop_closes_by_itself(tmp_path, ray_session):
     tags = registry.client(settings).get_model_version(loop_spec(spec).model_name, str(result.champion_after)).tags
     assert int(tags["rayinfra.table_version"]) > first_version  # trained on the data with the feedback
     assert any(w["drifted"] for w in result.drift_windows)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -1,4 +1,4 @@
-"""Run by tests/test_multinode_monitor.py in its own process: a 2-node cluster on one machine.
+"""Run by tests/cluster/test_multinode_monitor.py in its own process: a 2-node cluster on one machine.
 
 A Serve replica on a worker node is what usually starts the drift monitor; a task pinned
 to the worker node plays it here. With HOME not declared shared the start is refused
@@ -11,7 +11,6 @@ Prints one JSON line with what happened.
 from __future__ import annotations
 
 import json
-import socket
 import tempfile
 from pathlib import Path
 
@@ -23,13 +22,7 @@ from ray.util.state import list_actors
 from rayinfra.config import Settings
 from rayinfra.monitor.monitor import actor_name, get_monitor
 from rayinfra.runtime import NAMESPACE, ClusterSetupError
-from tests.conftest import small_spec
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port, small_spec
 
 
 @ray.remote(num_cpus=0)
@@ -47,7 +40,7 @@ def _node_of(address: str, name: str) -> str:
 
 
 def main() -> None:
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "dashboard_port": _free_port()})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "dashboard_port": free_port()})
     worker = cluster.add_node(num_cpus=2, resources={"worker_only": 1})
     cluster.wait_for_nodes()
     on_worker = _start_monitor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(worker.node_id, soft=False))

@@ -1,4 +1,4 @@
-"""Run by tests/test_multinode_failover.py in its own process: a 3-node cluster on one machine.
+"""Run by tests/cluster/test_multinode_failover.py in its own process: a 3-node cluster on one machine.
 
 Two training workers on different nodes; once a checkpoint exists, the worker node
 hosting one of them is removed (killed, not drained). The run must recover from the
@@ -8,7 +8,6 @@ checkpoint on the nodes left and complete. Prints one JSON line with what happen
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import tempfile
 import threading
@@ -24,16 +23,11 @@ from rayinfra.data import synthetic
 from rayinfra.data.tables import Table
 from rayinfra.runtime import init_ray
 from rayinfra.train.trainer import TrainOutcome, train
+from tests.conftest import free_port
 
-SPEC = Path(__file__).resolve().parents[1] / "jobs" / "specs" / "fraud.yaml"
+SPEC = Path(__file__).resolve().parents[2] / "jobs" / "specs" / "fraud.yaml"
 RUN = "failover"
 EPOCHS = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _train_worker_nodes(address: str) -> list[str]:
@@ -53,7 +47,7 @@ def _wait_for_checkpoints(storage: Path, run: threading.Thread, count: int, time
 
 def main() -> None:
     # A dashboard port of its own: Train uses the State API, and other Rays may hold 8265.
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "dashboard_port": _free_port()})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "dashboard_port": free_port()})
     workers = [cluster.add_node(num_cpus=2) for _ in range(2)]
     cluster.wait_for_nodes()
     settings = Settings(home=Path(tempfile.mkdtemp()), ray_address=cluster.address)

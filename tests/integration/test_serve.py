@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,16 +13,10 @@ import requests
 
 from rayinfra import registry
 from rayinfra.data import synthetic
-from tests.conftest import small_spec
+from tests.conftest import free_port, small_spec
 
 KEY = "test-key-0123456789"
 PREDICT_ONLY = "predict-only-key-0123"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _spec(**serve):
@@ -43,7 +36,7 @@ def home(tmp_path_factory, ray_session):
     settings = Settings(
         home=tmp_path_factory.mktemp("serve-home"),
         num_cpus=2,
-        serve_port=_free_port(),
+        serve_port=free_port(),
         api_keys=f"{KEY} predict feedback admin,{PREDICT_ONLY}",
     )
     spec = _spec()
@@ -537,7 +530,7 @@ def test_serve_config_deploys_with_the_serve_cli(url, home, tmp_path):
     serve.shutdown()  # the Python-deployed app of this module makes way for the CLI's
     key_home = tmp_path / "cli-home"
     config = yaml.safe_load((ROOT / "serve_configs" / "fraud.yaml").read_text())
-    port = _free_port()
+    port = free_port()
     config["http_options"]["port"] = port
     app = config["applications"][0]
     assert app["import_path"] == "rayinfra.serve.app:build_app"

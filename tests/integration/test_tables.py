@@ -11,7 +11,7 @@ from deltalake import DeltaTable, QueryBuilder
 from rayinfra.data import synthetic
 from rayinfra.data.contract import ContractViolation
 from rayinfra.data.tables import Table, TableError
-from tests.test_contract import VIOLATIONS, _records
+from tests.unit.test_contract import VIOLATIONS, _records
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ import sys
 import pytest
 import yaml
 
-from tests.autoscale_demand import RESULT
+from tests.cluster.autoscale_demand import RESULT
 from tests.conftest import ROOT
-from tests.headnode import head_node, ray_env
+from tests.cluster.headnode import head_node, ray_env
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +53,7 @@ def test_workers_are_added_for_a_training_demand_and_removed_when_idle(tmp_path)
     from ray._private.services import get_node_ip_address
     from ray.autoscaler._private.util import validate_config
 
-    from tests.headnode import free_port
+    from tests.cluster.headnode import free_port
 
     gcs = free_port()
     gcs_address = f"{get_node_ip_address()}:{gcs}"
@@ -64,7 +64,7 @@ def test_workers_are_added_for_a_training_demand_and_removed_when_idle(tmp_path)
     env = ray_env(RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1")
     extra = ("--autoscaling-config", str(path), "--object-store-memory", str(150 * 2**20))
     with head_node(num_cpus=0, extra_args=extra, env=env, port=gcs) as head:
-        driver = [sys.executable, "-m", "tests.autoscale_demand", f"{get_node_ip_address()}:{head['gcs']}", str(WORKERS)]
+        driver = [sys.executable, "-m", "tests.cluster.autoscale_demand", f"{get_node_ip_address()}:{head['gcs']}", str(WORKERS)]
         out = subprocess.run(driver, check=False, cwd=ROOT, env=ray_env(), capture_output=True, text=True, timeout=420)
     assert out.returncode == 0, out.stderr[-4000:]
     [line] = [line for line in out.stdout.splitlines() if line.startswith(RESULT)]

@@ -1,4 +1,4 @@
-"""Run by tests/test_multinode_serve.py in its own process: Serve on a 3-node cluster on one machine.
+"""Run by tests/cluster/test_multinode_serve.py in its own process: Serve on a 3-node cluster on one machine.
 
 A champion with two replicas, at most one per node, behind an ingress kept on the head
 (beside the HTTP proxy). Threads keep real HTTP traffic flowing while the worker node
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import tempfile
 import threading
@@ -30,7 +29,7 @@ from rayinfra.data.tables import Table
 from rayinfra.pipeline import train_and_register
 from rayinfra.runtime import init_ray
 from rayinfra.serve.app import deploy
-from tests.conftest import small_spec
+from tests.conftest import free_port, small_spec
 
 RESULT = "MULTINODE_SERVE_RESULT "
 KEY = "multinode-key-0123456789"
@@ -38,12 +37,6 @@ THREADS = 4
 WARMUP_S = 5.0  # traffic before the kill
 AFTER_KILL_S = 25.0  # traffic after it, at least
 REPLACE_TIMEOUT_S = 120.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _log(msg: str) -> None:
@@ -115,12 +108,12 @@ def main() -> None:
     # took are counted from them. Raylets started below (and their workers) inherit this.
     os.environ["RAY_SERVE_ENABLE_TASK_EVENTS"] = "1"
     # Ports of its own (dashboard for the State API, Serve's HTTP): other Rays may run here.
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "dashboard_port": _free_port()})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "dashboard_port": free_port()})
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     head = cluster.head_node.node_id
     # One machine: HOME is shared by every node here, as the drift monitor (pinned to the head) requires.
-    settings = Settings(home=Path(tempfile.mkdtemp()), ray_address=cluster.address, serve_port=_free_port(), api_keys=KEY,
+    settings = Settings(home=Path(tempfile.mkdtemp()), ray_address=cluster.address, serve_port=free_port(), api_keys=KEY,
                         shared_home=True)
     spec = small_spec(**{
         "registry.model_name": "fraud-multinode-serve", "train.epochs": 1,

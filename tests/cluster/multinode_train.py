@@ -1,4 +1,4 @@
-"""Run by tests/test_multinode.py in its own process: a 2-node cluster on one machine.
+"""Run by tests/cluster/test_multinode.py in its own process: a 2-node cluster on one machine.
 
 Training workers must land on both nodes and the run must complete.
 """
@@ -21,7 +21,7 @@ from rayinfra.data.tables import Table
 from rayinfra.runtime import init_ray
 from rayinfra.train.trainer import train
 
-SPEC = Path(__file__).resolve().parents[1] / "jobs" / "specs" / "fraud.yaml"
+SPEC = Path(__file__).resolve().parents[2] / "jobs" / "specs" / "fraud.yaml"
 
 
 def main() -> None:

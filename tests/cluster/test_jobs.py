@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,15 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import DEMO_SPEC, ROOT
+from tests.conftest import DEMO_SPEC, ROOT, free_port
 
 EXCLUDES = [".rayinfra/", ".venv/", ".git/", "benchmarks/.work/", ".pytest_cache/", "**/__pycache__/"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env() -> dict[str, str]:
@@ -34,9 +27,9 @@ def _env() -> dict[str, str]:
 def head_node():
     """A real head node (`ray start --head`) of its own, beside the test session's Ray."""
     temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths have a length limit
-    dashboard = _free_port()
-    ports = ["--port", str(_free_port()), "--dashboard-port", str(dashboard),
-             "--dashboard-agent-listen-port", str(_free_port()), "--ray-client-server-port", str(_free_port())]  # fmt: skip
+    dashboard = free_port()
+    ports = ["--port", str(free_port()), "--dashboard-port", str(dashboard),
+             "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port())]  # fmt: skip
     subprocess.run(
         [Path(sys.executable).parent / "ray", "start", "--head", "--num-cpus", "2", "--temp-dir", temp,
          "--dashboard-host", "127.0.0.1", *ports],

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 def test_the_monitor_runs_on_the_head_and_a_node_local_home_is_refused():
     # A cluster of its own needs a process of its own: this session may already run a Ray.
-    out = subprocess.run([sys.executable, "-m", "tests.multinode_monitor"], check=False, cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "tests.cluster.multinode_monitor"], check=False, cwd=ROOT,
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-4000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])

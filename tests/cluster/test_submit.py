@@ -14,7 +14,7 @@ import pytest
 
 from rayinfra.submit import EXCLUDES, SubmitError, build_request, job_env, read_token
 from tests.conftest import DEMO_SPEC, ROOT
-from tests.headnode import head_node
+from tests.cluster.headnode import head_node
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from rayinfra.data.tables import Table
 from rayinfra.serve.predlog import LOG_CONTRACT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 SERVER = textwrap.dedent(
     """

@@ -7,7 +7,6 @@ Stopped by killing only the processes whose command line names its temp dir: nev
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,13 +16,9 @@ from pathlib import Path
 
 import psutil
 
+from tests.conftest import free_port
+
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ray_env(**extra: str) -> dict[str, str]:

@@ -5,7 +5,6 @@ ends by the gate's statistics or, undecided, at its deadline (the alias goes, au
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import pytest
@@ -13,7 +12,7 @@ import requests
 
 from rayinfra import audit, registry
 from rayinfra.data import synthetic
-from tests.conftest import small_spec
+from tests.conftest import free_port, small_spec
 
 KEY = "stage-key-0123456789 predict feedback"
 DEADLINE_S = 45
@@ -34,10 +33,7 @@ def stage_home(tmp_path_factory, ray_session):
     from rayinfra.pipeline import train_and_register
     from rayinfra.serve.app import deploy
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    settings = Settings(home=tmp_path_factory.mktemp("stage-home"), num_cpus=2, serve_port=port, api_keys=KEY)
+    settings = Settings(home=tmp_path_factory.mktemp("stage-home"), num_cpus=2, serve_port=free_port(), api_keys=KEY)
     spec = _spec()
     Table.for_spec(spec, settings).append(synthetic.generate(4_000, seed=5), source="test")
     first = train_and_register(spec, settings)

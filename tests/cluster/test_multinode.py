@@ -12,7 +12,7 @@ from tests.conftest import ROOT
 def test_training_workers_span_two_nodes_and_finish():
     # A cluster of its own needs a process of its own: this session already runs a Ray.
     out = subprocess.run(
-        [sys.executable, "-m", "tests.multinode_train"], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "tests.cluster.multinode_train"], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     assert out.returncode == 0, out.stderr[-4000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 
@@ -17,19 +16,14 @@ import pytest
 
 from rayinfra.data.tables import Table
 from rayinfra.serve.predlog import LOG_CONTRACT
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port
 
 
 @pytest.fixture
 def serve_instance(ray_session):
     from ray import serve
 
-    serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
     yield serve
     serve.shutdown()
 

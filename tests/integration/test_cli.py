@@ -52,7 +52,7 @@ def test_bad_file_is_refused_with_the_reason(home, tmp_path):
 
 
 def test_demo_runs_on_embedded_defaults(home, ray_session):
-    # The data stages; the loop after them (tune, serve, drift, retrain) is tests/test_loop.py.
+    # The data stages; the loop after them (tune, serve, drift, retrain) is tests/integration/test_loop.py.
     out = run("demo", "--rows", "2000", "--spec", str(DEMO_SPEC), "--data-only")
     assert out.exit_code == 0, out.output
     assert "refused as it should be" in out.output

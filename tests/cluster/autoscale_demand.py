@@ -1,4 +1,4 @@
-"""Run by tests/test_autoscaling.py against a fake autoscaling cluster: ask for what a
+"""Run by tests/cluster/test_autoscaling.py against a fake autoscaling cluster: ask for what a
 2-worker rayinfra training run asks for, and watch nodes come and go.
 
 Prints one JSON line: nodes before, while the demand holds, and after it is gone.
