@@ -6,7 +6,10 @@ shift, concept drift, a shift of the positive rate: `synthetic.generate(scenario
 and each retrain data mode (`retrain_data.mode`), a copy of the champion's home gets the
 post-drift labelled rows appended as feedback would (``source="feedback"``), then the
 real retrain path `train_and_register(spec, settings, recent=True)` runs and its gate
-verdict decides promotion. An oracle is trained (same spec) on the post-drift rows
+verdict decides promotion. A candidate the gate calls inconclusive goes through the
+challenger stage, as in the running loop: the monitor's stage logic judges it against the
+champion on further labelled post-drift rows (`--stage-rows`, in feedback batches of
+`--stage-batch`) until the verdict is decisive or the rows run out. An oracle is trained (same spec) on the post-drift rows
 only. The served model (the champion alias at the end), the drifted champion and the
 oracle are scored (PR-AUC) on a fresh post-drift test set;
 recovery = (served - champion) / (oracle - champion).
@@ -39,8 +42,9 @@ from rayinfra import registry
 from rayinfra.config import Settings, Spec, load_spec
 from rayinfra.data import synthetic
 from rayinfra.data.tables import Table
+from rayinfra.monitor import challenger
 from rayinfra.pipeline import train_and_register
-from rayinfra.registry.gate import GateSettings
+from rayinfra.registry.gate import INCONCLUSIVE, GateSettings
 from rayinfra.runtime import init_ray
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +66,10 @@ NOTES = [
     "gate promoted). oracle: the same spec trained from scratch on the post-drift rows only.",
     "eligible: drift runs whose oracle beats the drifted champion by more than the gate's margin on the test "
     "set; heal-promoted and heal-recovery count those. heal-seconds: median over eligible runs that promoted.",
+    "challenger stage: an inconclusive candidate is judged by rayinfra.monitor.challenger (the monitor's own "
+    "pairing, the gate's statistics, a deadline) on stage_rows further labelled post-drift rows arriving in "
+    "batches; promoted_by says whether the gate or the stage promoted, stage_rows how many labelled rows the "
+    "stage needed. Time there is counted in labels, not seconds: it depends on how fast labels come back.",
     "false promotion: a no-drift run whose promoted candidate scores below champion - margin on the test set.",
 ]
 
@@ -105,8 +113,42 @@ def train_oracle(spec: Spec, seed: int, scenario: str, post: pa.Table, test: pa.
     return pr_auc(registry.load(spec.model_name, out.model_version, settings), spec, test), seconds
 
 
-def retrain(spec: Spec, champion_home: Path, home: Path, post: pa.Table, test: pa.Table) -> dict[str, Any]:
-    """Append the post-drift rows as feedback to a copy of the champion's home, retrain, score."""
+def challenger_stage(spec: Spec, settings: Settings, live: pa.Table, batch: int) -> dict[str, Any]:
+    """The challenger stage of an inconclusive candidate, on labelled live traffic.
+
+    The monitor's own stage logic (``monitor.challenger``: pairs, the gate's statistics,
+    a deadline) judges champion and challenger on ``live`` rows that arrive with labels
+    ``batch`` at a time; the deadline is the last batch. A promotion moves the alias
+    through ``registry.promote``, as the monitor does. Time is counted in labelled rows:
+    wall time depends on how fast labels come back.
+    """
+    name = spec.model_name
+    version = registry.alias_version(name, registry.CHALLENGER, settings)
+    champion = registry.alias_version(name, registry.CHAMPION, settings)
+    if version is None:
+        return {"stage": None}
+    features, y = live.select(spec.features.all), live.column(spec.contract.label).to_numpy()
+    p_champion = registry.load(name, champion, settings).probabilities(features)
+    p_challenger = registry.load(name, version, settings).probabilities(features)
+    stage, rules = challenger.new_stage(version, champion, since=0.0), GateSettings.from_spec(spec)
+    steps = -(-live.num_rows // batch)
+    outcome = None
+    for step in range(1, steps + 1):
+        lo, hi = (step - 1) * batch, min(step * batch, live.num_rows)
+        challenger.add_pairs(stage, [f"live-{i}" for i in range(lo, hi)], y[lo:hi].tolist(),
+                             p_champion[lo:hi].tolist(), p_challenger[lo:hi].tolist())  # fmt: skip
+        outcome = challenger.decide(stage, float(step), rules, deadline_s=steps - 1)  # the last batch is the deadline
+        if outcome.action != "wait":
+            break
+    if outcome.action == "promote":
+        registry.promote(spec, version, outcome.reason, settings)
+    return {"stage": outcome.action, "stage_rows": len(stage["y"]), "stage_reason": outcome.reason}
+
+
+def retrain(spec: Spec, champion_home: Path, home: Path, post: pa.Table, test: pa.Table, live: pa.Table | None,
+            batch: int) -> dict[str, Any]:  # fmt: skip
+    """Append the post-drift rows as feedback to a copy of the champion's home, retrain, score;
+    an inconclusive candidate then goes through the challenger stage on ``live`` rows."""
     shutil.copytree(champion_home, home)
     settings = Settings(home=home, num_cpus=2, artifact_root=str(champion_home / "mlartifacts"))
     name = spec.model_name
@@ -115,9 +157,15 @@ def retrain(spec: Spec, champion_home: Path, home: Path, post: pa.Table, test: p
     Table.for_spec(spec, settings).append(post, source="feedback")
     out = train_and_register(spec, settings, recent=True)
     done = time.perf_counter()
-    served = registry.alias_version(name, registry.CHAMPION, settings)
     v = out.gate.verdict
+    gate_promoted = registry.alias_version(name, registry.CHAMPION, settings) != champion
+    stage = {"stage": None}
+    if v.verdict == INCONCLUSIVE and live is not None:
+        stage = challenger_stage(spec, settings, live, batch)
+    served = registry.alias_version(name, registry.CHAMPION, settings)
     return {
+        **stage,
+        "promoted_by": ("gate" if gate_promoted else "challenger stage") if served != champion else None,
         "verdict": v.verdict,
         "gate_reason": v.reason,
         "gate_rows": v.rows,
@@ -126,7 +174,7 @@ def retrain(spec: Spec, champion_home: Path, home: Path, post: pa.Table, test: p
         "window_rows": (out.outcome.data.window.rows if out.outcome.data.window is not None else None),
         "promoted": served != champion,
         "served_version": served,
-        "onset_to_healed_s": round(done - onset, 1) if served != champion else None,
+        "onset_to_healed_s": round(done - onset, 1) if gate_promoted else None,
         "retrain_s": round(done - onset, 1),
         "champion_pr_auc": pr_auc(registry.load(name, champion, settings), spec, test),
         "served_pr_auc": pr_auc(registry.load(name, served, settings), spec, test),
@@ -140,7 +188,7 @@ def record(seed: int, scenario: str, mode: str, r: dict[str, Any], post: pa.Tabl
            "recovery": (r["served_pr_auc"] - r["champion_pr_auc"]) / gain if gain != 0 else None,
            "champion_train_s": round(champion_s, 1), "oracle_train_s": round(oracle_s, 1),
            "post_positive_rate": float(np.mean(post.column("is_fraud").to_numpy())), **r}  # fmt: skip
-    keys = ("seed", "scenario", "mode", "verdict", "champion_pr_auc", "served_pr_auc", "oracle_pr_auc", "recovery",
+    keys = ("seed", "scenario", "mode", "verdict", "stage", "promoted_by", "champion_pr_auc", "served_pr_auc", "oracle_pr_auc", "recovery",
             "retrain_s")  # fmt: skip
     print(json.dumps({k: run[k] for k in keys}), flush=True)
     return run
@@ -156,7 +204,7 @@ def goals(runs: list[dict[str, Any]], margin: float, suffix: str = "", scope: st
     drift = [r for r in runs if r["scenario"] != "none"]
     eligible = [r for r in drift if r["oracle_pr_auc"] - r["champion_pr_auc"] > margin]
     calm = [r for r in runs if r["scenario"] == "none"]
-    healed = [r["onset_to_healed_s"] for r in eligible if r["promoted"]]
+    healed = [r["onset_to_healed_s"] for r in eligible if r.get("promoted_by", "gate") == "gate" and r["promoted"]]
     share = sum(r["promoted"] for r in eligible) / len(eligible) if eligible else None
     recovery = statistics.median(r["recovery"] for r in eligible) if eligible else None
     bad = sum(r["promoted"] and r["served_pr_auc"] < r["champion_pr_auc"] - margin for r in calm)
@@ -168,7 +216,8 @@ def goals(runs: list[dict[str, Any]], margin: float, suffix: str = "", scope: st
         goal(f"heal-false-promotion{suffix}", f"share of {len(calm)} no-drift runs promoting a candidate worse "
              f"than the champion by > margin{scope}", bad / len(calm) if calm else None, "<= 0.05"),
         goal(f"heal-seconds{suffix}", f"median seconds from drift onset to a promoted model over {len(healed)} "
-             f"healed eligible runs (retrain only, no serving){scope}",
+             f"eligible runs the gate promoted (retrain only, no serving; a challenger stage's time is counted "
+             f"in labelled rows, see stage_rows){scope}",
              statistics.median(healed) if healed else None, "<= 60"),
     ]  # fmt: skip
 
@@ -207,7 +256,8 @@ def summarise(args: argparse.Namespace, runs: list[dict[str, Any]], modes: list[
         "complete": complete,
         "seeds_run": sorted({r["seed"] for r in runs}),
         "config": {"seeds": args.seeds, "rows": args.rows, "drift_rows": args.drift_rows,
-                   "test_rows": args.test_rows, "scenarios": args.scenarios.split(","), "modes": modes,
+                   "test_rows": args.test_rows, "stage_rows": args.stage_rows, "stage_batch": args.stage_batch,
+                   "scenarios": args.scenarios.split(","), "modes": modes,
                    "mode_seeds": args.mode_seeds, "spec": {"file": "jobs/specs/fraud.yaml", "overrides": SMALL},
                    "gate_margin": margin},  # fmt: skip
         "notes": NOTES,
@@ -223,6 +273,9 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=30_000, help="pre-drift rows the champion trains on")
     p.add_argument("--drift-rows", type=int, default=20_000, help="post-drift labelled rows appended as feedback")
     p.add_argument("--test-rows", type=int, default=30_000, help="fresh post-drift test rows")
+    p.add_argument("--stage-rows", type=int, default=20_000,
+                   help="labelled live rows an inconclusive candidate's challenger stage may see (0: no stage)")
+    p.add_argument("--stage-batch", type=int, default=2_000, help="labelled rows per feedback batch in the stage")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--modes", default="window", help="retrain_data modes; the first one is the default's candidate")
     p.add_argument("--mode-seeds", type=int, default=None, help="run the other modes on the first N seeds only")
@@ -262,10 +315,13 @@ def main() -> None:
                         post = drifted(scenario, args.drift_rows, seed * 1000 + 10 + k, args.rows, start)
                         test = drifted(scenario, args.test_rows, seed * 1000 + 20 + k, args.rows + args.drift_rows,
                                        start + 7 * DAY_US)  # fmt: skip
-                        cases[scenario] = (post, test, *train_oracle(spec_for(modes[0]), seed, scenario, post, test))
-                    post, test, oracle, oracle_s = cases[scenario]
+                        live = drifted(scenario, args.stage_rows, seed * 1000 + 30 + k, args.rows + args.drift_rows
+                                       + args.test_rows, start + 14 * DAY_US) if args.stage_rows else None  # fmt: skip
+                        oracle = train_oracle(spec_for(modes[0]), seed, scenario, post, test)
+                        cases[scenario] = (post, test, live, *oracle)
+                    post, test, live, oracle, oracle_s = cases[scenario]
                     home = WORK / f"seed{seed}" / scenario / mode
-                    r = retrain(spec_for(mode), champion_home, home, post, test)
+                    r = retrain(spec_for(mode), champion_home, home, post, test, live, args.stage_batch)
                     shutil.rmtree(home, ignore_errors=True)  # keep the disk small
                     runs.append(record(seed, scenario, mode, r, post, oracle, oracle_s, champion_s))
                     args.out.write_text(json.dumps(summarise(args, runs, modes, False), indent=2) + "\n")
