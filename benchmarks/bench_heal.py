@@ -204,7 +204,7 @@ def goals(runs: list[dict[str, Any]], margin: float, suffix: str = "", scope: st
     drift = [r for r in runs if r["scenario"] != "none"]
     eligible = [r for r in drift if r["oracle_pr_auc"] - r["champion_pr_auc"] > margin]
     calm = [r for r in runs if r["scenario"] == "none"]
-    healed = [r["onset_to_healed_s"] for r in eligible if r.get("promoted_by", "gate") == "gate" and r["promoted"]]
+    healed = [r["onset_to_healed_s"] for r in eligible if r["promoted_by"] == "gate"]
     share = sum(r["promoted"] for r in eligible) / len(eligible) if eligible else None
     recovery = statistics.median(r["recovery"] for r in eligible) if eligible else None
     bad = sum(r["promoted"] and r["served_pr_auc"] < r["champion_pr_auc"] - margin for r in calm)

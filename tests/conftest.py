@@ -74,6 +74,21 @@ def train_home(tmp_path_factory, ray_session):
     return settings
 
 
+def reset_monitor(spec, settings) -> None:
+    """Kill the model's drift monitor actor, if any, and delete its state: the next one starts fresh."""
+    import shutil
+
+    import ray
+
+    from rayinfra.monitor.monitor import actor_name, state_dir
+
+    try:
+        ray.kill(ray.get_actor(actor_name(spec), namespace="rayinfra"))
+    except ValueError:
+        pass
+    shutil.rmtree(state_dir(spec, settings), ignore_errors=True)
+
+
 def small_spec(**overrides):
     """The demo spec, made quick: few epochs, a small model."""
     from rayinfra.config import load_spec

@@ -8,7 +8,7 @@ import ray
 
 from rayinfra.data import synthetic
 from rayinfra.monitor.profiles import profile_batch
-from tests.conftest import small_spec
+from tests.conftest import reset_monitor, small_spec
 
 
 @pytest.fixture(scope="module")
@@ -35,20 +35,8 @@ def _monitor(spec, settings):
     return get_monitor(spec, settings)
 
 
-def _reset(spec, settings):
-    import shutil
-
-    from rayinfra.monitor.monitor import actor_name, state_dir
-
-    try:
-        ray.kill(ray.get_actor(actor_name(spec), namespace="rayinfra"))
-    except ValueError:
-        pass
-    shutil.rmtree(state_dir(spec, settings), ignore_errors=True)
-
-
 def test_training_like_traffic_raises_no_alarm(spec, train_home, champion):
-    _reset(spec, train_home)
+    reset_monitor(spec, train_home)
     monitor = _monitor(spec, train_home)
     for seed in range(100, 108):  # 8 windows of held-out traffic from the training distribution
         for part in range(2):
@@ -61,7 +49,7 @@ def test_training_like_traffic_raises_no_alarm(spec, train_home, champion):
 
 
 def test_shifted_traffic_is_detected_on_the_columns_that_moved(spec, train_home, champion):
-    _reset(spec, train_home)
+    reset_monitor(spec, train_home)
     monitor = _monitor(spec, train_home)
     closed = [ray.get(monitor.add.remote(_profile(spec, 2000, 200 + i, drift=1.0), 2000, champion)) for i in range(3)]
     status = ray.get(monitor.status.remote())
@@ -74,7 +62,7 @@ def test_shifted_traffic_is_detected_on_the_columns_that_moved(spec, train_home,
 def test_state_survives_a_killed_actor(spec, train_home, champion):
     from rayinfra.monitor.monitor import actor_name
 
-    _reset(spec, train_home)
+    reset_monitor(spec, train_home)
     monitor = _monitor(spec, train_home)
     for i in range(2):
         ray.get(monitor.add.remote(_profile(spec, 2000, 300 + i, drift=1.0), 2000, champion))
@@ -89,7 +77,7 @@ def test_state_survives_a_killed_actor(spec, train_home, champion):
 
 
 def test_a_new_champion_resets_the_reference(spec, train_home, champion):
-    _reset(spec, train_home)
+    reset_monitor(spec, train_home)
     monitor = _monitor(spec, train_home)
     ray.get(monitor.add.remote(_profile(spec, 2000, 400, drift=1.0), 2000, champion))
     assert ray.get(monitor.status.remote())["consecutive_drifted"] == 1
@@ -101,13 +89,13 @@ def test_a_new_champion_resets_the_reference(spec, train_home, champion):
     status = ray.get(monitor.status.remote())
     assert status["reference_version"] == newer and status["consecutive_drifted"] == 0
     assert status["open_window_rows"] == 500
-    _reset(spec, train_home)
+    reset_monitor(spec, train_home)
 
 
 def test_prediction_drift_and_live_quality(spec, train_home, champion):
     import numpy as np
 
-    _reset(spec, train_home)
+    reset_monitor(spec, train_home)
     monitor = _monitor(spec, train_home)
     rng = np.random.default_rng(0)
 
@@ -128,7 +116,7 @@ def test_prediction_drift_and_live_quality(spec, train_home, champion):
     assert quality["labelled"] == 400 and quality["live_pr_auc"] > 0.9
     assert 0 < quality["train_pr_auc"] < 1  # the version's test metric, for comparison
     assert ray.get(monitor.status.remote())["quality"]["labelled"] == 400
-    _reset(spec, train_home)
+    reset_monitor(spec, train_home)
 
 
 def test_a_stop_between_logging_a_window_and_saving_the_state_loses_nothing(tmp_path):

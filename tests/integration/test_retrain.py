@@ -11,7 +11,7 @@ import ray
 from rayinfra import audit, registry
 from rayinfra.data import synthetic
 from rayinfra.monitor.profiles import profile_batch
-from tests.conftest import small_spec
+from tests.conftest import reset_monitor, small_spec
 
 BASE = {"registry.model_name": "fraud-retrain-test", "train.epochs": 1, "monitor.window_rows": 1000,
         "monitor.windows_to_trigger": 2, "monitor.cooldown_s": 3600, "monitor.backoff_s": 1, "monitor.max_retries": 1,
@@ -39,15 +39,9 @@ def _drifted(spec, rows: int, seed: int) -> bytes:
 
 
 def _fresh_monitor(spec, settings):
-    import shutil
+    from rayinfra.monitor.monitor import get_monitor
 
-    from rayinfra.monitor.monitor import actor_name, get_monitor, state_dir
-
-    try:
-        ray.kill(ray.get_actor(actor_name(spec), namespace="rayinfra"))
-    except ValueError:
-        pass
-    shutil.rmtree(state_dir(spec, settings), ignore_errors=True)
+    reset_monitor(spec, settings)
     return get_monitor(spec, settings)
 
 
