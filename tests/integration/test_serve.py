@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -389,13 +390,22 @@ def test_load_beyond_capacity_is_shed_quickly_with_503(url, home):
     # Tiny queues and slow-filling batches: 4 in flight, 2 waiting, the rest refused.
     _redeploy(home, max_batch_size=4, max_ongoing_requests=4, max_queued_requests=2, batch_wait_timeout_s=0.5)
     try:
+        post(url, _records(1))  # the new replicas' first request pays their warm-up, not the shedding
+
+        def timed_post(_: int) -> tuple[requests.Response, float]:
+            t0 = time.perf_counter()
+            return post(url, _records(1)), time.perf_counter() - t0
+
         with ThreadPoolExecutor(24) as pool:
-            started = time.perf_counter()
-            timed = list(pool.map(lambda _: (post(url, _records(1)), time.perf_counter() - started), range(24)))
-        shed = [(r, t) for r, t in timed if r.status_code == 503]
-        assert shed and all(r.json()["error"].startswith("overloaded") for r, _ in shed)
-        assert min(t for _, t in shed) < 1.0  # refused at once, not after waiting in a queue
+            timed = list(pool.map(timed_post, range(24)))
+        shed = [t for r, t in timed if r.status_code == 503]
+        served = [t for r, t in timed if r.status_code == 200]
+        assert shed and all(r.json()["error"].startswith("overloaded") for r, _ in timed if r.status_code == 503)
         assert {r.status_code for r, _ in timed} <= {200, 503}
+        # Refused at once, not after waiting in a queue: each refusal's own latency, against the
+        # served ones' (24 client threads on 2 cores make absolute times noisy; CI saw 1.01 s).
+        assert statistics.median(shed) < statistics.median(served), (shed, served)
+        assert min(shed) < 2.0
         assert post(url, _records(1)).status_code == 200  # and the service is still there
     finally:
         _redeploy(home)
