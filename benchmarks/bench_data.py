@@ -19,7 +19,7 @@ import platform
 import shutil
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -125,7 +125,7 @@ def main() -> None:
 
     result = {
         "benchmark": "bench_data",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs, {platform.python_version()}",
         "rows": args.rows,
         "read": {

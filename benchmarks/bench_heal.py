@@ -28,13 +28,13 @@ import platform
 import shutil
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 import pyarrow as pa
+import ray
 import torch
 from sklearn.metrics import average_precision_score
 
@@ -251,7 +251,7 @@ def summarise(args: argparse.Namespace, runs: list[dict[str, Any]], modes: list[
                            "fewest false promotions; see the goals with a [mode] suffix"}  # fmt: skip
     return {
         "benchmark": "bench_heal",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}, torch {torch.__version__}",
         "complete": complete,
         "seeds_run": sorted({r["seed"] for r in runs}),

@@ -16,7 +16,7 @@ import os
 import platform
 import shutil
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -71,7 +71,7 @@ def main() -> None:
     total = round(result.new_version_at - onset, 1)
     out = {
         "benchmark": "bench_loop",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
         "rows": 100_000,
         "drifted_rows": DEMO_DRIFTED_ROWS,

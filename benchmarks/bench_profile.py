@@ -24,7 +24,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_serve
-
 import numpy as np
 
 from rayinfra.data import synthetic

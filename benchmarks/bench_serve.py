@@ -239,8 +239,9 @@ def main() -> None:
     if a.only and (RESULTS / "bench_serve.json").exists():  # re-measure some variants, keep the others
         results = json.loads((RESULTS / "bench_serve.json").read_text())["variants"]
     results.update({name: measure(name, a.seconds, a.concurrency) for name in (a.only or VARIANTS)})
-    best = lambda m: max((k for k in results if k.startswith(f"{m}/serve") and "no-batching" not in k),
-                         key=lambda k: results[k]["rps"], default=None)  # fmt: skip
+    def best(m):
+        return max((k for k in results if k.startswith(f"{m}/serve") and "no-batching" not in k),
+                             key=lambda k: results[k]["rps"], default=None)  # fmt: skip
     summary = {
         "batching_vs_none_direct_ingress": {
             "ratio": _ratio(results, "heavy/serve-direct-ingress", "heavy/serve-direct-ingress-no-batching"),

@@ -20,7 +20,7 @@ import platform
 import shutil
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -113,7 +113,7 @@ def main() -> None:
 
     out = {
         "benchmark": "bench_train",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}, torch {torch.__version__}",
         "rows": args.rows,
         "train_rows": rows,

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -44,7 +44,7 @@ def head_path(settings: Settings | None = None) -> Path:
 def record(action: str, reason: str, settings: Settings | None = None, **details: Any) -> dict[str, Any]:
     """Append one entry, chained to the one before it, and return it."""
     entry = {
-        "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "actor": current_user(),
         "host": socket.gethostname(),
         "action": action,

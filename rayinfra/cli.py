@@ -127,7 +127,9 @@ def _print_loop_summary(task, settings: Settings, seconds: dict[str, float], loo
     report = write_report(
         settings.home / "reports" / "demo.html", summary, loop.drift_windows, loop.versions_seen, loop.latencies_ms
     )
-    console.print(f"report: {report}")
+    outcome = report.with_suffix(".json")  # the same run, for scripts (benchmarks/bench_demo.py reads it)
+    outcome.write_text(json.dumps({**summary, **loop.outcome()}, indent=2, default=str) + "\n")
+    console.print(f"report: {report} (and {outcome.name})")
     console.print(
         f"endpoint (while serving): {loop.url}/v1/predict  ·  docs {loop.url}/docs  ·  keep it up: rayinfra serve"
     )

@@ -55,6 +55,12 @@ class LoopResult:
     gate: dict[str, Any] | None = None  # the retrained version's gate verdict (its registry tag)
     challenger: dict[str, Any] | None = None  # the challenger stage, when the gate was inconclusive
 
+    def outcome(self) -> dict[str, Any]:
+        """Healed or not, why, the gate's and the challenger stage's verdicts, and onset → serving."""
+        onset = self.new_version_at - self.drift_started if self.new_version_at and self.drift_started else None
+        return {"healed": self.why_not_healed() is None, "why_not_healed": self.why_not_healed(), "gate": self.gate,
+                "challenger": self.challenger, "onset_to_serving_s": None if onset is None else round(onset, 1)}  # fmt: skip
+
     def why_not_healed(self) -> str | None:
         """One line: why the retrained version is not serving (None when it is)."""
         if self.champion_after is not None and self.champion_after != self.champion_before:

@@ -19,8 +19,8 @@ from rayinfra.registry import lifecycle
 from rayinfra.registry.lineage import Lineage, for_outcome
 from rayinfra.runtime import ResourceLayout, init_ray
 from rayinfra.train.trainer import TrainOutcome, prepare_data, raw_split, train
-from rayinfra.train.warm import retrain_inputs
 from rayinfra.train.tune import TuneOutcome, tune_search
+from rayinfra.train.warm import retrain_inputs
 
 GATE_ROWS = 200_000  # held-out rows scored by candidate and champion alike
 

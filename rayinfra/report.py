@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ def write_report(path: Path, summary: dict[str, Any], windows: list[dict[str, An
     """One self-contained HTML file (plots inlined as PNG)."""
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary.items())
     images = "".join(f'<p><img src="data:image/png;base64,{p}"></p>' for p in _plots(windows, versions, latencies))
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>rayinfra demo</title>"

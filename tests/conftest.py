@@ -63,11 +63,9 @@ def ray_session():
 @pytest.fixture(scope="session")
 def train_home(tmp_path_factory, ray_session):
     """Settings with their own home, and a demo table of 20k rows at version 1."""
-    from rayinfra.config import Settings
+    from rayinfra.config import Settings, load_spec
     from rayinfra.data import synthetic
     from rayinfra.data.tables import Table
-
-    from rayinfra.config import load_spec
 
     settings = Settings(home=tmp_path_factory.mktemp("train-home"), num_cpus=2)
     Table.for_spec(load_spec(DEMO_SPEC), settings).append(synthetic.generate(20_000, seed=1), source="test")

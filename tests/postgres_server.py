@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from tests.conftest import free_port
 
 USER = "mlflow"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
-    from ray.data import Dataset, DataIterator
+    from ray.data import DataIterator, Dataset
 
 
 def torch_batches(

@@ -12,7 +12,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,8 +24,8 @@ from rayinfra.data.features import Preprocessor
 from rayinfra.data.split import TEST, TRAIN, VAL, Splitter, event_time_cutoffs
 from rayinfra.data.tables import Table
 from rayinfra.data.window import Window
-from rayinfra.runtime import ResourceLayout, init_ray
 from rayinfra.registry.bundle import load_bundle
+from rayinfra.runtime import ResourceLayout, init_ray
 from rayinfra.train.loop import predict, train_loop
 from rayinfra.train.metrics import classification_metrics
 

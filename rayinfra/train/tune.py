@@ -18,7 +18,15 @@ from rich.console import Console
 
 from rayinfra.config import SearchDim, Settings, Spec
 from rayinfra.runtime import TRIAL_CPU, ResourceLayout, init_ray
-from rayinfra.train.trainer import PreparedData, TrainOutcome, build_trainer, evaluate, load_checkpoint, prepare_data, train_params
+from rayinfra.train.trainer import (
+    PreparedData,
+    TrainOutcome,
+    build_trainer,
+    evaluate,
+    load_checkpoint,
+    prepare_data,
+    train_params,
+)
 
 CHECKPOINT_KEY = "checkpoint_path"  # what TuneReportCallback adds to a trial's metrics
 

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from tests.cluster.autoscale_demand import RESULT
-from tests.conftest import ROOT
 from tests.cluster.headnode import head_node, ray_env
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
 from tests.cluster.multinode_serve import RESULT
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 

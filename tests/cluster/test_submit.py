@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from rayinfra.submit import EXCLUDES, SubmitError, build_request, job_env, read_token
-from tests.conftest import DEMO_SPEC, ROOT
 from tests.cluster.headnode import head_node
+from tests.conftest import DEMO_SPEC, ROOT
 
 pytestmark = pytest.mark.slow
 

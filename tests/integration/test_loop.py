@@ -9,7 +9,6 @@ from rayinfra import audit, registry
 from rayinfra.data import synthetic
 from tests.conftest import free_port, small_spec
 
-
 # Both models must learn before the gate can judge them: the demo's 2 epochs of 512-row
 # batches are 12 optimizer steps on 4,000 rows, and then PR-AUC on ~900 recent rows
 # (~20 frauds) is a coin toss between two barely trained models (CI saw the candidate lose).

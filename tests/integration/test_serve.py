@@ -557,8 +557,9 @@ def test_serve_config_deploys_with_the_serve_cli(url, home, tmp_path):
     }
     address = ray._private.worker.get_dashboard_url()
     address = address if address.startswith("http") else f"http://{address}"
-    cli = lambda *a: subprocess.run([str(bin_dir / "serve"), *a, "--address", address], env=env,
-                                    capture_output=True, text=True, timeout=300)  # fmt: skip
+    def cli(*a):
+        return subprocess.run([str(bin_dir / "serve"), *a, "--address", address], env=env,
+                                        capture_output=True, text=True, timeout=300)  # fmt: skip
     deployed = cli("deploy", str(path))
     assert deployed.returncode == 0, deployed.stderr
     try:

@@ -12,8 +12,8 @@ import pytest
 from rayinfra import audit
 from rayinfra.config import Settings, parse_spec
 from rayinfra.data.tables import Table
-from rayinfra.serve.feedback import append_feedback, feedback_key
 from rayinfra.serve.auth import hash_key, key_id
+from rayinfra.serve.feedback import append_feedback, feedback_key
 from rayinfra.serve.feedback_guard import FeedbackGuard, RateLimited
 from rayinfra.serve.label_ledger import LabelLedger
 from rayinfra.serve.predlog import PredictionLog

@@ -22,7 +22,6 @@ from rayinfra.train.models import build_model
 from tests.conftest import small_spec
 
 
-
 @pytest.fixture
 def spec(request):
     # One MLflow store for the module (creating one takes seconds); a model per test.
