@@ -37,8 +37,10 @@ test: install lint
 test-fast: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+# Every benchmark (bench_heal and bench_demo take most of an hour each), then one table of all goals.
 bench: install
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) benchmarks/goals.py
 
 clean:
 	rm -rf .rayinfra benchmarks/.work .pytest_cache

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 from deltalake import DeltaTable
+from goals import goal
 
 from rayinfra.config import Settings, load_spec
 from rayinfra.data import synthetic
@@ -78,6 +79,15 @@ def small_appends(table: Table, n: int, start_id: int) -> float:
     for i in range(n):
         table.append(synthetic.generate(10, seed=i, start_id=start_id + 10 * i), source="bench")
     return time.perf_counter() - t0
+
+
+def goals(r: dict) -> list[dict]:
+    return [
+        goal("P3-read", f"Delta → torch batches through Ray Data / pyarrow → torch, {r['rows']:,} rows",
+             r["read"]["ratio"], ">= 0.8"),
+        goal("P8-delta-open", f"table open after {r['open']['appends']:,} appends (maintained) / fresh",
+             r["open"]["ratio"], "<= 2"),
+    ]  # fmt: skip
 
 
 def main() -> None:
@@ -150,6 +160,7 @@ def main() -> None:
             "appends_per_s": round(args.appends / append_s, 1),
         },
     }
+    result["goals"] = goals(result)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "bench_data.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS / 'bench_data.json'}")

@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from goals import goal
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "benchmarks" / ".work" / "demo"
@@ -58,9 +60,8 @@ def summarise(runs: list[dict[str, Any]], seeds: int) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "complete": len(runs) == seeds,
         "command": "rayinfra demo --seed N (fresh RAYINFRA_HOME per seed)",
-        "goals": [{"id": "demo-heals", "what": f"share of demo seeds ending with the retrained version serving "
-                   f"({healed} of {len(runs)} run)", "value": None if share is None else round(share, 4),
-                   "goal": ">= 0.9", "met": share is not None and share >= 0.9}],  # fmt: skip
+        "goals": [goal("demo-heals", f"share of `rayinfra demo --seed N` runs ending with the retrained version "
+                       f"serving ({healed} of {len(runs)} seeds)", share, ">= 0.9")],  # fmt: skip
         "runs": runs,
     }
 

@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 import torch
+from goals import goal
 from sklearn.metrics import average_precision_score
 
 from rayinfra import registry
@@ -192,12 +193,6 @@ def record(seed: int, scenario: str, mode: str, r: dict[str, Any], post: pa.Tabl
             "retrain_s")  # fmt: skip
     print(json.dumps({k: run[k] for k in keys}), flush=True)
     return run
-
-
-def goal(gid: str, what: str, value: float | None, target: str) -> dict[str, Any]:
-    op, bound = target.split()
-    met = value is not None and (value >= float(bound) if op == ">=" else value <= float(bound))
-    return {"id": gid, "what": what, "value": None if value is None else round(value, 4), "goal": target, "met": met}
 
 
 def goals(runs: list[dict[str, Any]], margin: float, suffix: str = "", scope: str = "") -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
+from goals import goal
 from rich.console import Console
 
 from rayinfra import audit
@@ -41,6 +42,11 @@ def _port() -> int:
 def _at(settings: Settings, action: str) -> float:
     entries = [e for e in audit.entries(settings) if e["action"] == action]
     return datetime.fromisoformat(entries[-1]["time"]).timestamp()
+
+
+def goals(r: dict) -> list[dict]:
+    return [goal("P7-loop-s", f"drift onset → the new version answering (s), {r['drifted_rows']:,} drifted rows",
+                 r["onset_to_new_version_s"], "<= 30")]  # fmt: skip
 
 
 def main() -> None:
@@ -82,6 +88,7 @@ def main() -> None:
         "job": result.retrain,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
+    out["goals"] = goals(out)
     (RESULTS / "bench_loop.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({"onset_to_new_version_s": total, "stages_s": stages}, indent=2))
 

@@ -22,6 +22,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from goals import goal
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_serve
 import numpy as np
@@ -50,6 +52,11 @@ def whylogs_rows_per_s(batch_rows: int, total_rows: int = 200_000) -> float:
 def _mean(results: list[dict]) -> dict:
     keys = ("rps", "p50_ms", "p95_ms", "p99_ms")
     return {k: round(sum(r[k] for r in results) / len(results), 2) for k in keys} | {"runs": len(results)}
+
+
+def goals(r: dict) -> list[dict]:
+    return [goal("profile-cost", "served throughput lost to whylogs profiling in the replicas (share)",
+                 r["serving"]["cost"], "<= 0.05")]  # fmt: skip
 
 
 def main() -> None:
@@ -82,6 +89,7 @@ def main() -> None:
                     "runs": [{"variant": n, **r} for n, r in measured]},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
+    out["goals"] = goals(out)
     (RESULTS / "bench_profile.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({"cost": out["serving"]["cost"], **out["whylogs_rows_per_s_per_core"]}, indent=2))
 

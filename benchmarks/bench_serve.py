@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
+from goals import goal
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / ".work" / "serve"
@@ -218,6 +219,24 @@ def _ratio(results: dict, a: str, b: str) -> float | None:
     return None
 
 
+def goals(r: dict) -> list[dict]:
+    """The issue's ids, through the public port (Serve's default HTTP path, what clients reach)."""
+    s = r["summary"]
+    batching = s["batching_vs_none"]
+    p95 = batching["p95_ms"]
+    g = goal("P4-batching", "batching on / off, compute-bound model, public port (at equal or lower p95)",
+             batching["ratio"], ">= 4")
+    g["met"] = g["met"] and None not in p95 and p95[0] <= p95[1]
+    return [
+        g,
+        goal("P5-tiny", "full stack / plain FastAPI, tiny model, public port", s["stack_vs_plain_tiny"]["default_proxy_ratio"],
+             ">= 1.5"),
+        goal("P5-heavy", "full stack / plain FastAPI, compute-bound model, public port",
+             s["stack_vs_plain_heavy"]["default_proxy_ratio"], ">= 3.0"),
+        goal("P5-compressed", "compressed / float model, compute-bound (not built yet)", None, ">= 1.5"),
+    ]  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=15)
@@ -239,9 +258,10 @@ def main() -> None:
     if a.only and (RESULTS / "bench_serve.json").exists():  # re-measure some variants, keep the others
         results = json.loads((RESULTS / "bench_serve.json").read_text())["variants"]
     results.update({name: measure(name, a.seconds, a.concurrency) for name in (a.only or VARIANTS)})
-    def best(m):
+    def best(m: str) -> str | None:
         return max((k for k in results if k.startswith(f"{m}/serve") and "no-batching" not in k),
-                             key=lambda k: results[k]["rps"], default=None)  # fmt: skip
+                   key=lambda k: results[k]["rps"], default=None)  # fmt: skip
+
     summary = {
         "batching_vs_none_direct_ingress": {
             "ratio": _ratio(results, "heavy/serve-direct-ingress", "heavy/serve-direct-ingress-no-batching"),
@@ -268,6 +288,7 @@ def main() -> None:
         "summary": summary,
         "variants": results,
     }
+    out["goals"] = goals(out)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "bench_serve.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

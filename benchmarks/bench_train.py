@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from goals import goal
 
 from rayinfra.config import Settings, load_spec
 from rayinfra.data import synthetic
@@ -61,6 +62,16 @@ def plain_loop(data, spec, params: dict, epochs: int) -> list[float]:
             opt.step()
         times.append(time.perf_counter() - t0)
     return times
+
+
+def goals(r: dict) -> list[dict]:
+    t = r["tune"]
+    return [
+        goal("P1-epoch", "steady-state epoch throughput, TorchTrainer / plain torch loop",
+             r["throughput"]["ratio"], ">= 0.95"),
+        goal("P2-fixed-s", "fixed cost of one training run beyond its epochs (s)", r["overhead"]["overhead_s"], "<= 8"),
+        goal("P8-tune", f"Tune wall time / ideal schedule, {t['trials']} trials", t["wall_s"] / t["ideal_s"], "<= 1.14"),
+    ]  # fmt: skip
 
 
 def main() -> None:
@@ -133,6 +144,7 @@ def main() -> None:
         "tune": tune_result,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
+    out["goals"] = goals(out)
     (RESULTS / "bench_train.json").write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {RESULTS / 'bench_train.json'}")
 
