@@ -445,6 +445,26 @@ class Spec(_Section):
         return self
 
     @model_validator(mode="after")
+    def _training_fits_contract(self) -> Spec:
+        # Refused here, naming the field, rather than after Ray started in `train`.
+        contract = self.dataset.contract
+        if contract.label is None:
+            return self  # a table only ingested; `train` says it needs a label
+        label_type = contract.columns[contract.label].type
+        if label_type not in NUMERIC_TYPES:
+            raise ValueError(
+                f"dataset.contract.label: '{contract.label}' has type {label_type}; training needs a binary label "
+                "stored as int (0/1) or bool. Map it (e.g. yes/no to 1/0) before ingest"
+            )
+        role = {"key_hash": "key", "event_time": "event_time"}[self.train.split]
+        if getattr(contract, role) is None:
+            raise ValueError(
+                f"train.split: {self.train.split} needs dataset.contract.{role}, and the contract names none; "
+                f"name a {'unique record id' if role == 'key' else 'timestamp'} column there, or choose the other split"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _features_fit_contract(self) -> Spec:
         columns = self.dataset.contract.columns
         label = self.dataset.contract.label
