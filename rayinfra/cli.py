@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from rayinfra.config import Settings, SpecError, load_spec
+from rayinfra.config import RAY_LOGS, Settings, SpecError, load_spec
 from rayinfra.keys_cli import keys_app
 from rayinfra.registry.lineage import Lineage
 
@@ -57,6 +58,8 @@ def _spec(path: Path):
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     level = logging.INFO if verbose else logging.WARNING
+    if verbose:  # Settings reads it: Ray's worker and replica logs come to this terminal too
+        os.environ["RAYINFRA_VERBOSE"] = "1"
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("ray").setLevel(level)  # Ray Data logs every dataset it runs
 
@@ -75,6 +78,8 @@ def demo(
     settings, task = Settings(), _spec(spec)
     task = task.model_copy(update={"train": task.train.model_copy(update={"seed": seed})})
     console.rule(f"rayinfra demo · everything under {settings.home}")
+    if not settings.verbose:
+        console.print(f"Ray's and Serve's logs: {RAY_LOGS} (rayinfra -v demo shows them here)")
     result = _guard(lambda: run_demo(task, settings, rows=rows, console=console, seed=seed))
     _print_summary(_table(spec))
     _print_history(_table(spec), limit=5)

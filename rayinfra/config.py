@@ -302,6 +302,7 @@ class ServeSpec(_Section):
         return self
 
 
+RAY_LOGS = "/tmp/ray/session_latest/logs"  # Ray keeps this link to the newest local session's logs
 MAX_LABELS = 20_000  # labelled answers the drift monitor keeps per model version
 
 
@@ -604,6 +605,11 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(
         None,
         description="File of API keys (mode 0600), one 'KEY [SCOPE ...]' per line; default HOME/secrets/api_keys.",
+    )
+    verbose: bool = Field(
+        False,
+        description="Ray's own logs (workers, Train, Serve replicas, Ray Data) in this terminal too; they always "
+        f"go to Ray's log folder ({RAY_LOGS}). `rayinfra -v` sets it.",
     )
     # Clusters: where state lives and where the drift monitor runs (rayinfra/runtime.py checks both).
     shared_home: bool = Field(

@@ -166,7 +166,13 @@ def init_ray(settings: Settings | None = None, **overrides: object) -> ResourceL
         }
         if settings.object_store_mb:
             kwargs["object_store_memory"] = settings.object_store_mb * 2**20
+        # Replica access lines and Train reports stay in Ray's log folder unless asked for:
+        # a demo printed ~3,400 lines, nearly all of them these.
+        kwargs["log_to_driver"] = settings.verbose
         ray.init(**{**kwargs, **overrides})
+    if not settings.verbose:  # Ray Data logs every dataset it runs, Serve every deploy
+        for name in ("ray.data", "ray.serve", "ray.tune", "ray.train"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     layout = ResourceLayout.current()
     log.info("Ray ready: %s CPUs, %s GPUs; auth mode %s", layout.cpus, layout.gpus, auth_mode())
     return layout
