@@ -80,7 +80,8 @@ def main() -> None:
         out.add_row(g["benchmark"], g["id"], _value(g["value"]), g["goal"], "yes" if g["met"] else "NO", g["date"])
     Console().print(out)
     met = sum(g["met"] for g in goals)
-    print(f"{met} of {len(goals)} goals met" + (f"; no goals list in: {', '.join(missing())}" if missing() else ""))
+    lacking = missing()
+    print(f"{met} of {len(goals)} goals met" + (f"; no goals list in: {', '.join(lacking)}" if lacking else ""))
     if args.readme:
         rewrite_readme(markdown(goals))
 

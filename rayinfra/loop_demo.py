@@ -58,7 +58,8 @@ class LoopResult:
     def outcome(self) -> dict[str, Any]:
         """Healed or not, why, the gate's and the challenger stage's verdicts, and onset → serving."""
         onset = self.new_version_at - self.drift_started if self.new_version_at and self.drift_started else None
-        return {"healed": self.why_not_healed() is None, "why_not_healed": self.why_not_healed(), "gate": self.gate,
+        why = self.why_not_healed()
+        return {"healed": why is None, "why_not_healed": why, "gate": self.gate,
                 "challenger": self.challenger, "onset_to_serving_s": None if onset is None else round(onset, 1)}  # fmt: skip
 
     def why_not_healed(self) -> str | None:
@@ -120,15 +121,25 @@ def _records(n: int, seed: int, drift: float, start_id: int) -> tuple[list[dict]
     return json.loads(frame.to_json(orient="records")), labels
 
 
+def predict_all(client: _Client, records: list[dict], per_request: int = RECORDS_PER_REQUEST) -> list[dict]:
+    """Send records in requests of ``per_request`` (4 at a time); return the answers in order."""
+    chunks = [records[i : i + per_request] for i in range(0, len(records), per_request)]
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(client.predict, chunks))
+
+
+def label_items(answers: list[dict], labels: list[int]) -> list[dict]:
+    """Feedback items for answered records, in order: request id and index, with the record's label."""
+    ids = [(a["request_id"], i) for a in answers for i in range(len(a["predictions"]))]
+    return [{"request_id": rid, "index": i, "label": label} for (rid, i), label in zip(ids, labels)]
+
+
 def send(client: _Client, records: list[dict], labels: list[int] | None = None) -> int:
     """Send records in requests of 20 (4 at a time); with labels, send them back as feedback."""
-    chunks = [records[i : i + RECORDS_PER_REQUEST] for i in range(0, len(records), RECORDS_PER_REQUEST)]
-    with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(client.predict, chunks))
+    answers = predict_all(client, records)
     if labels is None:
         return 0
-    items = [{"request_id": a["request_id"], "index": i, "label": labels[n * RECORDS_PER_REQUEST + i]}
-             for n, a in enumerate(answers) for i in range(len(a["predictions"]))]  # fmt: skip
+    items = label_items(answers, labels)
     appended = 0
     for i in range(0, len(items), 1000):  # one commit per 1,000 labels
         appended += client.feedback(items[i : i + 1000])["appended"]

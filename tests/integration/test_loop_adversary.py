@@ -27,18 +27,11 @@ ATTACK = {**TRAINED, "feedback.max_key_share": CAP, "feedback.share_min_labels":
 
 def _labelled(url: str, key: str, n: int, seed: int, start_id: int, flip: bool) -> list[dict]:
     """Predict ``n`` drifted records with ``key``; return feedback items for them (flipped when ``flip``)."""
-    from rayinfra.loop_demo import _records
+    from rayinfra.loop_demo import LoopResult, _Client, _records, label_items, predict_all
 
     records, labels = _records(n, seed=seed, drift=1.0, start_id=start_id)
-    items = []
-    for i in range(0, n, PER_REQUEST):
-        r = requests.post(url + "/v1/predict", json=records[i : i + PER_REQUEST],
-                          headers={"Authorization": f"Bearer {key}"}, timeout=60)  # fmt: skip
-        r.raise_for_status()
-        rid = r.json()["request_id"]
-        items += [{"request_id": rid, "index": j, "label": (1 - y) if flip else y}
-                  for j, y in enumerate(labels[i : i + PER_REQUEST])]  # fmt: skip
-    return items
+    answers = predict_all(_Client(url, key, LoopResult()), records, per_request=PER_REQUEST)
+    return label_items(answers, [1 - y for y in labels] if flip else labels)
 
 
 def _post(url: str, key: str, items: list[dict]) -> requests.Response:
