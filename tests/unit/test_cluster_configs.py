@@ -373,6 +373,7 @@ KINDS = {
     "script": lambda p: p.parent == CLUSTER / "scripts" and p.suffix == ".sh",
     "manifest": lambda p: p.parent == CLUSTER / "kuberay" and p.suffix == ".yaml",
     "image": lambda p: p == CLUSTER / "kuberay" / "Dockerfile",
+    "monitoring": lambda p: p.parent == CLUSTER / "monitoring" and p.suffix in {".json", ".yml"},
     "doc": lambda p: p.suffix == ".md",
 }
 CHECKED = {  # what the tests above check, by kind
@@ -381,6 +382,7 @@ CHECKED = {  # what the tests above check, by kind
     "script": {"start_mlflow.sh"},
     "manifest": {f"{n}.yaml" for n in KUBERAY} | {"common.yaml"},
     "image": {"Dockerfile"},
+    "monitoring": {"rayinfra-dashboard.json", "prometheus.yml"},  # checked in test_dashboards.py
     "doc": {"README.md"},
 }
 FILES = sorted(p for p in CLUSTER.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
