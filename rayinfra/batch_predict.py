@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ from rayinfra.audit import current_user
 from rayinfra.config import Contract, Settings, Spec
 from rayinfra.data.contract import ARROW_TYPES
 from rayinfra.data.tables import COMMIT_RETRIES, Table, TableError, arrow_filesystem
+from rayinfra.errors import RayinfraError
 from rayinfra.runtime import ResourceLayout, init_ray
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ OUTPUT_SUFFIX = "_predictions"
 RUN_KEY = "rayinfra.batch_run"
 
 
-class ScoringError(RuntimeError):
+class ScoringError(RayinfraError, RuntimeError):
     """A batch-scoring job that failed; the output table was not changed."""
 
     def __init__(self, message: str, rows_streamed: int = 0) -> None:
@@ -134,7 +135,7 @@ def score_table(
     return result
 
 
-def _scored(spec: Spec, settings: Settings, table: Table, stamp: dict[str, Any], batch_rows: int) -> Iterator[pa.Table]:
+def _scored(spec: Spec, settings: Settings, table: Table, stamp: dict[str, Any], batch_rows: int) -> Iterable[pa.Table]:
     """The pinned input through the scorer actors, as a stream of scored batches on the driver."""
     layout = init_ray(settings)
     key = spec.contract.key
@@ -193,7 +194,7 @@ def _check_output(uri: str, schema: pa.Schema) -> None:
         raise TableError(f"{uri}: existing table has columns {have.names}, batch predictions write {schema.names}")
 
 
-def _commit(uri: str, schema: pa.Schema, key: str | None, batches: Iterator[pa.Table], meta: dict[str, str]) -> int:
+def _commit(uri: str, schema: pa.Schema, key: str | None, batches: Iterable[pa.Table], meta: dict[str, str]) -> int:
     """Stream every batch into one Delta commit; return the row count.
 
     Any error in the stream (a failed read or scorer) aborts the write before the

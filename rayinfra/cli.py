@@ -1,4 +1,10 @@
-"""The ``rayinfra`` command: one thin subcommand per stage, over plain functions."""
+"""The ``rayinfra`` command: one thin subcommand per stage, over plain functions.
+
+The CLI only presents: each command calls the library and prints what it returns. Errors
+meant for the user (`rayinfra.errors.RayinfraError`) become one line and the exit code
+listed there. Commands import their stage's modules when they run: Ray, torch, MLflow
+and Delta take seconds to import, and ``rayinfra --help`` should not wait for them.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,9 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from rayinfra.config import RAY_LOGS, Settings, SpecError, load_spec
+from rayinfra import submit
+from rayinfra.config import RAY_LOGS, Settings, load_spec
+from rayinfra.errors import EXIT_BAD_INPUT, EXIT_PROBLEMS_FOUND, RayinfraError
 from rayinfra.keys_cli import keys_app
 from rayinfra.registry.lineage import Lineage
 
@@ -37,9 +45,9 @@ AddressOpt = Annotated[
 ]
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code=2)
+    return typer.Exit(code=code)
 
 
 def _table(spec_path: Path):
@@ -49,10 +57,7 @@ def _table(spec_path: Path):
 
 
 def _spec(path: Path):
-    try:
-        return load_spec(path)
-    except SpecError as err:
-        raise _fail(str(err)) from None
+    return _guard(lambda: load_spec(path))
 
 
 @app.callback()
@@ -62,6 +67,8 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
         os.environ["RAYINFRA_VERBOSE"] = "1"
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("ray").setLevel(level)  # Ray Data logs every dataset it runs
+    # MLflow sets its logger's level when imported, from this variable ("Creating initial MLflow database tables").
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", logging.getLevelName(level))
 
 
 @app.command()
@@ -97,7 +104,7 @@ def demo(
 
 def _print_loop_summary(task, settings: Settings, seconds: dict[str, float], loop) -> None:
     from rayinfra import registry
-    from rayinfra.report import write_report
+    from rayinfra.loop_demo import write_outputs
 
     versions = registry.list_versions(task, settings)
     out = RichTable(
@@ -119,21 +126,7 @@ def _print_loop_summary(task, settings: Settings, seconds: dict[str, float], loo
             + ", ".join(f"{c} p={d['pvalue']:.1e}" for c, d in last["columns"].items() if d["drifted"])
         )
     console.print("stage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()))
-    lat = sorted(loop.latencies_ms)
-    summary = {
-        "table": _table_uri(task, settings), "champion before": f"v{loop.champion_before}",
-        "champion after": f"v{loop.champion_after}", "retraining job": (loop.retrain or {}).get("job_id"),
-        "job status": (loop.retrain or {}).get("status"), "windows": len(loop.drift_windows),
-        "drifted windows": len(drifted), "requests": len(lat),
-        "p50 latency ms": round(lat[len(lat) // 2], 1) if lat else None,
-        "p95 latency ms": round(lat[int(len(lat) * 0.95)], 1) if lat else None,
-        **{f"{k} (s)": v for k, v in seconds.items()},
-    }  # fmt: skip
-    report = write_report(
-        settings.home / "reports" / "demo.html", summary, loop.drift_windows, loop.versions_seen, loop.latencies_ms
-    )
-    outcome = report.with_suffix(".json")  # the same run, for scripts (benchmarks/bench_demo.py reads it)
-    outcome.write_text(json.dumps({**summary, **loop.outcome()}, indent=2, default=str) + "\n")
+    report, outcome = write_outputs(task, settings, seconds, loop)
     console.print(f"report: {report} (and {outcome.name})")
     console.print(
         f"endpoint (while serving): {loop.url}/v1/predict  ·  docs {loop.url}/docs  ·  keep it up: rayinfra serve"
@@ -164,13 +157,6 @@ def _print_gate(loop) -> None:
         console.print(f"[yellow]not healed[/]: {why}", soft_wrap=True)
 
 
-def _table_uri(task, settings: Settings) -> str:
-    from rayinfra.data.tables import Table
-
-    t = Table.for_spec(task, settings)
-    return f"{t.uri}@v{t.version()}"
-
-
 @app.command()
 def generate(
     out: Annotated[Path, typer.Argument(help="Output file: .csv, .parquet or .jsonl")],
@@ -180,21 +166,10 @@ def generate(
     start_id: Annotated[int, typer.Option(help="First transaction_id.")] = 0,
 ) -> None:
     """Write demo transactions (fraud-labelled) to a file."""
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-
     from rayinfra.data import synthetic
+    from rayinfra.data.ingest import write_file
 
-    data = _guard(lambda: synthetic.generate(rows, seed=seed, drift=drift, start_id=start_id))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".csv":
-        pcsv.write_csv(data, out)
-    elif out.suffix == ".parquet":
-        pq.write_table(data, out)
-    elif out.suffix in (".jsonl", ".json"):
-        data.to_pandas().to_json(out, orient="records", lines=True, date_format="iso")
-    else:
-        raise _fail(f"{out}: unknown file type '{out.suffix}'; use .csv, .parquet or .jsonl")
+    _guard(lambda: write_file(synthetic.generate(rows, seed=seed, drift=drift, start_id=start_id), out))
     console.print(f"wrote {rows:,} rows to {out}")
 
 
@@ -207,8 +182,11 @@ def ingest(
     from rayinfra.data.ingest import ingest_files
 
     table = _table(spec)
-    version = _guard(lambda: ingest_files(table, files))
-    console.print(f"{table.uri} is now at version {version}")
+    done = _guard(lambda: ingest_files(table, files))
+    if done.duplicate:
+        console.print(f"{table.uri}: these files were ingested before; nothing added (version {done.version})")
+    else:
+        console.print(f"{table.uri} is now at version {done.version}")
 
 
 @data_app.command("history")
@@ -296,32 +274,12 @@ def train_cmd(
 
 @app.command("retrain")
 def retrain_cmd(spec: SpecOpt = DEFAULT_SPEC) -> None:
-    """Retrain on the latest table version, register, and promote only through the gate (audited)."""
-    import os
+    """Retrain on the spec's retrain window, register, and promote only through the gate (audited)."""
+    from rayinfra.pipeline import retrain
 
-    from rayinfra import audit
-    from rayinfra.pipeline import train_and_register
-
-    task, settings = _spec(spec), Settings()
-    trigger = json.loads(os.environ.get("RAYINFRA_RETRAIN_TRIGGER", "{}"))
-    job_id = os.environ.get("RAYINFRA_JOB_ID")  # set by the DriftMonitor when it submits this job
-    audit.record(
-        "retrain_start",
-        trigger.get("reason", "by hand"),
-        settings,
-        model=task.model_name,
-        job_id=job_id,
-        trigger=trigger,
-    )
-    # The gate scores both models on recent labelled rows (after the champion's data), when there are enough.
-    out = _guard(lambda: train_and_register(task, settings, recent=True))
+    task = _spec(spec)
+    out = _guard(lambda: retrain(task, Settings()))
     _print_outcome(out.outcome)
-    # Only a 'promote' verdict moves the champion; 'inconclusive' leaves the candidate as challenger.
-    verdict = out.gate.verdict
-    audit.record("retrain_done", out.gate.reason, settings, model=task.model_name, job_id=job_id,
-                 version=out.model_version, promoted=out.gate.promoted, verdict=verdict.verdict,
-                 interval=verdict.interval, rows=verdict.rows, positives=verdict.positives,
-                 table_version=out.outcome.data.version)  # fmt: skip
     console.print(f"registered [bold]{task.model_name}[/] v{out.model_version}; gate: {out.gate.reason}")
 
 
@@ -457,14 +415,15 @@ def drift_status(
 def _print_gate_status(task) -> None:
     """The newest gate verdict (interval, counts, reason) and the challenger stage, if any."""
     from rayinfra import registry
-    from rayinfra.monitor.monitor import CHALLENGER_FILE, state_dir
+    from rayinfra.monitor.monitor import read_stage
 
     gate = _guard(lambda: registry.last_gate(task, Settings()))
     if gate:
         console.print(f"gate on v{gate.get('candidate')}: {gate.get('reason')}", soft_wrap=True, highlight=False)
-    path = state_dir(task, Settings()) / CHALLENGER_FILE
-    if path.exists():
-        stage = json.loads(path.read_text())
+    for move in _guard(lambda: registry.unaudited_alias_moves(task, Settings())):
+        console.print(f"[bold red]alias moved outside rayinfra:[/] {move}", soft_wrap=True, highlight=False)
+    stage = read_stage(task, Settings())
+    if stage is not None:
         last = (stage.get("history") or [{}])[-1]
         console.print(f"challenger v{stage['version']}: {stage.get('outcome') or 'collecting labels'}, "
                       f"{len(stage.get('y', []))} labelled pairs, interval {last.get('interval')}", highlight=False)  # fmt: skip
@@ -494,11 +453,11 @@ def audit_verify(spec: SpecOpt = DEFAULT_SPEC) -> None:
     from rayinfra import audit, registry
 
     task = _spec(spec)
-    problems = audit.verify(Settings()) + registry.unaudited_alias_moves(task, Settings())
+    problems = _guard(lambda: registry.verify_trail(task, Settings()))
     for problem in problems:
         console.print(f"[bold red]problem:[/] {problem}", highlight=False, soft_wrap=True)
     if problems:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_PROBLEMS_FOUND)
     console.print(f"audit log intact: {len(audit.entries(Settings()))} records ({audit.audit_path(Settings())})")
 
 
@@ -548,18 +507,16 @@ def submit_cmd(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the job id and return; do not follow.")] = False,
 ) -> None:
     """Run a stage as a Ray job on a cluster; follow its logs; exit with its outcome (0: succeeded)."""
-    from rayinfra import submit as jobs
-
     _spec(spec)  # a broken spec fails here, before anything is uploaded
-    request = _submit_guard(lambda: jobs.build_request(stage, spec, ctx.args))
-    client = _submit_guard(lambda: jobs.client(address))
-    job_id = _submit_guard(lambda: jobs.submit(request, client))
+    request = _submit_guard(lambda: submit.build_request(stage, spec, ctx.args))
+    client = _submit_guard(lambda: submit.client(address))
+    job_id = _submit_guard(lambda: submit.submit(request, client))
     console.print(f"submitted {stage} as job {job_id}: {request.entrypoint}", highlight=False, soft_wrap=True)
     if no_wait:
         console.print(f"follow it with: rayinfra jobs logs {job_id} --follow", highlight=False, soft_wrap=True)
         return
     try:
-        status = jobs.follow(client, job_id, lambda text: typer.echo(text, nl=False))
+        status = submit.follow(client, job_id, lambda text: typer.echo(text, nl=False))
     except KeyboardInterrupt:
         console.print(
             f"\nstopped following; the job goes on (rayinfra jobs stop {job_id} ends it)",
@@ -568,15 +525,13 @@ def submit_cmd(
         )
         raise typer.Exit(130) from None
     console.print(f"job {job_id} {status}", highlight=False, soft_wrap=True)
-    raise typer.Exit(jobs.exit_code(status))
+    raise typer.Exit(submit.exit_code(status))
 
 
 @jobs_app.command("list")
 def jobs_list(address: AddressOpt = None, limit: int = 20) -> None:
     """Submitted jobs, newest first."""
-    from rayinfra import submit as jobs
-
-    client = _submit_guard(lambda: jobs.client(address))
+    client = _submit_guard(lambda: submit.client(address))
     found = _submit_guard(client.list_jobs)
     out = RichTable()
     for column in ("job", "status", "started (UTC)"):  # ids whole, even on a narrow terminal
@@ -601,12 +556,10 @@ def jobs_logs(
     ] = False,
 ) -> None:
     """A job's logs."""
-    from rayinfra import submit as jobs
-
-    client = _submit_guard(lambda: jobs.client(address))
+    client = _submit_guard(lambda: submit.client(address))
     if follow:
-        status = _submit_guard(lambda: jobs.follow(client, job_id, lambda text: typer.echo(text, nl=False)))
-        raise typer.Exit(jobs.exit_code(status))
+        status = _submit_guard(lambda: submit.follow(client, job_id, lambda text: typer.echo(text, nl=False)))
+        raise typer.Exit(submit.exit_code(status))
     typer.echo(_submit_guard(lambda: client.get_job_logs(job_id)), nl=False)
 
 
@@ -616,31 +569,18 @@ def jobs_stop(
     address: AddressOpt = None,
 ) -> None:
     """Stop a job and wait (up to a minute) until it has stopped."""
-    from rayinfra import submit as jobs
-
-    client = _submit_guard(lambda: jobs.client(address))
+    client = _submit_guard(lambda: submit.client(address))
     if not _submit_guard(lambda: client.stop_job(job_id)):
         console.print(
             f"job {job_id} had already ended: {client.get_job_status(job_id).value}", highlight=False, soft_wrap=True
         )
         return
-    console.print(f"job {job_id} {jobs.wait(client, job_id, timeout_s=60)}", highlight=False, soft_wrap=True)
+    console.print(f"job {job_id} {submit.wait(client, job_id, timeout_s=60)}", highlight=False, soft_wrap=True)
 
 
 def _submit_guard(fn):
-    """Run ``fn``; a submission the user can fix, or a cluster out of reach, is one message and exit 2."""
-    from ray.exceptions import AuthenticationError
-
-    from rayinfra.submit import SubmitError
-
-    try:
-        return fn()
-    except SubmitError as err:
-        raise _fail(str(err)) from None
-    except AuthenticationError as err:  # no token, or not this cluster's
-        raise _fail(f"the cluster refused the token: {err}") from None
-    except (RuntimeError, ConnectionError) as err:  # the Jobs API answers refusals (401, 404) this way
-        raise _fail(f"Ray Jobs API: {err}") from None
+    """``_guard`` for a call to the Jobs API: a cluster out of reach or a refused token exits 4."""
+    return _guard(lambda: submit.api_call(fn))
 
 
 def _print_outcome(outcome) -> None:
@@ -654,27 +594,12 @@ def _print_outcome(outcome) -> None:
 
 # ---------------------------------------------------------------------------- output
 def _guard(fn):
-    """Run ``fn``; turn the errors a user can fix into one clear message and exit 2."""
-    from rayinfra.batch_predict import ScoringError
-    from rayinfra.data.contract import ContractViolation
-    from rayinfra.data.ingest import IngestError
-    from rayinfra.data.tables import TableError
-    from rayinfra.registry import RegistryError
-    from rayinfra.train.trainer import TrainingError
-
+    """Run ``fn``; an error meant for the user (`RayinfraError`) is one message and its exit code
+    (`rayinfra.errors`); anything else is a bug and keeps its traceback."""
     try:
         return fn()
-    except (
-        ContractViolation,
-        IngestError,
-        TableError,
-        SpecError,
-        TrainingError,
-        RegistryError,
-        ScoringError,
-        ValueError,
-    ) as err:
-        raise _fail(str(err)) from None
+    except RayinfraError as err:
+        raise _fail(str(err), err.exit_code) from None
 
 
 def _print_summary(table, version: int | None = None) -> None:

@@ -29,13 +29,15 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rayinfra.errors import RayinfraError
+
 ColumnType = Literal["int", "float", "bool", "string", "category", "timestamp"]
 NUMERIC_TYPES = ("int", "float", "bool")
 CATEGORICAL_TYPES = ("category", "string")
 SPEC_ENV_PREFIX = "RAYINFRA_SPEC__"
 
 
-class SpecError(ValueError):
+class SpecError(RayinfraError, ValueError):
     """A spec file that cannot be used; the message names the file and each bad field."""
 
 
@@ -626,6 +628,13 @@ class Settings(BaseSettings):
     def without_secrets(self) -> Settings:
         """A copy safe to ship to replicas and actors: API keys left out (they get hashes)."""
         return self.model_copy(update={"api_keys": None})
+
+    def held_by(self, holder: str) -> Settings:
+        """These settings, checked to carry no API key: replicas and actors call it on what they
+        are given, so a caller that forgot `without_secrets` fails at once instead of leaking keys."""
+        if self.api_keys:
+            raise RuntimeError(f"{holder} was given plaintext API keys; ship Settings.without_secrets()")
+        return self
 
     @field_validator("home")
     @classmethod

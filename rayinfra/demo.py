@@ -48,7 +48,7 @@ def run_demo(spec: Spec, settings: Settings, rows: int = 100_000, console: Conso
         pq.write_table(synthetic.generate(rows - half, seed=base + 1, start_id=start_id + half), parquet_path)
 
     with _stage(console, result, "ingest files", f"{csv_path.name}, {parquet_path.name}"):
-        result.versions.append(ingest_files(table, [csv_path, parquet_path]))
+        result.versions.append(ingest_files(table, [csv_path, parquet_path]).version)
 
     with _stage(console, result, "micro-batch", "1,000 records"):
         batch = synthetic.generate(1_000, seed=base + 2, start_id=start_id + rows).to_pylist()

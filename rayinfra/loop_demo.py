@@ -11,6 +11,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -21,6 +22,7 @@ from rayinfra.config import MAX_LABELS, Settings, Spec
 from rayinfra.data import synthetic
 from rayinfra.data.tables import Table
 from rayinfra.monitor.retrain import TERMINAL
+from rayinfra.report import write_report
 
 # The demo's loop settings: small windows and short waits, so it closes in minutes.
 LOOP_OVERRIDES: dict[str, Any] = {
@@ -75,6 +77,26 @@ class LoopResult:
         if self.gate and self.gate.get("verdict") == "inconclusive":
             return f"{self.gate.get('reason', 'inconclusive')}; challenger collecting labels"
         return (self.gate or {}).get("reason", "no gate verdict recorded")
+
+
+def write_outputs(spec: Spec, settings: Settings, seconds: dict[str, float], loop: LoopResult) -> tuple[Path, Path]:
+    """The demo's report (HTML) and its outcome for scripts (JSON, read by benchmarks/bench_demo.py)."""
+    lat = sorted(loop.latencies_ms)
+    table = Table.for_spec(spec, settings)
+    summary = {
+        "table": f"{table.uri}@v{table.version()}", "champion before": f"v{loop.champion_before}",
+        "champion after": f"v{loop.champion_after}", "retraining job": (loop.retrain or {}).get("job_id"),
+        "job status": (loop.retrain or {}).get("status"), "windows": len(loop.drift_windows),
+        "drifted windows": sum(bool(w["drifted"]) for w in loop.drift_windows), "requests": len(lat),
+        "p50 latency ms": round(lat[len(lat) // 2], 1) if lat else None,
+        "p95 latency ms": round(lat[int(len(lat) * 0.95)], 1) if lat else None,
+        **{f"{k} (s)": v for k, v in seconds.items()},
+    }  # fmt: skip
+    html = write_report(settings.home / "reports" / "demo.html", summary, loop.drift_windows, loop.versions_seen,
+                        loop.latencies_ms)  # fmt: skip
+    outcome = html.with_suffix(".json")
+    outcome.write_text(json.dumps({**summary, **loop.outcome()}, indent=2, default=str) + "\n")
+    return html, outcome
 
 
 def loop_spec(spec: Spec, extra: dict[str, Any] | None = None) -> Spec:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,11 +12,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from rayinfra import registry
+from rayinfra import audit, registry
 from rayinfra.config import Settings, Spec
 from rayinfra.data.split import TEST
 from rayinfra.data.tables import Table
 from rayinfra.monitor import estimate
+from rayinfra.monitor.retrain import JOB_ID_ENV, TRIGGER_ENV
 from rayinfra.registry import lifecycle
 from rayinfra.registry.lineage import Lineage, for_outcome
 from rayinfra.runtime import ResourceLayout, init_ray
@@ -121,6 +124,27 @@ def train_and_register(
     params = {**(inputs.params or {}), **(params or {})}
     outcome = train(spec, settings, params=params, data=data, init_state=inputs.init_state)
     return register_and_gate(spec, settings, outcome, recent=True)
+
+
+def retrain(spec: Spec, settings: Settings, environ: Mapping[str, str] | None = None) -> Registered:
+    """A retrain as the drift monitor's job runs it, audited from start to verdict.
+
+    ``environ`` (default: this process's) may carry what the monitor set when it submitted
+    the job: the trigger (`retrain.TRIGGER_ENV`, JSON) and the job's id (`retrain.JOB_ID_ENV`).
+    Only a 'promote' verdict moves the champion; 'inconclusive' leaves the candidate challenger.
+    """
+    environ = os.environ if environ is None else environ
+    trigger = json.loads(environ.get(TRIGGER_ENV, "{}"))
+    job_id = environ.get(JOB_ID_ENV)
+    name = spec.model_name
+    audit.record("retrain_start", trigger.get("reason", "by hand"), settings, model=name, job_id=job_id,
+                 trigger=trigger)  # fmt: skip
+    out = train_and_register(spec, settings, recent=True)
+    v = out.gate.verdict
+    audit.record("retrain_done", out.gate.reason, settings, model=name, job_id=job_id, version=out.model_version,
+                 promoted=out.gate.promoted, verdict=v.verdict, interval=v.interval, rows=v.rows,
+                 positives=v.positives, table_version=out.outcome.data.version)  # fmt: skip
+    return out
 
 
 @dataclass

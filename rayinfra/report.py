@@ -26,7 +26,8 @@ def _plots(windows: list[dict[str, Any]], versions: list[tuple[float, int]], lat
     fig, ax = plt.subplots(figsize=(8, 3.5))
     columns = sorted({c for w in windows for c in w["columns"]})
     for c in columns:
-        ax.plot([min(1.0, w["columns"][c]["statistic"]) if c in w["columns"] else None for w in windows], label=c)
+        values = [min(1.0, w["columns"][c]["statistic"]) if c in w["columns"] else None for w in windows]
+        ax.plot(values, label=c)  # type: ignore[arg-type]  # None leaves a gap; matplotlib's ArrayLike has no None
     ax.set(xlabel="window", ylabel="drift statistic (KS D; Jensen-Shannon distance)", title="Drift per column")
     ax.legend(fontsize=6, ncol=3)
     out.append(_png(fig))

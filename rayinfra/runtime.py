@@ -14,8 +14,10 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rayinfra.config import Settings
+from rayinfra.errors import RayinfraError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ TRIAL_CPU = 0.01
 HEAD_SHARE = 0.001  # of the head's resource: one detached actor per served model fits
 
 
-class ClusterSetupError(RuntimeError):
+class ClusterSetupError(RayinfraError, RuntimeError):
     """The cluster cannot host rayinfra's long-lived state as configured."""
 
 
@@ -36,7 +38,7 @@ MIN_DATA_CPUS = 0.1
 MIN_WORKER_CPUS = 0.1
 
 
-class LayoutError(ValueError):
+class LayoutError(RayinfraError, ValueError):
     """A training job that cannot fit in the CPUs left to it: it would wait forever."""
 
 
@@ -135,7 +137,7 @@ class ResourceLayout:
         return cls(cpus=max(0.0, cpus - reserved), gpus=float(total.get("GPU", 0)), reserved=min(reserved, cpus))
 
 
-def init_ray(settings: Settings | None = None, **overrides: object) -> ResourceLayout:
+def init_ray(settings: Settings | None = None, **overrides: Any) -> ResourceLayout:
     """Join ``RAY_ADDRESS`` (or ``settings.ray_address``) or start a local Ray; idempotent.
 
     Token authentication stays on: with ``RAY_AUTH_MODE`` unset, a local Ray turns it
@@ -154,7 +156,7 @@ def init_ray(settings: Settings | None = None, **overrides: object) -> ResourceL
         # from a worker back to this driver fail (seen as hangs and OwnerDiedError).
         ray.init(address=settings.ray_address, namespace=NAMESPACE, log_to_driver=True, **overrides)
     else:
-        kwargs: dict[str, object] = {
+        kwargs: dict[str, Any] = {
             # "local": a new Ray of the size asked for, even when `ray start` left a
             # cluster running on this machine (join that one with RAY_ADDRESS=auto).
             "address": "local",
@@ -212,7 +214,8 @@ def monitor_resources(settings: Settings) -> dict[str, float]:
 
 def auth_mode() -> str:
     """The token-auth mode this process runs with ('token' or 'disabled')."""
-    from ray._raylet import AuthenticationMode, get_authentication_mode
+    # Not in ray/_raylet.pyi (the stubs of the compiled module lag behind it).
+    from ray._raylet import AuthenticationMode, get_authentication_mode  # type: ignore[attr-defined]
 
     return "token" if get_authentication_mode() == AuthenticationMode.TOKEN else "disabled"
 

@@ -15,7 +15,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
+
+from rayinfra.errors import EXIT_JOB_STOPPED, RayinfraError, UnreachableError
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -34,10 +36,12 @@ EXCLUDES = [".rayinfra/", ".venv/", ".git/", "benchmarks/.work/", ".pytest_cache
 PASSED_SETTINGS = ("RAYINFRA_HOME", "RAYINFRA_DATA_ROOT", "RAYINFRA_MLFLOW_URI", "RAYINFRA_ARTIFACT_ROOT", "RAYINFRA_CHECKPOINT_ROOT")
 SPEC_OVERRIDE_PREFIX = "RAYINFRA_SPEC__"
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"  # where `ray dashboard cluster/X.yaml` forwards
-EXIT_CODES = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 3}  # 2 is the CLI's "bad input"
+T = TypeVar("T")
+
+EXIT_CODES = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": EXIT_JOB_STOPPED}  # see rayinfra.errors
 
 
-class SubmitError(ValueError):
+class SubmitError(RayinfraError, ValueError):
     """A submission that cannot be made as asked; the message says what to fix."""
 
 
@@ -124,7 +128,22 @@ def client(address: str | None = None) -> JobSubmissionClient:
     try:
         return JobSubmissionClient(address, headers=headers)
     except (ConnectionError, RuntimeError) as err:
-        raise SubmitError(f"cannot reach the Ray Jobs API at {address}: {err}") from None
+        raise UnreachableError(f"cannot reach the Ray Jobs API at {address}: {err}") from None
+
+
+def api_call(fn: Callable[[], T]) -> T:
+    """``fn()``, a call to the Jobs API: its refusals (401, 404) and lost connections become
+    errors that say so, instead of the client's plain RuntimeError."""
+    from ray.exceptions import AuthenticationError
+
+    try:
+        return fn()
+    except RayinfraError:
+        raise
+    except AuthenticationError as err:  # no token, or not this cluster's
+        raise UnreachableError(f"the cluster refused the token: {err}") from None
+    except (RuntimeError, ConnectionError) as err:  # how the Jobs API client answers refusals
+        raise UnreachableError(f"Ray Jobs API: {err}") from None
 
 
 def submit(request: JobRequest, jobs: JobSubmissionClient) -> str:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from rayinfra.errors import RayinfraError
+
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 DATABASE_SCHEMES = frozenset({"postgresql", "postgres"})
 MIN_PASSWORD = 16
@@ -35,7 +37,7 @@ BACKEND_ENV = "MLFLOW_BACKEND_URI"
 SECRET_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 
 
-class TrackingServerError(ValueError):
+class TrackingServerError(RayinfraError, ValueError):
     """A tracking server configuration rayinfra refuses to start."""
 
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rayinfra.config import ColumnSpec, Contract
+from rayinfra.errors import RayinfraError
 
 MAX_EXAMPLES = 3
 
@@ -50,7 +51,7 @@ class Violation:
         return text
 
 
-class ContractViolation(ValueError):
+class ContractViolation(RayinfraError, ValueError):
     """A batch that breaks its contract. Nothing of it was written."""
 
     def __init__(self, violations: list[Violation], source: str = "batch") -> None:

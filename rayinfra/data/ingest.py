@@ -7,6 +7,7 @@ an ingest of several files lands whole or not at all.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -19,7 +20,8 @@ import pyarrow.parquet as pq
 
 from rayinfra.config import Contract
 from rayinfra.data.contract import conform, from_records
-from rayinfra.data.tables import Table
+from rayinfra.data.tables import Appended, Table
+from rayinfra.errors import RayinfraError
 
 FORMATS = {
     ".csv": "csv", ".tsv": "csv", ".gz": "csv",
@@ -28,7 +30,7 @@ FORMATS = {
 }  # fmt: skip
 
 
-class IngestError(ValueError):
+class IngestError(RayinfraError, ValueError):
     """A file that cannot be read; names the file."""
 
 
@@ -50,19 +52,55 @@ def read_file(path: str | Path, contract: Contract) -> pa.Table:
         raise IngestError(f"{path}: cannot read as {fmt}: {err}") from None
 
 
-def ingest_files(table: Table, paths: Sequence[str | Path]) -> int:
-    """Validate every file, then append them all as one commit; return the new version."""
+def write_file(data: pa.Table, path: str | Path) -> Path:
+    """Write ``data`` to a file whose type its suffix names (.csv, .parquet, .json/.jsonl: JSON lines)."""
+    path = Path(path)
+    fmt = {".csv": "csv", ".parquet": "parquet", ".json": "json", ".jsonl": "json"}.get(path.suffix.lower())
+    if fmt is None:
+        raise IngestError(f"{path}: unknown file type '{path.suffix}'; use .csv, .parquet or .jsonl")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        pcsv.write_csv(data, path)
+    elif fmt == "parquet":
+        pq.write_table(data, path)
+    else:
+        data.to_pandas().to_json(path, orient="records", lines=True, date_format="iso")
+    return path
+
+
+def ingest_files(table: Table, paths: Sequence[str | Path]) -> Appended:
+    """Validate every file, then append them all as one commit.
+
+    The batch id is the files' content hash: ingesting the same files again (a retry after
+    a crash, a second run of a job) adds nothing, and says so (``duplicate``).
+    """
     if not paths:
         raise IngestError("no files given")
     # Conform each file on its own, so an error names the file it came from.
     batches = [conform(read_file(p, table.contract), table.contract, source=str(p)) for p in paths]
     source = ",".join(Path(p).name for p in paths)
-    return table.append(pa.concat_tables(batches), source=f"files:{source}"[:500])
+    return table.append_batch(pa.concat_tables(batches), source=f"files:{source}"[:500], batch_id=files_batch_id(paths))
 
 
-def ingest_records(table: Table, records: Iterable[dict[str, Any]] | pa.Table, source: str = "microbatch") -> int:
-    """Append an in-memory micro-batch (feedback, a stream's window); return the new version."""
-    return table.append(records if isinstance(records, pa.Table) else list(records), source=source)
+def files_batch_id(paths: Sequence[str | Path]) -> str:
+    """A batch id from the files' bytes, in order (names do not matter: a renamed copy is the same data)."""
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")  # file boundary
+    return f"files-{h.hexdigest()[:40]}"
+
+
+def ingest_records(
+    table: Table, records: Iterable[dict[str, Any]] | pa.Table, source: str = "microbatch", batch_id: str | None = None
+) -> int:
+    """Append an in-memory micro-batch (feedback, a stream's window); return the new version.
+
+    ``batch_id`` goes into the commit (`Table.append_batch`): a retry with it adds nothing twice.
+    """
+    return table.append(records if isinstance(records, pa.Table) else list(records), source=source, batch_id=batch_id)
 
 
 def _text_columns(contract: Contract) -> dict[str, pa.DataType]:

@@ -10,6 +10,7 @@ file, with the resources the caller gives it.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -46,7 +47,7 @@ class DeltaFiles(Datasource):
         paths = [self.paths[i] for i in group]
         rows = [self.rows[i] for i in group]
         meta = BlockMetadata(
-            num_rows=None if None in rows else sum(rows),
+            num_rows=None if None in rows else sum(cast(list[int], rows)),
             size_bytes=sum(self.sizes[i] for i in group),
             input_files=tuple(paths),
             exec_stats=None,

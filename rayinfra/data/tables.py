@@ -26,6 +26,7 @@ from rayinfra.audit import current_user
 from rayinfra.config import Contract, Settings, Spec
 from rayinfra.data.contract import arrow_schema, conform, from_records
 from rayinfra.data.lockfile import exclusive
+from rayinfra.errors import RayinfraError
 
 if TYPE_CHECKING:
     import ray.data
@@ -40,7 +41,7 @@ PINS_DIR = "_rayinfra_pins"  # versions kept reproducible for lineage (underscor
 STALE_LOCK_S = 600  # a lock from another host (whose processes we cannot see) counts as dead after this
 
 
-class TableError(RuntimeError):
+class TableError(RayinfraError, RuntimeError):
     """A table that is missing, or does not match its contract."""
 
 
@@ -120,7 +121,7 @@ class Table:
         for attempt in range(5):
             dt = self.delta()
             done = dt.transaction_version(txn.app_id) if txn is not None else None
-            if done is not None and done >= txn.version:
+            if done is not None and txn is not None and done >= txn.version:  # done is None without txn
                 return Appended(dt.version(), 0, duplicate=True)
             try:
                 # Given the DeltaTable, delta-rs updates it to the version it committed:
@@ -358,7 +359,7 @@ def _transaction(batch_id: str | None) -> Transaction | None:
     if batch_id is None:
         return None
     if not batch_id.strip():
-        raise ValueError("batch_id is empty")
+        raise TableError("batch_id is empty")
     app, _, seq = batch_id.rpartition(":")
     if app and seq.isdigit():
         return Transaction(app, int(seq))

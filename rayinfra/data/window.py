@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import TypedDict
 
 import numpy as np
 import pyarrow as pa
@@ -75,17 +76,34 @@ class Window:
         return cls(**values)
 
 
+class _Base(TypedDict):
+    """What every window of one table version records."""
+
+    table_version: int
+    key_column: str | None
+    label_column: str | None
+    seed: int
+
+
+class _Span(TypedDict):
+    """The event-time range of the version (windows over time only)."""
+
+    time_column: str
+    start_us: int
+    end_us: int
+
+
 def choose(spec: Spec, times: pa.Table, version: int, onset_us: int | None) -> Window:
     """The window the spec asks for over ``times`` (event time, label and key of the version).
 
     ``onset_us`` None (no champion yet) or a contract without event time: all rows.
     """
     r, c = spec.retrain_data, spec.contract
-    base = {"table_version": version, "key_column": c.key, "label_column": c.label, "seed": r.seed}
+    base: _Base = {"table_version": version, "key_column": c.key, "label_column": c.label, "seed": r.seed}
     if r.mode == "all" or onset_us is None or c.event_time is None:
         return _counted(Window(mode="all", **base), times)
     t = _micros(times.column(c.event_time))
-    span = {"time_column": c.event_time, "start_us": int(t.min()), "end_us": int(t.max())}
+    span: _Span = {"time_column": c.event_time, "start_us": int(t.min()), "end_us": int(t.max())}
     if r.mode == "decay":
         return _counted(Window(mode="decay", half_life_hours=r.half_life_hours, **span, **base), times)
     recent = t > onset_us

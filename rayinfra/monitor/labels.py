@@ -8,6 +8,7 @@ repeated label never counts twice toward ``min_labels`` nor weighs twice in the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ def add(
     labels: list[int],
     probabilities: list[float],
     predictions: list[int],
-    request_ids: list[str | None] | None = None,
+    request_ids: Sequence[str | None] | None = None,
 ) -> tuple[dict[str, list], int]:
     """The store with these labels added (the last ``MAX_LABELS`` kept), and how many were new answers.
 

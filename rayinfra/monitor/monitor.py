@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import ray
 
@@ -83,6 +83,12 @@ def describe(spec: Spec, state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def read_stage(spec: Spec, settings: Settings) -> dict[str, Any] | None:
+    """The challenger stage as the monitor last saved it (None when none ran): version, outcome,
+    labelled pairs ``y`` and the verdict ``history`` (each with its interval)."""
+    return store.read_json(state_dir(spec, settings) / CHALLENGER_FILE, None)
+
+
 def read_state(spec: Spec, settings: Settings) -> dict[str, Any] | None:
     """The monitor's state from disk (no Ray needed); None before its first window."""
     folder = state_dir(spec, settings)
@@ -95,7 +101,7 @@ class DriftMonitor:
     """Plain class; run it as an actor with ``get_monitor``."""
 
     def __init__(self, spec: Spec, settings: Settings) -> None:
-        self.spec, self.settings = spec, settings
+        self.spec, self.settings = spec, settings.held_by("the drift monitor")
         self.dir = state_dir(spec, settings)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state = store.load_state(self.dir, spec.monitor.keep_windows)
@@ -108,7 +114,7 @@ class DriftMonitor:
         self.decision: policy.Decision | None = None  # the policy's last answer, for status
         self.stage = store.read_json(self.dir / CHALLENGER_FILE, None)  # the challenger stage, if one runs
         self._challenger_checked = 0.0
-        self._gate_checked, self._gate = 0.0, {}
+        self._gate_checked, self._gate = 0.0, dict[str, Any]()
 
     # ------------------------------------------------------------------ intake
     def add(self, profile: bytes, rows: int, model_version: int) -> dict[str, Any] | None:
@@ -311,13 +317,16 @@ class DriftMonitor:
 
     def _prediction_drift(self) -> dict[str, Any] | None:
         """The drift rule on predicted probabilities, against the first window served by this champion."""
+        window = self._window
+        if window is None:  # nothing profiled in this window
+            return None
         if self._baseline is None:
             self._baseline = store.load_view(self.dir / "prediction_baseline.bin")
         if self._baseline is None:
-            durable.atomic_write(self.dir / "prediction_baseline.bin", self._window.serialize())
-            self._baseline = self._window
+            durable.atomic_write(self.dir / "prediction_baseline.bin", window.serialize())
+            self._baseline = window
             return None
-        result = column_drift(PREDICTION, True, self._window, self._baseline, self.spec.monitor)
+        result = column_drift(PREDICTION, True, window, self._baseline, self.spec.monitor)
         if result is None:
             return None
         return {"pvalue": result.pvalue, "statistic": result.statistic, "drifted": result.drifted}
@@ -421,4 +430,4 @@ def get_monitor(spec: Spec, settings: Settings) -> ray.actor.ActorHandle:
         max_restarts=-1,
         max_concurrency=1,  # one change at a time: the state file is the truth
     )
-    return actor.remote(spec, settings.without_secrets())  # the actor never holds API keys
+    return cast(ray.actor.ActorHandle, actor.remote(spec, settings.without_secrets()))  # never holds API keys

@@ -101,7 +101,8 @@ def quality_drop(
     ref = reference.get(metric)
     if ref is None:
         return None, f"no test {metric} registered for the version"
-    live = (realized or {}).get(f"live_{metric}")
+    realized = realized or {}
+    live = realized.get(f"live_{metric}")
     if live is not None and realized.get("positives", 0) >= MIN_REALIZED_POSITIVES:
         return ref - live, f"realized on {realized['labelled']} labels"
     values = [w[f"est_{metric}"] for w in estimated if w and w.get(f"est_{metric}") is not None]

@@ -15,12 +15,17 @@ import logging
 import threading
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from rayinfra.config import Settings, Spec
 from rayinfra.monitor.profiles import PREDICTION, profile_traffic
+
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
+    from whylogs.core import DatasetProfileView
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,10 @@ POLL_S = 0.25  # how often the profiling thread looks for batches
 
 
 class TrafficProfiler:
+    _view: DatasetProfileView | None  # the profile merged since the last flush
+    _version: int | None  # the model version it profiles
+    _monitor: ActorHandle | None  # the drift monitor, once reached
+
     def __init__(self, spec: Spec, settings: Settings, max_queue: int = 4096) -> None:
         self.spec, self.settings = spec, settings
         self.flush_s, self.flush_rows = spec.monitor.flush_s, spec.monitor.flush_rows
@@ -127,6 +136,8 @@ class TrafficProfiler:
     def _flush(self) -> None:
         if not self._rows or not self._connect():
             return  # the merged profile is kept, and sent with the next flush
+        # _connect() is true only with a monitor; rows are counted only into a merged view.
+        assert self._monitor is not None and self._view is not None
         try:
             self._monitor.add.remote(self._view.serialize(), self._rows, self._version)  # fire and forget
         except Exception:

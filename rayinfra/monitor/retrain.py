@@ -19,7 +19,11 @@ from rayinfra.config import ServeSpec, Settings, Spec
 from rayinfra.monitor.policy import TERMINAL
 from rayinfra.runtime import RESERVED_CPUS_ENV
 
-__all__ = ["TERMINAL", "job_status", "stop_job", "submit_retrain"]
+__all__ = ["JOB_ID_ENV", "TERMINAL", "TRIGGER_ENV", "job_status", "stop_job", "submit_retrain"]
+
+# What the job learns of why and as what it runs (read by `pipeline.retrain`).
+TRIGGER_ENV = "RAYINFRA_RETRAIN_TRIGGER"
+JOB_ID_ENV = "RAYINFRA_JOB_ID"
 
 
 def jobs_address() -> str:
@@ -75,7 +79,7 @@ def submit_retrain(spec: Spec, settings: Settings, spec_dir: Path, trigger: dict
     spec_path.write_text(spec.model_dump_json())  # JSON is YAML: `load_spec` reads it
     # Our own submission id, so the job can name itself in the audit log.
     job_id = f"rayinfra-retrain-{spec.model_name}-{uuid.uuid4().hex[:12]}"
-    env = {**_job_env(settings), "RAYINFRA_RETRAIN_TRIGGER": json.dumps(trigger), "RAYINFRA_JOB_ID": job_id,
+    env = {**_job_env(settings), TRIGGER_ENV: json.dumps(trigger), JOB_ID_ENV: job_id,
            RESERVED_CPUS_ENV: str(serve_footprint(spec))}  # fmt: skip
     client = submit.client(jobs_address())
     return client.submit_job(

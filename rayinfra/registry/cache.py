@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from rayinfra import durable
 from rayinfra.config import Settings
 from rayinfra.registry.bundle import bundle_digest, verify_bundle
 from rayinfra.registry.errors import RegistryError, RegistryUnavailable
@@ -54,9 +55,7 @@ class ModelCache:
         if known.get(alias) == {"version": version, "sha256": sha256}:
             return
         known[alias] = {"version": version, "sha256": sha256}
-        tmp = self.aliases.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=2, sort_keys=True))
-        os.replace(tmp, self.aliases)
+        durable.atomic_write(self.aliases, json.dumps(known, indent=2, sort_keys=True).encode())
 
     def last_verified(self, ref: int | str) -> tuple[int, str]:
         """(version, SHA-256) last verified for an alias or version; for when the registry is down."""

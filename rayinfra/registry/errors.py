@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from rayinfra.errors import RayinfraError
 
-class RegistryError(RuntimeError):
+
+class RegistryError(RayinfraError, RuntimeError):
     """A registry operation that cannot be done (no champion, unknown version, tampered bundle...)."""
 
 

@@ -18,14 +18,16 @@ many resamples at once from those counts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal, TypedDict
 
 import numpy as np
 
 if TYPE_CHECKING:
     from rayinfra.config import Spec
 
-PROMOTE, REJECT, INCONCLUSIVE = "promote", "reject", "inconclusive"
+PROMOTE: Final = "promote"
+REJECT: Final = "reject"
+INCONCLUSIVE: Final = "inconclusive"
 Verdict = Literal["promote", "reject", "inconclusive"]
 CELLS_PER_CHUNK = 2_000_000  # resamples x rows drawn at once (~16 MB of int64)
 
@@ -69,13 +71,23 @@ class GateVerdict:
         return self.verdict == PROMOTE
 
 
+class _Common(TypedDict):
+    """The fields every verdict of one ``judge`` call shares."""
+
+    metric: str
+    candidate_value: float
+    confidence: float
+    rows: int
+    positives: int
+
+
 def judge(y: np.ndarray, p_champion: np.ndarray | None, p_candidate: np.ndarray, rules: GateSettings) -> GateVerdict:
     """The verdict on a candidate against the champion (``None``: there is none yet)."""
     y = np.asarray(y).astype(np.int8)
     rows, positives = int(len(y)), int(y.sum())
     cand_value = _point(y, p_candidate, rules.metric)
-    base = dict(metric=rules.metric, candidate_value=cand_value, confidence=rules.confidence, rows=rows,
-                positives=positives)  # fmt: skip
+    base = _Common(metric=rules.metric, candidate_value=cand_value, confidence=rules.confidence, rows=rows,
+                   positives=positives)  # fmt: skip
     if p_champion is None:
         return GateVerdict(PROMOTE, champion_value=None, diff=None, interval=None, **base,
                            reason=f"promote: first model, {rules.metric} {cand_value:.4f}")  # fmt: skip

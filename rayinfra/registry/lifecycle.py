@@ -183,14 +183,38 @@ def _drop_version_tag(c, name: str, version: int, key: str) -> None:
         c.delete_model_version_tag(name, str(version), key)
 
 
+def verify_trail(spec: Spec, settings: Settings | None = None) -> list[str]:
+    """Every problem with the audit trail: its hash chain (`audit.verify`) and the model's
+    aliases moved outside rayinfra. Empty when the trail is intact."""
+    return audit.verify(settings) + unaudited_alias_moves(spec, settings)
+
+
 def unaudited_alias_moves(spec: Spec, settings: Settings | None = None) -> list[str]:
     """One line per alias (champion, challenger) whose version is not what the audit log says.
 
-    The audit log is replayed (promote, rollback, challenger; a promote also clears a
-    challenger on the same version, as `promote` does) and compared with the registry.
     An alias moved by hand in MLflow, bypassing the gate and the audit, shows here.
     """
     name = spec.model_name
+    expected, last = _audited(name, settings)
+    lines = []
+    for alias in (CHAMPION, CHALLENGER):
+        actual = alias_version(name, alias, settings)
+        if actual != expected[alias]:
+            entry = last[alias]
+            said = f"{entry['action']} at {entry.get('time')}" if entry else "no audited move"
+            lines.append(f"{name}@{alias} is {_v(actual)} but the audit log says {_v(expected[alias])} ({said})")
+    return lines
+
+
+def audited_alias(name: str, alias: str, settings: Settings | None = None) -> int | None:
+    """The version the audit log says ``alias`` points at (None: unset); replicas follow only that."""
+    return _audited(name, settings)[0][alias]
+
+
+def _audited(name: str, settings: Settings | None) -> tuple[dict[str, int | None], dict[str, dict[str, Any] | None]]:
+    """Replay the audit log's alias moves (promote, rollback, challenger and its end; a promote
+    also clears a challenger on the same version, as `promote` does): where each alias should
+    be, and the entry that put it there."""
     expected: dict[str, int | None] = {CHAMPION: None, CHALLENGER: None}
     last: dict[str, dict[str, Any] | None] = {CHAMPION: None, CHALLENGER: None}
     for e in audit.entries(settings):
@@ -207,14 +231,7 @@ def unaudited_alias_moves(spec: Spec, settings: Settings | None = None) -> list[
         expected[CHAMPION], last[CHAMPION] = version, e
         if e["action"] == "promote" and expected[CHALLENGER] == version:
             expected[CHALLENGER], last[CHALLENGER] = None, e
-    lines = []
-    for alias in (CHAMPION, CHALLENGER):
-        actual = alias_version(name, alias, settings)
-        if actual != expected[alias]:
-            entry = last[alias]
-            said = f"{entry['action']} at {entry.get('time')}" if entry else "no audited move"
-            lines.append(f"{name}@{alias} is {_v(actual)} but the audit log says {_v(expected[alias])} ({said})")
-    return lines
+    return expected, last
 
 
 def _v(version: int | None) -> str:
@@ -297,9 +314,15 @@ def gate(spec: Spec, candidate: int, held_out: pd.DataFrame, settings: Settings 
     if result.promoted:
         promote(spec, candidate, f"passed the gate: {result.reason}", settings)
     elif result.verdict.verdict == "inconclusive":
-        client(settings).set_registered_model_alias(name, CHALLENGER, str(candidate))
-        audit.record("challenger", result.reason, settings, model=name, version=candidate)
+        set_challenger(spec, candidate, result.reason, settings)
     return result
+
+
+def set_challenger(spec: Spec, version: int, reason: str, settings: Settings | None = None) -> None:
+    """Point the challenger alias at ``version`` (audited: replicas follow audited moves only)."""
+    resolve(spec.model_name, version, settings)  # raises if unknown
+    client(settings).set_registered_model_alias(spec.model_name, CHALLENGER, str(version))
+    audit.record("challenger", reason, settings, model=spec.model_name, version=version)
 
 
 def last_gate(spec: Spec, settings: Settings | None = None) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from rayinfra import __version__
 
@@ -72,7 +72,7 @@ class Lineage:
         other = {k: v for k, v in tags.items() if k not in known and not k.startswith(METRIC_PREFIX)}
         return cls(
             **values,
-            table_version=int(version) if version not in (None, "") and str(version).isdigit() else None,
+            table_version=int(cast(str, version)) if version not in (None, "") and str(version).isdigit() else None,
             test_metrics=metrics,
             other=other,
         )

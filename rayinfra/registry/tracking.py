@@ -67,8 +67,8 @@ def log_run(
         for epoch in outcome.history:
             mlflow.log_metrics(_numbers(epoch), step=int(epoch["epoch"]))
         mlflow.log_metrics({f"test_{k}": v for k, v in outcome.test_metrics.items()})
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            tmp = Path(tmp_dir)
             params = {k.removeprefix("model."): v for k, v in outcome.params.items() if k.startswith("model.")}
             save_bundle(tmp / MODEL_ARTIFACT, outcome.model, outcome.data.preprocessor, spec.model.name, params,
                         outcome.val_metrics["val_threshold"])  # fmt: skip

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from ray import serve
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from rayinfra import registry
 from rayinfra.config import Settings, Spec, load_spec
 from rayinfra.serve import auth
 from rayinfra.serve.ingress import make_ingress
-from rayinfra.serve.model import ModelServer
+from rayinfra.serve.model import ModelServer, replica_options
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,6 +39,17 @@ def autoscaling(spec: Spec) -> dict[str, Any]:
             "downscale_delay_s": s.downscale_delay_s}  # fmt: skip
 
 
+class _ModelOptions(TypedDict):
+    """The options champion and challenger deployments share."""
+
+    logging_config: dict[str, Any]
+    max_ongoing_requests: int
+    max_queued_requests: int
+    ray_actor_options: dict[str, Any]
+    health_check_period_s: float
+    max_replicas_per_node: int | None
+
+
 def application(spec: Spec, settings: Settings | None = None) -> Application:
     """The bound application for ``spec``; API keys are resolved (and hashed) here."""
     settings = settings or Settings()
@@ -47,24 +58,41 @@ def application(spec: Spec, settings: Settings | None = None) -> Application:
     settings = settings.without_secrets()  # replicas get key hashes, never the keys themselves
     threads = max(1, math.floor(s.replica_cpus))
     # Access lines cost a log write per request on every hop; metrics count requests anyway.
-    logging = {"enable_access_log": s.access_log, "log_level": "INFO" if s.access_log else "WARNING"}
-    model_opts = {"logging_config": logging, "max_ongoing_requests": s.max_ongoing_requests, "max_queued_requests": s.max_queued_requests,
-                  "ray_actor_options": {"num_cpus": s.replica_cpus}, "health_check_period_s": 5,
-                  "max_replicas_per_node": s.max_replicas_per_node}  # fmt: skip
-    champion = serve.deployment(ModelServer, name="champion", autoscaling_config=autoscaling(spec), **model_opts)
+    logging: dict[str, Any] = {"enable_access_log": s.access_log, "log_level": "INFO" if s.access_log else "WARNING"}
+    model_opts: _ModelOptions = {"logging_config": logging, "max_ongoing_requests": s.max_ongoing_requests,
+                                 "max_queued_requests": s.max_queued_requests,
+                                 "ray_actor_options": replica_options(s.replica_cpus), "health_check_period_s": 5,
+                                 "max_replicas_per_node": s.max_replicas_per_node}  # fmt: skip
+    # serve.deployment is annotated as returning the decorator even when given the class, and its
+    # max_replicas_per_node as int, though None (no limit) is what it defaults to.
+    champion = cast(
+        Deployment,
+        serve.deployment(
+            ModelServer,
+            name="champion",
+            autoscaling_config=autoscaling(spec),
+            **model_opts,  # type: ignore[arg-type]
+        ),
+    )
     # The challenger only answers a canary share or shadow copies: one replica is enough.
-    challenger_opts = {**model_opts, "ray_actor_options": {"num_cpus": s.challenger_cpus}}
-    challenger = serve.deployment(ModelServer, name="challenger", num_replicas=1, **challenger_opts)
+    challenger_opts: _ModelOptions = {**model_opts, "ray_actor_options": replica_options(s.challenger_cpus)}
+    challenger = cast(
+        Deployment,
+        serve.deployment(ModelServer, name="challenger", num_replicas=1, **challenger_opts),  # type: ignore[arg-type]
+    )
     # The ingress is cheap per request and sheds with a JSON 503 when the model's queue is
     # full; its own queue (at the proxy, which answers in plain text) is kept deeper.
-    ingress = serve.deployment(
-        make_ingress(spec),
-        name="ingress",
-        num_replicas=1,
-        max_ongoing_requests=max(s.max_ongoing_requests * s.max_replicas, 256),
-        max_queued_requests=-1 if s.max_queued_requests < 0 else max(4 * s.max_queued_requests, 1024),
-        ray_actor_options={"num_cpus": s.ingress_cpus, "resources": dict(s.ingress_resources)},
-        logging_config=logging,
+    ingress = cast(
+        Deployment,
+        serve.deployment(
+            make_ingress(spec),
+            name="ingress",
+            num_replicas=1,
+            max_ongoing_requests=max(s.max_ongoing_requests * s.max_replicas, 256),
+            max_queued_requests=-1 if s.max_queued_requests < 0 else max(4 * s.max_queued_requests, 1024),
+            ray_actor_options={"num_cpus": s.ingress_cpus, "resources": dict(s.ingress_resources)},
+            logging_config=logging,
+        ),
     )
     return ingress.bind(
         spec,

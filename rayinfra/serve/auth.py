@@ -24,13 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rayinfra.config import Settings
+from rayinfra.errors import RayinfraError
 
 PREFIX = "sha256:"
 SCOPES = ("predict", "feedback", "admin")
 DEFAULT_SCOPES = ("predict",)
 
 
-class AuthError(Exception):
+class AuthError(RayinfraError):
     """A request without a valid key: ``status`` is 401 (no key) or 403 (wrong key or scope)."""
 
     def __init__(self, status: int, reason: str) -> None:
@@ -39,7 +40,7 @@ class AuthError(Exception):
         self.reason = reason
 
 
-class KeyFileError(ValueError):
+class KeyFileError(RayinfraError, ValueError):
     """The key file is unsafe or cannot be parsed; the message names the file and line."""
 
 

@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from rayinfra import audit
 from rayinfra.config import Settings, Spec
@@ -59,9 +59,11 @@ def append_feedback(
     batch_id = uuid.uuid4().hex
     _refuse(409, "were labelled by a concurrent request", ledger.claim(pairs, key_id, batch_id))
     try:
-        version = ingest_records(Table.for_spec(spec, settings), rows, source=f"feedback:{key_id}")
+        version = ingest_records(Table.for_spec(spec, settings), rows, source=f"feedback:{key_id}",
+                                 batch_id=f"feedback-{batch_id}")  # the audit record names the same id
     except BaseException:
-        ledger.release(batch_id, sorted({issued_hour(rid) for rid, _ in pairs}))
+        # Every pair matched a logged prediction, and only issued ids (which have an hour) are looked up.
+        ledger.release(batch_id, sorted({cast(str, issued_hour(rid)) for rid, _ in pairs}))
         raise
     audit.record("feedback", f"{len(rows)} labels appended", settings, key_id=key_id, batch_id=batch_id,
                  table=spec.dataset.table, table_version=version, requests=len({rid for rid, _ in pairs}))  # fmt: skip
@@ -72,7 +74,11 @@ def append_feedback(
 
 def _refuse_repeats_within(pairs: list[Pair]) -> None:
     seen: set[Pair] = set()
-    repeats = [p for p in pairs if p in seen or seen.add(p)]
+    repeats: list[Pair] = []
+    for p in pairs:
+        if p in seen:
+            repeats.append(p)
+        seen.add(p)
     _refuse(409, "appear more than once in this batch (one label per prediction)", repeats)
 
 
@@ -101,7 +107,8 @@ def row_from_log(spec: Spec, logged: dict[str, Any], label: int) -> dict[str, An
             sent with the prediction nor can be filled by the server.
     """
     contract, record = spec.contract, json.loads(logged["record"])
-    row, missing = {}, []
+    row: dict[str, Any] = {}
+    missing: list[str] = []
     for name, column in contract.columns.items():
         if name == contract.label:
             row[name] = label

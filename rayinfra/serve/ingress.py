@@ -21,14 +21,13 @@ import random
 import time
 import types
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, TypeAdapter
 from ray import serve
-from ray.serve import metrics
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException
@@ -40,11 +39,11 @@ from rayinfra.serve.feedback_guard import FeedbackGuard
 from rayinfra.serve.http import declared, error_response, field_errors, read_json_body, validate
 from rayinfra.serve.predlog import PredictionLog
 from rayinfra.serve.request_ids import new_request_id
+from rayinfra.serve.request_metrics import CountOthers, count
 from rayinfra.serve.schemas import ApiError, FeedbackItem, FeedbackResponse, PredictResponse, record_model
 
 log = logging.getLogger(__name__)
 
-LATENCY_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
 Step = Callable[[Request, auth.ApiKey | None], Awaitable[tuple[Any, Any]]]
 
 
@@ -53,26 +52,23 @@ class Ingress:
 
     def __init__(self, spec: Spec, champion: DeploymentHandle, challenger: DeploymentHandle, settings: Settings,
                  keys: list[auth.ApiKey]) -> None:  # fmt: skip
-        self.spec, self.settings, self.keys = spec, settings, keys
+        self.spec, self.settings, self.keys = spec, settings.held_by("the ingress"), keys
         self.champion, self.challenger = champion, challenger
         s = spec.serve
-        Record = record_model(spec)
+        Record: Any = record_model(spec)  # a model class built from the contract at runtime
         self._one = TypeAdapter(Record)
         self._many = TypeAdapter(list[Record])
         self._feedback_items = TypeAdapter(list[FeedbackItem])
         self._waiting = 0
         self._capacity = s.max_ongoing_requests * s.max_replicas + s.max_queued_requests if s.max_queued_requests >= 0 else 2**62  # fmt: skip
-        self._champion_batch.set_max_batch_size(s.max_batch_size)
-        self._champion_batch.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
+        # serve.batch's stubs type the decorated method as a plain callable, without these setters.
+        self._champion_batch.set_max_batch_size(s.max_batch_size)  # type: ignore[attr-defined]
+        self._champion_batch.set_batch_wait_timeout_s(s.batch_wait_timeout_s)  # type: ignore[attr-defined]
         self.plog = PredictionLog.for_spec(spec, settings)
         self.guard = FeedbackGuard(spec)
         self._features = set(spec.features.all)
         self._challenger_version: int | None = None
         self._challenger_checked = 0.0
-        self._requests = metrics.Counter("rayinfra_requests", "HTTP requests by route, status and model version.",
-                                         tag_keys=("route", "status", "model_version"))  # fmt: skip
-        self._latency = metrics.Histogram("rayinfra_request_latency_ms", "Request latency at the ingress (ms).",
-                                          boundaries=LATENCY_MS, tag_keys=("route",))  # fmt: skip
 
     # ------------------------------------------------------------------ routes
     async def predict(self, request: Request) -> Response:
@@ -130,8 +126,7 @@ class Ingress:
         except Exception as err:  # noqa: BLE001 (our fault, not the client's: logged, counted, enveloped)
             log.exception("unexpected error on %s", route)
             status, response = 500, error_response(500, f"internal error: {type(err).__name__}")
-        self._requests.inc(tags={"route": route, "status": str(status), "model_version": str(version)})
-        self._latency.observe((time.perf_counter() - started) * 1000, tags={"route": route})
+        count(route, status, started, str(version), request.scope)
         return response
 
     def authorize(self, request: Request, scope: str) -> auth.ApiKey | None:
@@ -272,7 +267,7 @@ def _body(schema: dict[str, Any], description: str) -> dict[str, Any]:
                             "content": {"application/json": {"schema": schema}}}}  # fmt: skip
 
 
-def build_app(spec: Spec, cls: type = Ingress) -> FastAPI:
+def build_app(spec: Spec, cls: type[Ingress] = Ingress) -> FastAPI:
     """The FastAPI app for ``spec``: routes bound to ``cls``'s methods, request schemas from the contract."""
     app = FastAPI(
         title=f"rayinfra · {spec.name}",
@@ -285,16 +280,17 @@ def build_app(spec: Spec, cls: type = Ingress) -> FastAPI:
     feedback = {"type": "array", "items": FeedbackItem.model_json_schema(), "minItems": 1,
                 "maxItems": spec.serve.max_records}  # fmt: skip
     common = declared(400, 401, 403, 413, 415, 422, 500, 504)
+    app.add_middleware(CountOthers)  # health checks, docs, 404s and 405s are counted too
     app.add_exception_handler(HTTPException, _http_error)  # unknown routes and methods: the same envelope
     app.add_exception_handler(RequestValidationError, _http_error)
-    app.add_api_route("/v1/predict", cls.predict, methods=["POST"], response_model=PredictResponse,
+    app.add_api_route(V1_ROUTES[0], cls.predict, methods=["POST"], response_model=PredictResponse,
                       responses={**common, **declared(503)},
                       openapi_extra=_body(records, "One record, or a list of records."))  # fmt: skip
-    app.add_api_route("/v1/feedback", cls.feedback, methods=["POST"], response_model=FeedbackResponse,
+    app.add_api_route(V1_ROUTES[1], cls.feedback, methods=["POST"], response_model=FeedbackResponse,
                       responses={**common, **declared(404, 409, 429)},
                       openapi_extra=_body(feedback, "Labels for earlier answers."))  # fmt: skip
-    app.add_api_route("/v1/models", cls.models, methods=["GET"], responses=declared(401, 403, 500, 504))
-    app.add_api_route("/v1/drift", cls.drift, methods=["GET"], responses=declared(401, 403, 500, 504))
+    app.add_api_route(V1_ROUTES[2], cls.models, methods=["GET"], responses=declared(401, 403, 500, 504))
+    app.add_api_route(V1_ROUTES[3], cls.drift, methods=["GET"], responses=declared(401, 403, 500, 504))
     app.add_api_route("/healthz", cls.healthz, methods=["GET"])
     app.add_api_route("/readyz", cls.readyz, methods=["GET"], responses=declared(503))
     _exact_openapi(app, spec.serve.auth, {"/v1/predict": records, "/v1/feedback": feedback})
@@ -322,7 +318,7 @@ def _exact_openapi(app: FastAPI, bearer: bool, bodies: dict[str, dict[str, Any]]
         app.openapi_schema = schema
         return schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
 
 
 async def _http_error(request: Request, err: Exception) -> JSONResponse:
@@ -333,6 +329,7 @@ async def _http_error(request: Request, err: Exception) -> JSONResponse:
 
 
 ROUTES = ("predict", "feedback", "models", "drift", "healthz", "readyz")
+V1_ROUTES = ("/v1/predict", "/v1/feedback", "/v1/models", "/v1/drift")  # counted by Ingress._serve
 
 
 def make_ingress(spec: Spec) -> type:
@@ -345,7 +342,7 @@ def make_ingress(spec: Spec) -> type:
     """
     qualname = f"make_ingress.<locals>.Ingress_{spec.name.replace('-', '_')}"
     routes = {name: _route_copy(getattr(Ingress, name), qualname) for name in ROUTES}
-    cls = type("Ingress", (Ingress,), {**routes, "__qualname__": qualname, "__module__": __name__})
+    cls = cast(type[Ingress], type("Ingress", (Ingress,), {**routes, "__qualname__": qualname, "__module__": __name__}))
     return serve.ingress(build_app(spec, cls))(cls)
 
 

@@ -24,14 +24,29 @@ from ray.serve import metrics
 from rayinfra import registry
 from rayinfra.config import Settings, Spec
 from rayinfra.data.contract import ARROW_TYPES
+from rayinfra.errors import RayinfraError
 
 log = logging.getLogger(__name__)
 
-BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+BATCH_BOUNDARIES: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
 
 
-class NoModel(RuntimeError):
+class NoModel(RayinfraError, RuntimeError):
     """This replica's alias points at no version (e.g. no challenger yet)."""
+
+
+# A replica starting while the registry is down must not wait minutes on MLflow's retries
+# (7, doubling): a few quick tries, then the verified local cache (`registry.cache`).
+REGISTRY_PATIENCE = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
+def replica_options(num_cpus: float) -> dict[str, Any]:
+    """Ray actor options of a model replica: its CPUs and a registry client that gives up quickly."""
+    return {"num_cpus": num_cpus, "runtime_env": {"env_vars": dict(REGISTRY_PATIENCE)}}
 
 
 class ModelServer:
@@ -41,12 +56,13 @@ class ModelServer:
         import torch
 
         torch.set_num_threads(max(1, threads))  # replicas share a few cores; oversubscribing costs more
-        self.spec, self.settings, self.role = spec, settings, role
+        self.spec, self.settings, self.role = spec, settings.held_by(f"the {role} replica"), role
         self.schema = pa.schema([(n, ARROW_TYPES[spec.contract.columns[n].type]) for n in spec.features.all])
         self.loaded: registry.LoadedModel | None = None
         self.loaded_at = 0.0
-        self.predict.set_max_batch_size(spec.serve.max_batch_size)
-        self.predict.set_batch_wait_timeout_s(spec.serve.batch_wait_timeout_s)
+        # serve.batch's stubs type the decorated method as a plain callable, without these setters.
+        self.predict.set_max_batch_size(spec.serve.max_batch_size)  # type: ignore[attr-defined]
+        self.predict.set_batch_wait_timeout_s(spec.serve.batch_wait_timeout_s)  # type: ignore[attr-defined]
         self._batch_sizes = metrics.Histogram(
             "rayinfra_batch_size",
             "Records per model batch.",
@@ -56,9 +72,16 @@ class ModelServer:
         self._version_gauge = metrics.Gauge(
             "rayinfra_model_version", "Version this replica serves.", tag_keys=("role",)
         )
+        self._unaudited_moves = metrics.Counter(
+            "rayinfra_unaudited_alias_moves",
+            "Alias moves a replica refused to follow: not in the audit log (made outside rayinfra).",
+            tag_keys=("role",),
+        )
+        self.unaudited: int | None = None  # the last unaudited alias target seen (logged once)
         self._refresh()
         if role == registry.CHAMPION and self.loaded is None:
-            raise NoModel(f"model '{spec.model_name}' has no champion: train and promote one first")
+            why = f" (its alias points at v{self.unaudited}, a move the audit log lacks)" if self.unaudited else ""
+            raise NoModel(f"model '{spec.model_name}' has no audited champion{why}: train and promote one first")
         self._stop = threading.Event()
         threading.Thread(target=self._watch, name=f"watch-{role}", daemon=True).start()
         self.profiler = None
@@ -125,7 +148,9 @@ class ModelServer:
             return list(range(len(requests))), [None] * len(requests), pa.Table.from_pylist(rows, schema=self.schema)
         except (pa.ArrowException, OverflowError, TypeError, ValueError):
             pass  # rare: find the culprits one request at a time, so neighbours still get answers
-        good, errors, parts = [], [], []
+        good: list[int] = []
+        errors: list[str | None] = []
+        parts: list[pa.Table] = []
         for i, request in enumerate(requests):
             try:
                 parts.append(pa.Table.from_pylist(request, schema=self.schema))
@@ -170,6 +195,9 @@ class ModelServer:
         current = self.loaded.version if self.loaded else None
         if wanted == current:
             return
+        wanted = self._audited(wanted, current)
+        if wanted == current:
+            return
         if wanted is None:
             if self.role != registry.CHAMPION:  # a champion keeps serving; a challenger may go away
                 self.loaded = None
@@ -184,6 +212,22 @@ class ModelServer:
             wanted,
             current,
         )
+
+    def _audited(self, wanted: int | None, current: int | None) -> int | None:
+        """The version to serve: ``wanted`` when the audit log records the alias move; else
+        ``current`` (at start: the version the log says). An alias moved outside rayinfra
+        skipped the gate and the audit, so a replica does not follow it."""
+        said = registry.audited_alias(self.spec.model_name, self.role, self.settings)
+        if said == wanted:
+            return wanted
+        keep = current if current is not None else said
+        if self.unaudited != wanted:  # once per move, not on every poll
+            self.unaudited = wanted
+            self._unaudited_moves.inc(tags={"role": self.role})
+            log.error("%s: %s@%s was moved to %s outside rayinfra (the audit log says %s); serving %s. "
+                      "`rayinfra audit verify` lists it; promote through rayinfra to move it.", self.role,
+                      self.spec.model_name, self.role, wanted, said, keep)  # fmt: skip
+        return keep
 
     def _start_from_cache(self) -> None:
         """Registry down at start: serve the last version verified for this alias on this machine."""
@@ -200,4 +244,5 @@ class ModelServer:
         if hasattr(self, "_stop"):
             self._stop.set()
         if getattr(self, "profiler", None) is not None:
+            assert self.profiler is not None  # the check above: it exists and is not None
             self.profiler.close()

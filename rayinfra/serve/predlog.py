@@ -26,7 +26,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,7 @@ def pii_key(settings: Settings) -> bytes:
     return bytes.fromhex(path.read_text().strip())
 
 
-def redactor(pii: dict[str, str], key: bytes) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def redactor(pii: Mapping[str, str], key: bytes) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """A function applying the spec's PII rules to one record (hash: keyed SHA-256 hex; drop)."""
 
     def redact(record: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +170,10 @@ class PredictionLog:
         self.dropped = 0  # rows lost to a full buffer or a broken row, since start
         self.last_lookup_files = 0  # data files the last lookup read (tests bound it)
         self._rows: list[dict[str, Any]] = []
+        # A batch whose write failed, kept apart under its sequence number (it counts against max_rows).
+        self._pending: tuple[int, list[dict[str, Any]]] | None = None
+        self.writer_id = f"predlog-{uuid.uuid4().hex[:16]}"  # this process's batches: writer_id:1, :2, ...
+        self._seq = 0
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # one commit at a time, flush() and the thread alike
         self._stop = threading.Event()
@@ -217,7 +222,8 @@ class PredictionLog:
             for i, (r, p, x) in enumerate(zip(records, predictions, extras))
         ]  # fmt: skip
         with self._lock:
-            room = max(0, self.max_rows - len(self._rows))
+            pending = len(self._pending[1]) if self._pending is not None else 0
+            room = max(0, self.max_rows - len(self._rows) - pending)
             self._rows.extend(rows[:room])
         if len(rows) > room:
             self._count_dropped(len(rows) - room, "the buffer is full")
@@ -225,26 +231,36 @@ class PredictionLog:
             self.flush()
 
     def flush(self) -> int | None:
-        """Write what is buffered as one commit; return the table version (None if nothing)."""
+        """Write what is buffered as one commit; return the table version (None if nothing).
+
+        Each batch carries this writer's id and sequence number (`Table.append_batch`). A batch
+        whose write raised is retried first, alone and under the same id: when the commit had
+        landed after all (the error came later), the retry adds nothing twice.
+        """
         with self._write_lock:
+            if self._pending is not None:
+                self._write(*self._pending)  # raises again while the table stays unwritable
             with self._lock:
                 rows, self._rows = self._rows, []
             if not rows:
                 return None
-            try:
-                return self.table.append(rows, source="serve")
-            except ContractViolation:
-                log.exception("prediction log: %d rows break the log contract", len(rows))
-                self._count_dropped(len(rows), "they break the log contract")
-                return None
-            except Exception:
-                log.exception("prediction log: %d rows could not be written; kept for the next flush", len(rows))
-                with self._lock:
-                    keep = rows[: max(0, self.max_rows - len(self._rows))]
-                    self._rows[:0] = keep
-                if len(rows) > len(keep):
-                    self._count_dropped(len(rows) - len(keep), "the buffer is full")
-                raise
+            self._seq += 1
+            return self._write(self._seq, rows)
+
+    def _write(self, seq: int, rows: list[dict[str, Any]]) -> int | None:
+        self._pending = (seq, rows)  # until the table holds it
+        try:
+            version = self.table.append(rows, source="serve", batch_id=f"{self.writer_id}:{seq}")
+        except ContractViolation:
+            log.exception("prediction log: %d rows break the log contract", len(rows))
+            self._count_dropped(len(rows), "they break the log contract")
+            self._pending = None
+            return None
+        except Exception:
+            log.exception("prediction log: %d rows could not be written; retried at the next flush", len(rows))
+            raise
+        self._pending = None
+        return version
 
     def lookup(self, request_ids: Iterable[str], shadows: bool = False) -> pa.Table:
         """Logged rows of these requests (with ``shadows``, the challenger's shadow answers too);

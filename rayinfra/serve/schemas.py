@@ -16,6 +16,7 @@ from typing import Annotated, Any, Optional
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, create_model
 
 from rayinfra.config import ColumnSpec, Spec
+from rayinfra.errors import RayinfraError
 
 # The table stores ints as int64: a wider value could never be written, and would fail
 # the Arrow conversion of a whole batch of other clients' records.
@@ -43,6 +44,7 @@ def _field(spec: ColumnSpec, required: bool, feature: bool = False) -> tuple[Any
         constraints.update(ge=spec.min, le=spec.max)
     if spec.type == "float":
         constraints["allow_inf_nan"] = False
+    annotated: Any  # a type built at runtime from the contract
     if spec.type == "int":  # JSON Schema counts 20.0 as an integer: take it, but no strings and no 20.5
         annotated = Annotated[kind, Field(**constraints), BeforeValidator(_whole_float_to_int)]
     else:
@@ -66,7 +68,8 @@ def _int_bound(bound: float | None, rounding: Any, limit: int) -> int:
 
 def record_model(spec: Spec) -> type[BaseModel]:
     """The pydantic model of one prediction record for this spec."""
-    contract, fields = spec.contract, {}
+    contract = spec.contract
+    fields: dict[str, Any] = {}
     for name in spec.features.all:
         fields[name] = _field(contract.columns[name], required=True, feature=True)
     for name, column in contract.columns.items():  # ids, times, metadata: optional, logged, never scored
@@ -113,7 +116,7 @@ class ErrorBody(BaseModel):
     fields: list[dict[str, Any]] = []
 
 
-class ApiError(Exception):
+class ApiError(RayinfraError):
     """A request refused with ``status`` and a JSON reason naming the fields at fault."""
 
     def __init__(self, status: int, error: str, fields: list[dict[str, Any]] | None = None,

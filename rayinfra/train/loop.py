@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -109,6 +109,7 @@ class EpochData:
             self.cached = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def _replay(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        assert self.cached is not None  # batches() replays only once it has cached
         n = len(self.cached["y"])
         if self.shuffle:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch)).to(self.device)
@@ -169,7 +170,7 @@ def _resume(model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, li
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
+    return cast(torch.nn.Module, model.module) if hasattr(model, "module") else model
 
 
 def _maybe_pause(config: dict[str, Any]) -> None:

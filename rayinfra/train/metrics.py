@@ -5,6 +5,12 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, log_loss, precision_recall_curve, roc_auc_score
 
+from rayinfra.errors import RayinfraError
+
+
+class MetricsError(RayinfraError, ValueError):
+    """Metrics asked of labels they cannot be computed on (one class only)."""
+
 
 def best_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
     """The probability threshold that maximises F1 (chosen on validation data)."""
@@ -19,7 +25,7 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float | None
     Without a threshold, the F1-maximising one is chosen and reported.
     """
     if len(np.unique(y)) < 2:
-        raise ValueError(f"metrics need both classes; got {len(y)} rows of label {np.unique(y)}")
+        raise MetricsError(f"metrics need both classes; got {len(y)} rows of label {np.unique(y)}")
     threshold = best_f1_threshold(y, p) if threshold is None else threshold
     hit = p >= threshold
     tp = float(np.sum(hit & (y == 1)))

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from rayinfra.config import SpecError
+
 
 class TabularMLP(nn.Module):
     """Embeddings for categorical columns, concatenated with numbers, then an MLP."""
@@ -64,14 +66,14 @@ def build_model(name: str, num_numeric: int, cardinalities: Sequence[int], param
     try:
         return factory(num_numeric, list(cardinalities), **(params or {}))
     except TypeError as err:
-        raise ValueError(f"model '{name}' does not accept these params {sorted(params or {})}: {err}") from None
+        raise SpecError(f"model '{name}' does not accept these params {sorted(params or {})}: {err}") from None
 
 
 def _import_factory(ref: str) -> Callable[..., nn.Module]:
     module_name, _, attr = ref.partition(":")
     if not module_name or not attr:
-        raise ValueError(f"unknown model '{ref}': use a built-in name ({', '.join(BUILTIN)}) or 'module:function'")
+        raise SpecError(f"unknown model '{ref}': use a built-in name ({', '.join(BUILTIN)}) or 'module:function'")
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"model factory '{ref}' cannot be imported: {err}") from None
+        raise SpecError(f"model factory '{ref}' cannot be imported: {err}") from None

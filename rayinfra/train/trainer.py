@@ -24,6 +24,7 @@ from rayinfra.data.features import Preprocessor
 from rayinfra.data.split import TEST, TRAIN, VAL, Splitter, event_time_cutoffs
 from rayinfra.data.tables import Table
 from rayinfra.data.window import Window
+from rayinfra.errors import RayinfraError
 from rayinfra.registry.bundle import load_bundle
 from rayinfra.runtime import ResourceLayout, init_ray
 from rayinfra.train.loop import predict, train_loop
@@ -31,14 +32,14 @@ from rayinfra.train.metrics import classification_metrics
 
 if TYPE_CHECKING:
     import ray.data
-    from ray.train import Result
+    from ray.train.v2.api.result import Result  # ray.train.Result at runtime (Train V2, the default); mypy sees V1
 
 log = logging.getLogger(__name__)
 
 MATERIALIZE_SHARE = 0.25  # materialize prepared data up to this share of the object store
 
 
-class TrainingError(RuntimeError):
+class TrainingError(RayinfraError, RuntimeError):
     """A training run that did not finish; says why and after how many recoveries."""
 
 
@@ -219,7 +220,7 @@ def build_trainer(
     }
     metric, mode = spec.tune.metric, spec.tune.mode
     return TorchTrainer(
-        train_loop,
+        train_loop,  # type: ignore[arg-type]  # mypy sees V1's signature (a loop returns None); V2 keeps the value
         train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers,
@@ -274,6 +275,8 @@ def train(
     result = _fit(trainer, name, spec.train.max_failures)
     seconds["fit"] = time.perf_counter() - t0
     checkpoint = result.get_best_checkpoint(spec.tune.metric, spec.tune.mode) or result.checkpoint
+    assert checkpoint is not None  # rank 0 reports a checkpoint every epoch, and epochs >= 1
+    assert result.return_value is not None  # train_loop returns its history (rank 0's is kept)
     model, _ = load_checkpoint(checkpoint.path)
     history = result.return_value["history"]
     val_metrics = _metrics_of(checkpoint, result)

@@ -20,6 +20,7 @@ from rayinfra.config import SearchDim, Settings, Spec
 from rayinfra.runtime import TRIAL_CPU, ResourceLayout, init_ray
 from rayinfra.train.trainer import (
     PreparedData,
+    TrainingError,
     TrainOutcome,
     build_trainer,
     evaluate,
@@ -60,6 +61,7 @@ def search_space(spec: Spec) -> dict[str, Any]:
             return tune.loguniform(*d.loguniform)
         if d.grid:
             return tune.grid_search(d.grid)
+        assert d.choice is not None  # SearchDim holds exactly one kind, and the others were not it
         return tune.choice(d.choice)
 
     return {key: dim(d) for key, d in spec.tune.search_space.items()}
@@ -109,10 +111,11 @@ def tune_search(spec: Spec, settings: Settings | None = None, version: int | Non
         ),
     )
     grid = tuner.fit()
-    trials = [_summary(r, spec) for r in grid if r.metrics_dataframe is not None]
+    # ResultGrid iterates through __getitem__/__len__, which mypy does not count as iterable.
+    trials = [_summary(r, spec) for r in grid if r.metrics_dataframe is not None]  # type: ignore[attr-defined]
     if not trials:
-        errors = "; ".join(str(r.error) for r in grid if r.error)
-        raise RuntimeError(f"tune search '{name}' produced no finished trial: {errors}")
+        errors = "; ".join(str(r.error) for r in grid if r.error)  # type: ignore[attr-defined]
+        raise TrainingError(f"tune search '{name}' produced no finished trial: {errors}")
     best = _best_outcome(spec, data, grid, trials, name)
     return TuneOutcome(name, trials, best, concurrency, time.perf_counter() - t0)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from rayinfra.errors import EXIT_UNREACHABLE
 from rayinfra.submit import EXCLUDES, SubmitError, build_request, job_env, read_token
 from tests.cluster.headnode import head_node
 from tests.conftest import DEMO_SPEC, ROOT
@@ -106,7 +107,7 @@ def test_a_failed_job_fails_the_command(cluster, tmp_path):
 
 def test_a_client_with_the_wrong_token_is_refused(cluster, tmp_path):
     out = _rayinfra("jobs", "list", "--address", cluster, env=_client_env(tmp_path, RAY_AUTH_TOKEN="not-the-token"), timeout=120)
-    assert out.returncode == 2
+    assert out.returncode == EXIT_UNREACHABLE
     assert "401" in out.stdout or "auth" in out.stdout.lower()
 
 

@@ -39,7 +39,7 @@ def stage_home(tmp_path_factory, ray_session):
     first = train_and_register(spec, settings)
     run = registry.client(settings).get_run(first.run_id)
     v2 = registry.register(spec, f"runs:/{run.info.run_id}/model", {"rayinfra.note": "same weights"}, settings)
-    registry.client(settings).set_registered_model_alias(spec.model_name, registry.CHALLENGER, str(v2))
+    registry.set_challenger(spec, v2, "test: a challenger on stage", settings)
     url = deploy(spec, settings)
     yield settings, url
     serve.shutdown()  # Serve's HTTP options are fixed while it runs: the next module starts its own

@@ -144,3 +144,18 @@ def test_state_written_before_windows_jsonl_still_loads(tmp_path):
     (tmp_path / "state.json").write_text(json.dumps(old))
     state = _load_state(tmp_path, keep=500)
     assert (state["windows_total"], state["consecutive"], state["window_rows"]) == (3, 2, 10)
+
+
+def test_the_monitor_reports_an_alias_moved_outside_rayinfra(spec, train_home, champion):
+    from rayinfra import registry
+
+    reset_monitor(spec, train_home)
+    c = registry.client(train_home)
+    c.set_registered_model_alias(spec.model_name, registry.CHALLENGER, str(champion))  # by hand: no audit
+    try:
+        status = ray.get(_monitor(spec, train_home).status.remote())
+        moves = status["gate"]["unaudited_alias_moves"]
+        assert moves == [f"{spec.model_name}@challenger is v{champion} but the audit log says unset (no audited move)"]
+    finally:
+        c.delete_registered_model_alias(spec.model_name, registry.CHALLENGER)
+        reset_monitor(spec, train_home)

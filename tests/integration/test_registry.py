@@ -133,3 +133,30 @@ def test_artifacts_live_under_the_settings_not_the_working_directory(train_home,
     run = registry.client(train_home).get_run(first.run_id)
     assert run.info.artifact_uri.startswith(train_home.artifact_uri)
     assert not (ROOT / "mlruns").exists()
+
+
+def test_registration_pins_the_training_set_through_cleanup_and_vacuum(spec, train_home, first, tmp_path):
+    """The registered version's table version stays readable after compaction, log cleanup and a
+    vacuum with zero retention: the champion's training set can be rebuilt exactly."""
+    import shutil
+    import time
+
+    from deltalake import DeltaTable
+
+    from rayinfra.config import Settings
+    from rayinfra.data.tables import Table
+
+    home = Settings(home=tmp_path / "home", num_cpus=2)
+    shutil.copytree(train_home.home, home.home)  # the session's table stays as other tests know it
+    table = Table.for_spec(spec, home)
+    trained_on = first.outcome.data.version
+    assert table.pins().get(trained_on) == f"model {spec.model_name} v{first.model_version}"
+    training_set = table.to_arrow(version=trained_on).sort_by("transaction_id")
+    table.append(synthetic.generate(500, seed=11, start_id=900_000), source="test")
+    DeltaTable(table.uri).alter.set_table_properties(
+        {"delta.logRetentionDuration": "interval 0 seconds", "delta.deletedFileRetentionDuration": "interval 0 seconds"}
+    )
+    time.sleep(1.1)  # log entries and removed files now past (zero) retention
+    table.maintain()  # compaction: the trained-on version's files are no longer current
+    table.vacuum(retention_hours=0, dry_run=False, enforce_retention=False)
+    assert table.to_arrow(version=trained_on).sort_by("transaction_id").equals(training_set)

@@ -47,7 +47,7 @@ def home(tmp_path_factory, ray_session):
     run = registry.client(settings).get_run(first.run_id)
     uri = f"runs:/{run.info.run_id}/model"
     v2 = registry.register(spec, uri, {"rayinfra.note": "same weights, for traffic tests"}, settings)
-    registry.client(settings).set_registered_model_alias(spec.model_name, registry.CHALLENGER, str(v2))
+    registry.set_challenger(spec, v2, "test: a challenger to serve", settings)
     return settings
 
 
@@ -354,7 +354,7 @@ def test_hot_reload_on_promotion_and_rollback_drops_nothing(url, home):
     assert not failures, f"{len(failures)} of {len(results)} requests failed: {failures[:5]}"
     versions = [v for _, v in results]
     assert 2 in versions and versions[-1] == 1 and len(results) > 50
-    registry.client(home).set_registered_model_alias(spec.model_name, registry.CHALLENGER, "2")
+    registry.set_challenger(spec, 2, "test: the challenger back for later tests", home)
 
 
 def _wait_for_version(results: list, version: int, timeout: float = 30) -> None:
@@ -447,18 +447,23 @@ def test_prometheus_metrics_are_exported(url, home):
 
     post(url, _records(3))
     assert post(url, _records(1), key=None).status_code == 401
+    assert requests.get(url + "/healthz", timeout=10).status_code == 200  # counted beside the /v1 routes
+    assert requests.get(url + "/no-such-route", timeout=10).status_code == 404
     port = ray.nodes()[0]["MetricsExportPort"]
     metrics = ("ray_rayinfra_requests_total", "ray_rayinfra_request_latency_ms_bucket", "ray_rayinfra_batch_size_bucket",
                "ray_rayinfra_model_version", "ray_serve_deployment_replica_healthy")  # fmt: skip
     deadline, text = time.time() + 60, ""
     while time.time() < deadline:
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        if all(m in text for m in (*metrics, 'status="401"')):
+        if all(m in text for m in (*metrics, 'status="401"', 'route="healthz"', 'status="404"')):
             break
         time.sleep(2)
     for metric in metrics:
         assert metric in text, metric
     assert 'status="401"' in text and 'model_version="1"' in text
+    assert 'route="healthz"' in text and 'route="unmatched"' in text and 'status="404"' in text
+    dropped = [line for line in text.splitlines() if line.startswith("ray_rayinfra_predlog_dropped_rows")]
+    assert all(float(line.split()[-1]) == 0 for line in dropped), dropped  # none in normal operation
 
 
 # ---------------------------------------------------------------- fuzz tier
@@ -524,6 +529,39 @@ def test_hostile_bodies_get_4xx_and_nothing_restarts(url):
 
 
 # ------------------------------------------------------------------ the Serve CLI (last)
+def test_over_http_a_record_conforms_or_gets_a_4xx_naming_the_field(url):
+    """The contract property (tests/unit/test_contract_property.py) against the served app:
+    hostile values in random fields are answered 200 or a 4xx naming only those fields;
+    never a 5xx, and the champion replica is the one that started."""
+    from hypothesis import strategies as st
+
+    from tests.unit.test_contract_property import BY_TYPE, JSON_VALUES
+
+    spec, started, base = _spec(), _champion_started(url), _records(1)[0]
+    seen: dict[int, int] = {}
+
+    @hypothesis.settings(max_examples=80, deadline=None, database=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))  # fmt: skip
+    @hypothesis.given(data=st.data())
+    def check(data):
+        record, names = dict(base), [*sorted(spec.features.all), "surprise"]
+        changed = data.draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True))
+        for name in changed:
+            column = spec.contract.columns.get(name)
+            typed = BY_TYPE[column.type] if column else JSON_VALUES
+            record[name] = data.draw(st.one_of(typed, typed, JSON_VALUES))
+        r = post(url, json.dumps(record, allow_nan=True))
+        seen[r.status_code] = seen.get(r.status_code, 0) + 1
+        assert r.status_code == 200 or 400 <= r.status_code < 500, (r.status_code, r.text[:300])
+        if r.status_code != 200:
+            named = {f["field"].split(".")[0] for f in r.json()["fields"] if f["field"]}
+            assert named and named <= set(changed), (r.json(), changed)
+
+    check()
+    assert seen.get(200) and sum(v for k, v in seen.items() if k >= 400), seen  # both kinds were sent
+    assert _champion_started(url) == started
+
+
 def test_serve_config_deploys_with_the_serve_cli(url, home, tmp_path):
     """serve_configs/fraud.yaml as shipped, pointed at this test's home and port."""
     import os

@@ -100,3 +100,25 @@ def test_keys_cli_adds_lists_and_revokes(tmp_path, monkeypatch):
     assert runner.invoke(app, ["keys", "add", "root"]).exit_code == 2
     assert runner.invoke(app, ["keys", "revoke", kid]).exit_code == 0
     assert kid not in runner.invoke(app, ["keys", "list"]).output
+
+
+def test_the_served_application_carries_key_hashes_only(tmp_path):
+    """All a replica, the controller or the object store ever gets is pickled from the bound
+    application: the plain key is nowhere in those bytes, its hash is."""
+    from ray import cloudpickle
+
+    from rayinfra.serve.app import application
+    from tests.conftest import small_spec
+
+    plain = "plain-key-never-shipped-0123456789"
+    settings = _settings(tmp_path).model_copy(update={"api_keys": f"{plain} predict feedback"})
+    blob = cloudpickle.dumps(application(small_spec(), settings))
+    assert plain.encode() not in blob
+    assert auth.hash_key(plain).encode() in blob
+
+
+def test_replicas_and_the_monitor_refuse_settings_with_keys(tmp_path):
+    settings = _settings(tmp_path).model_copy(update={"api_keys": "secret-key predict"})
+    with pytest.raises(RuntimeError, match="the drift monitor was given plaintext API keys"):
+        settings.held_by("the drift monitor")
+    assert settings.without_secrets().held_by("a replica").api_keys is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import pytest
 
@@ -64,6 +65,32 @@ def test_atomic_write_replaces_whole(tmp_path):
     durable.atomic_write(path, b"old")
     durable.atomic_write(path, b"new")
     assert path.read_bytes() == b"new" and not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("crash_at", ["fsync", "replace"])
+def test_a_crash_mid_write_leaves_the_old_content_whole(tmp_path, monkeypatch, crash_at):
+    """The process dies after the new bytes are written but before they are durable, or
+    before the rename: the file still holds the old content, complete, and no temporary is left."""
+    path = tmp_path / "state.json"
+    durable.atomic_write(path, b'{"old": true}')
+
+    def crash(*args, **kwargs):
+        raise SystemExit("killed")  # stands for the process dying here
+
+    monkeypatch.setattr(durable.os, crash_at, crash)
+    with pytest.raises(SystemExit):
+        durable.atomic_write(path, b'{"new": true, "much": "longer than the old content"}')
+    assert path.read_bytes() == b'{"old": true}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+
+
+def test_atomic_write_makes_the_bytes_durable_before_the_rename(tmp_path, monkeypatch):
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(durable.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(durable.os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b))[1])
+    durable.atomic_write(tmp_path / "f.json", b"new")
+    assert calls[:2] == ["fsync", "replace"]  # the file's bytes, then the rename (then the folder)
 
 
 def _log(settings, n: int = 4) -> list[dict]:

@@ -31,10 +31,29 @@ def files(tmp_path):
 
 
 def test_every_format_lands_in_one_commit(table, files):
-    version = ingest_files(table, list(files.values()))
+    version = ingest_files(table, list(files.values())).version
     assert version == 1
     assert table.delta().count() == 300
     assert table.history()[0]["rayinfra.source"].startswith("files:a.csv,b.parquet")
+
+
+def test_ingesting_the_same_files_again_adds_nothing(table, files, tmp_path):
+    first = ingest_files(table, [files["csv"], files["parquet"]])
+    again = ingest_files(table, [files["csv"], files["parquet"]])  # a retried job, a second run
+    assert not first.duplicate and again.duplicate and again.version == first.version == 1
+    assert table.delta().count() == 200
+    renamed = tmp_path / "copy.csv"
+    renamed.write_bytes(files["csv"].read_bytes())
+    assert ingest_files(table, [renamed, files["parquet"]]).duplicate  # same bytes, same batch
+    assert not ingest_files(table, [files["jsonl"]]).duplicate
+    assert table.delta().count() == 250
+
+
+def test_a_feedback_batch_id_lands_in_the_commit(table):
+    rows = synthetic.generate(5, seed=2).to_pylist()
+    assert ingest_records(table, rows, source="feedback:k1", batch_id="feedback-abc") == 1
+    assert ingest_records(table, rows, source="feedback:k1", batch_id="feedback-abc") == 1  # retried: no rows
+    assert table.delta().count() == 5 and table.history()[0]["rayinfra.batch_id"] == "feedback-abc"
 
 
 def test_text_columns_stay_text(table, tmp_path):

@@ -47,6 +47,33 @@ def test_a_full_buffer_drops_and_counts_instead_of_growing(tmp_path):
         log.close()
 
 
+@pytest.mark.parametrize("fails", ["before the commit", "after the commit"])
+def test_a_failed_flush_is_retried_without_writing_twice(plog, monkeypatch, fails):
+    """The write raises once, either before the commit or after it landed (a lost reply):
+    the next flush retries that batch under its id, and every answered row is there once."""
+    real = Table.append
+
+    def flaky(self, *args, **kwargs):
+        monkeypatch.setattr(Table, "append", real)  # only once
+        if fails == "after the commit":
+            real(self, *args, **kwargs)
+        raise OSError("object store: connection reset")
+
+    monkeypatch.setattr(Table, "append", flaky)
+    first = new_request_id()
+    plog.add(first, "champion", 1, [{"a": i} for i in range(4)], [PRED] * 4)
+    with pytest.raises(OSError):
+        plog.flush()
+    second = new_request_id()
+    plog.add(second, "champion", 1, [{"a": i} for i in range(3)], [PRED] * 3)
+    plog.flush()
+    rows = plog.table.to_arrow(columns=["request_id", "idx"]).to_pylist()
+    assert sorted((r["request_id"], r["idx"]) for r in rows) == sorted(
+        [(first, i) for i in range(4)] + [(second, i) for i in range(3)]
+    )
+    assert plog.dropped == 0
+
+
 def test_a_lookup_reads_one_file_of_many(plog):
     base = time.time() - 10 * 3600
     ids = {}

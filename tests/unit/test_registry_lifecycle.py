@@ -223,3 +223,39 @@ def test_a_replica_starts_from_the_model_cache_while_the_registry_is_down(spec, 
     with pytest.raises(RegistryError, match="does not match"):
         lifecycle.load(NAME, CHAMPION, dead)
     assert lifecycle.load(NAME, CHAMPION, home).version == 2  # registry back: fetched and verified again
+
+
+def test_a_replica_does_not_follow_an_alias_moved_outside_rayinfra(spec, home, versions):
+    NAME, c = spec.model_name, lifecycle.client(home)
+    lifecycle.promote(spec, 1, "first", home)
+    server = _server(spec, home)
+    c.set_registered_model_alias(NAME, CHAMPION, "2")  # straight in MLflow: no gate, no audit
+    server._refresh()
+    assert server.loaded.version == 1 and server.unaudited == 2  # kept the audited version
+    assert _server(spec, home).loaded.version == 1  # a replica started now serves the audited one too
+    lifecycle.promote(spec, 2, "through rayinfra", home)
+    server._refresh()
+    assert server.loaded.version == 2
+    c.set_registered_model_alias(NAME, CHALLENGER, "1")
+    challenger = _server(spec, home, CHALLENGER)
+    assert challenger.loaded is None and challenger.unaudited == 1
+    lifecycle.set_challenger(spec, 1, "an audited challenger", home)
+    challenger._refresh()
+    assert challenger.loaded.version == 1
+
+
+def test_audit_verify_exits_1_on_an_alias_moved_outside_rayinfra(spec, home, versions, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rayinfra.cli import app
+
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(spec.model_dump_json())  # JSON is YAML: load_spec reads it
+    monkeypatch.setenv("RAYINFRA_HOME", str(home.home))
+    lifecycle.promote(spec, 1, "first", home)
+    ok = CliRunner().invoke(app, ["audit", "verify", "--spec", str(spec_file)])
+    assert ok.exit_code == 0 and "audit log intact" in ok.output, ok.output
+    lifecycle.client(home).set_registered_model_alias(spec.model_name, CHAMPION, "2")
+    bad = CliRunner().invoke(app, ["audit", "verify", "--spec", str(spec_file)])
+    assert bad.exit_code == 1, bad.output
+    assert f"{spec.model_name}@champion is v2 but the audit log says v1" in bad.output.replace("\n", " ")
