@@ -429,6 +429,20 @@ def _print_gate_status(task) -> None:
                       f"{len(stage.get('y', []))} labelled pairs, interval {last.get('interval')}", highlight=False)  # fmt: skip
 
 
+@app.command("report")
+def report_cmd(
+    spec: SpecOpt = DEFAULT_SPEC,
+    out: Annotated[Optional[Path], typer.Option(help="HTML file (default HOME/reports/<model>.html).")] = None,  # noqa: UP045
+) -> None:
+    """Write the model's report (one HTML file, opens offline): versions answering, drift,
+    estimated and realized quality, gate verdicts, lineage; from what rayinfra keeps."""
+    from rayinfra.report import write_report
+
+    task = _spec(spec)
+    path = _guard(lambda: write_report(task, Settings(), out))
+    console.print(f"report: {path}")
+
+
 audit_app = typer.Typer(help="The audit log: `rayinfra audit` lists the newest entries; `verify` checks its chain.")
 app.add_typer(audit_app, name="audit")
 

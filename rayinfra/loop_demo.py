@@ -92,8 +92,7 @@ def write_outputs(spec: Spec, settings: Settings, seconds: dict[str, float], loo
         "p95 latency ms": round(lat[int(len(lat) * 0.95)], 1) if lat else None,
         **{f"{k} (s)": v for k, v in seconds.items()},
     }  # fmt: skip
-    html = write_report(settings.home / "reports" / "demo.html", summary, loop.drift_windows, loop.versions_seen,
-                        loop.latencies_ms)  # fmt: skip
+    html = write_report(spec, settings, settings.home / "reports" / "demo.html", summary)
     outcome = html.with_suffix(".json")
     outcome.write_text(json.dumps({**summary, **loop.outcome()}, indent=2, default=str) + "\n")
     return html, outcome

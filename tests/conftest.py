@@ -100,3 +100,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def register_bundle(spec, settings, folder: Path, seed: int = 0) -> int:
+    """A registered version without training: a real bundle (preprocessor fitted on demo rows,
+    a small random-weight MLP) logged as a run's ``model/`` artifact. Returns the version."""
+    import mlflow
+    import torch
+
+    from rayinfra.data import synthetic
+    from rayinfra.data.features import Preprocessor
+    from rayinfra.registry import lifecycle, tracking
+    from rayinfra.registry.bundle import save_bundle
+    from rayinfra.train.models import build_model
+
+    pre = Preprocessor.for_spec(spec).fit(synthetic.generate(2000, seed=3))
+    torch.manual_seed(seed)
+    model = build_model("mlp", len(pre.numeric), pre.cardinalities, {"hidden": [8]})
+    save_bundle(folder / f"bundle-{seed}", model, pre, "mlp", {"hidden": [8]}, 0.5)
+    tracking.experiment(spec, settings)
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(folder / f"bundle-{seed}"), artifact_path="model")
+    return lifecycle.register(spec, f"runs:/{run.info.run_id}/model", {"rayinfra.table_version": "1"}, settings)

@@ -10,18 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
 import pytest
 import requests
-import torch
 
 from rayinfra.config import Settings
 from rayinfra.data import synthetic
-from rayinfra.data.features import Preprocessor
-from rayinfra.registry import lifecycle, tracking
-from rayinfra.registry.bundle import save_bundle
-from rayinfra.train.models import build_model
-from tests.conftest import free_port, small_spec
+from rayinfra.registry import lifecycle
+from tests.conftest import free_port, register_bundle, small_spec
 
 START_TIMEOUT_S = 90
 
@@ -51,20 +46,6 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=30)
 
 
-def _register_champion(spec, settings: Settings, tmp: Path) -> int:
-    """A real bundle (fitted preprocessor, small random-weight model), registered and promoted."""
-    pre = Preprocessor.for_spec(spec).fit(synthetic.generate(2000, seed=3))
-    torch.manual_seed(0)
-    model = build_model("mlp", len(pre.numeric), pre.cardinalities, {"hidden": [8]})
-    save_bundle(tmp / "bundle", model, pre, "mlp", {"hidden": [8]}, 0.5)
-    tracking.experiment(spec, settings)
-    with mlflow.start_run() as run:
-        mlflow.log_artifacts(str(tmp / "bundle"), artifact_path="model")
-    version = lifecycle.register(spec, f"runs:/{run.info.run_id}/model", {"rayinfra.table_version": "1"}, settings)
-    lifecycle.promote(spec, version, "test: the champion", settings)
-    return version
-
-
 @pytest.fixture
 def serve_instance(ray_session):
     from ray import serve
@@ -86,7 +67,8 @@ def test_a_replica_killed_while_mlflow_is_down_comes_back_serving_the_champion(s
     try:
         settings = Settings(home=home, mlflow_uri=url)
         spec = small_spec(**{"registry.model_name": "fraud-outage-test", "monitor.profile": False})
-        version = _register_champion(spec, settings, tmp_path)
+        version = register_bundle(spec, settings, tmp_path)
+        lifecycle.promote(spec, version, "test: the champion", settings)
         deployment = serve.deployment(ModelServer, name="champion", ray_actor_options=replica_options(0),
                                       health_check_period_s=1, health_check_timeout_s=10)  # fmt: skip
         handle = serve.run(deployment.bind(spec, settings, lifecycle.CHAMPION), name="outage", route_prefix=None)
