@@ -89,7 +89,6 @@ def demo(
         console.print(f"Ray's and Serve's logs: {RAY_LOGS} (rayinfra -v demo shows them here)")
     result = _guard(lambda: run_demo(task, settings, rows=rows, console=console, seed=seed))
     _print_summary(_table(spec))
-    _print_history(_table(spec), limit=5)
     console.print(
         "rows streamed through Ray Data, by pinned version: "
         + ", ".join(f"v{v}: {n:,}" for v, n in result.rows_at_version.items())
@@ -107,9 +106,8 @@ def _print_loop_summary(task, settings: Settings, seconds: dict[str, float], loo
     from rayinfra.loop_demo import write_outputs
 
     versions = registry.list_versions(task, settings)
-    out = RichTable(
-        "version", "aliases", "table version", "test PR-AUC", "test ROC-AUC", "gate", title="model versions"
-    )
+    out = _rich_table("version", "aliases", "table version", "test PR-AUC", "test ROC-AUC", "gate",
+                      title="model versions")  # fmt: skip
     for v in versions[-5:]:
         lineage = Lineage.from_tags(v["tags"])
         gate = json.loads(lineage.other.get("rayinfra.gate", "{}"))
@@ -118,14 +116,6 @@ def _print_loop_summary(task, settings: Settings, seconds: dict[str, float], loo
                     lineage.metric("pr_auc"), lineage.metric("roc_auc"), verdict)  # fmt: skip
     console.print(out)
     _print_gate(loop)
-    drifted = [w for w in loop.drift_windows if w["drifted"]]
-    if drifted:
-        last = drifted[-1]
-        console.print(
-            "drift, last drifted window: "
-            + ", ".join(f"{c} p={d['pvalue']:.1e}" for c, d in last["columns"].items() if d["drifted"])
-        )
-    console.print("stage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()))
     report, outcome = write_outputs(task, settings, seconds, loop)
     console.print(f"report: {report} (and {outcome.name})")
     console.print(
@@ -139,8 +129,8 @@ def _print_gate(loop) -> None:
     """The retrained version's gate verdict, the challenger stage if there was one, and healed or why not."""
     g = loop.gate or {}
     if g:
-        out = RichTable("verdict", g.get("metric", "metric"), "champion", "diff", "interval", "rows", "positives",
-                        title=f"gate on v{g.get('candidate')}")  # fmt: skip
+        out = _rich_table("verdict", g.get("metric", "metric"), "champion", "diff", "interval", "rows", "positives",
+                          title=f"gate on v{g.get('candidate')}")  # fmt: skip
         interval = "" if g.get("interval_lo") is None else f"[{g['interval_lo']:+.4f}, {g['interval_hi']:+.4f}]"
         num = lambda x: "" if x is None else f"{x:.4f}"  # noqa: E731
         out.add_row(g.get("verdict", ""), num(g.get("candidate_value")), num(g.get("champion_value")),
@@ -293,7 +283,7 @@ def tune_cmd(
 
     task = _spec(spec)
     out = _guard(lambda: tune_and_register(task, Settings(), version=version))
-    trials = RichTable(
+    trials = _rich_table(
         "trial",
         "params",
         "epochs",
@@ -337,7 +327,7 @@ def models_cmd(spec: SpecOpt = DEFAULT_SPEC) -> None:
     from rayinfra import registry
 
     task = _spec(spec)
-    out = RichTable(
+    out = _rich_table(
         "version",
         "aliases",
         "test pr_auc",
@@ -400,7 +390,7 @@ def drift_status(
         f"({'[red]drift holds[/]' if s['drift_holds'] else 'no sustained drift'}); open window {s['open_window_rows']} rows"
     )
     metric = task.monitor.quality_metric
-    out = RichTable("closed (UTC)", "rows", "ref", "share", f"est {metric}", f"realized {metric}", "drifted columns")
+    out = _rich_table("closed (UTC)", "rows", "ref", "share", f"est {metric}", f"realized {metric}", "drifted columns")
     for w in state["windows"][-windows:]:
         when = datetime.fromtimestamp(w["closed_at"], tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
         quality = w.get("quality") or {}
@@ -454,7 +444,7 @@ def audit_cmd(ctx: typer.Context, limit: int = 20) -> None:
 
     if ctx.invoked_subcommand is not None:
         return
-    out = RichTable("time", "actor", "action", "model", "version", "reason")
+    out = _rich_table("time", "actor", "action", "model", "version", "reason")
     for e in audit.entries(Settings())[-limit:]:
         out.add_row(e["time"], e["actor"], e["action"], str(e.get("model", "")), str(e.get("version", "")), e["reason"])
     console.print(out)
@@ -607,6 +597,14 @@ def _print_outcome(outcome) -> None:
 
 
 # ---------------------------------------------------------------------------- output
+def _rich_table(*columns: str, title: str | None = None) -> RichTable:
+    """A table whose cells wrap (fold) rather than end in an ellipsis when the terminal is narrow."""
+    out = RichTable(title=title)
+    for column in columns:
+        out.add_column(column, overflow="fold")
+    return out
+
+
 def _guard(fn):
     """Run ``fn``; an error meant for the user (`RayinfraError`) is one message and its exit code
     (`rayinfra.errors`); anything else is a bug and keeps its traceback."""
@@ -625,7 +623,7 @@ def _print_summary(table, version: int | None = None) -> None:
 
 
 def _print_history(table, limit: int) -> None:
-    out = RichTable("version", "time (UTC)", "operation", "rows added", "source", "user")
+    out = _rich_table("version", "time (UTC)", "operation", "rows added", "source", "user")
     for c in _guard(lambda: table.history(limit)):
         when = datetime.fromtimestamp(c["timestamp"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
         added = (c.get("operationMetrics") or {}).get("num_added_rows", "")

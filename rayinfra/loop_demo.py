@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import requests
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from rayinfra import registry
 from rayinfra.config import MAX_LABELS, Settings, Spec
@@ -142,11 +144,20 @@ def _records(n: int, seed: int, drift: float, start_id: int) -> tuple[list[dict]
     return json.loads(frame.to_json(orient="records")), labels
 
 
-def predict_all(client: _Client, records: list[dict], per_request: int = RECORDS_PER_REQUEST) -> list[dict]:
-    """Send records in requests of ``per_request`` (4 at a time); return the answers in order."""
+def predict_all(client: _Client, records: list[dict], per_request: int = RECORDS_PER_REQUEST,
+                advance: Callable[[int], None] | None = None) -> list[dict]:  # fmt: skip
+    """Send records in requests of ``per_request`` (4 at a time); return the answers in order.
+    ``advance(n)`` is told of every ``n`` records answered (a progress bar)."""
     chunks = [records[i : i + per_request] for i in range(0, len(records), per_request)]
+
+    def one(chunk: list[dict]) -> dict:
+        answer = client.predict(chunk)
+        if advance is not None:
+            advance(len(chunk))
+        return answer
+
     with ThreadPoolExecutor(4) as pool:
-        return list(pool.map(client.predict, chunks))
+        return list(pool.map(one, chunks))
 
 
 def label_items(answers: list[dict], labels: list[int]) -> list[dict]:
@@ -155,9 +166,10 @@ def label_items(answers: list[dict], labels: list[int]) -> list[dict]:
     return [{"request_id": rid, "index": i, "label": label} for (rid, i), label in zip(ids, labels)]
 
 
-def send(client: _Client, records: list[dict], labels: list[int] | None = None) -> int:
+def send(client: _Client, records: list[dict], labels: list[int] | None = None,
+         advance: Callable[[int], None] | None = None) -> int:  # fmt: skip
     """Send records in requests of 20 (4 at a time); with labels, send them back as feedback."""
-    answers = predict_all(client, records)
+    answers = predict_all(client, records, advance=advance)
     if labels is None:
         return 0
     items = label_items(answers, labels)
@@ -187,7 +199,7 @@ def run_loop(
     spec, result = loop_spec(spec, {**min_labels, **(overrides or {})}), LoopResult()
     table = Table.for_spec(spec, settings)
     what = f"{spec.tune.num_samples} trials, ASHA" if tune else "one run"
-    with _Stage(console, result, "tune" if tune else "train", f"{what}, on {table.uri}"):
+    with _Stage(console, result, "tune" if tune else "train", f"{what}, on {spec.dataset.table}@v{table.version()}"):
         first = tune_and_register(spec, settings).registered if tune else train_and_register(spec, settings)
         console.print(f"registered v{first.model_version}; gate: {first.gate.reason}")
         result.champion_before = registry.alias_version(spec.model_name, registry.CHAMPION, settings)
@@ -198,22 +210,24 @@ def run_loop(
 
     start = table.delta().count() + 10_000_000  # fresh ids for traffic
     seeds = start + seed * 1_000_003  # traffic seeds: another demo seed, other traffic
-    with _Stage(console, result, "normal traffic", "1,500 records like the training data"):
+    with _Stage(console, result, "normal traffic", "1,500 records like the training data") as stage:
         records, _ = _records(1500, seed=seeds, drift=0.0, start_id=start)
-        send(client, records)
+        send(client, records, advance=stage.count(len(records), "records sent"))
 
-    with _Stage(console, result, "drifted traffic", f"{drifted_rows:,} drifted records, then their labels"):
+    with _Stage(console, result, "drifted traffic", f"{drifted_rows:,} drifted records, then their labels") as stage:
         records, labels = _records(drifted_rows, seed=seeds + 1, drift=1.0, start_id=start + 2000)
         result.drift_started = time.time()
-        appended = send(client, records, labels)
+        appended = send(client, records, labels, advance=stage.count(len(records), "drifted records sent"))
         console.print(f"feedback: {appended:,} labelled rows appended; table now at v{table.version()}")
 
-    with _Stage(console, result, "drift → retrain job", "the DriftMonitor decides, the Jobs API runs it"):
+    with _Stage(console, result, "drift → retrain job", "the DriftMonitor decides, the Jobs API runs it") as stage:
+        stage.waiting("sustained drift and the labels")
         status = _wait(lambda: client.drift(), lambda s: s.get("retrain") is not None, 180, "a retraining job")
         console.print(
             f"drift held {status['consecutive_drifted']} windows: {status['retrain']['trigger']['drifted_columns']}"
         )
         console.print(f"job {status['retrain']['job_id']} submitted")
+        stage.waiting("the retraining job (train, register, gate)")
         status = _wait(
             lambda: client.drift(),
             lambda s: s["retrain"]["status"] in TERMINAL,
@@ -240,9 +254,9 @@ def run_loop(
         else:
             console.print(f"not healed: {result.why_not_healed()}; v{result.champion_before} keeps serving")
 
-    with _Stage(console, result, "after the switch", f"{AFTER_SWITCH_ROWS:,} more drifted records"):
+    with _Stage(console, result, "after the switch", f"{AFTER_SWITCH_ROWS:,} more drifted records") as stage:
         records, _ = _records(AFTER_SWITCH_ROWS, seed=seeds + 4, drift=1.0, start_id=start + 8_000_000)
-        send(client, records)
+        send(client, records, advance=stage.count(len(records), "records sent"))
     return result
 
 
@@ -250,9 +264,10 @@ def _challenger_stage(spec: Spec, client: _Client, console: Console, result: Loo
                       seeds: int) -> None:  # fmt: skip
     """The gate could not decide: the candidate shadows the champion and live labels judge it."""
     deadline = spec.registry.challenger_deadline_s
-    with _Stage(console, result, "challenger stage", f"{CHALLENGER_ROWS:,} more labelled records, shadowed"):
+    with _Stage(console, result, "challenger stage", f"{CHALLENGER_ROWS:,} more labelled records, shadowed") as stage:
         records, labels = _records(CHALLENGER_ROWS, seed=seeds + 5, drift=1.0, start_id=start + 6_000_000)
-        send(client, records, labels)
+        send(client, records, labels, advance=stage.count(len(records), "labelled records sent"))
+        stage.waiting("the challenger stage's verdict")
         status = _wait(lambda: client.drift(), lambda s: (s.get("challenger") or {}).get("outcome") is not None,
                        deadline + 60, "the challenger stage's verdict")  # fmt: skip
         result.challenger = status["challenger"]
@@ -279,15 +294,36 @@ def _wait(probe, done, timeout: float, what: str):
 
 
 class _Stage:
+    """One line per stage when it ends; meanwhile, on a terminal, a progress bar that leaves no line."""
+
     def __init__(self, console: Console, result: LoopResult, name: str, what: str) -> None:
         self.console, self.result, self.name, self.what = console, result, name, what
+        self.progress: Progress | None = None
 
     def __enter__(self) -> _Stage:
-        self.console.rule(f"[bold]{self.name}[/] · {self.what}", align="left")
         self.t0 = time.perf_counter()
+        if self.console.is_terminal:
+            self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TimeElapsedColumn(), console=self.console,
+                                     transient=True)  # fmt: skip
+            self.progress.start()
+            self.task = self.progress.add_task(f"{self.name} · {self.what}", total=None)
         return self
 
+    def count(self, total: int, what: str) -> Callable[[int], None]:
+        """A bar of ``total`` units of ``what``; returns the function that advances it."""
+        if self.progress is None:
+            return lambda n: None
+        self.progress.update(self.task, description=f"{self.name} · {what}", total=total, completed=0)
+        return lambda n: self.progress.advance(self.task, n) if self.progress is not None else None
+
+    def waiting(self, what: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, description=f"{self.name} · waiting for {what}", total=None)
+
     def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
         self.result.seconds[self.name] = round(time.perf_counter() - self.t0, 1)
         if exc[0] is None:
-            self.console.print(f"[green]✓[/] {self.name} in {self.result.seconds[self.name]:.1f}s")
+            self.console.print(f"[green]✓[/] {self.name:<19} {self.what} [dim]({self.result.seconds[self.name]:.1f}s)[/]")

@@ -9,12 +9,15 @@ the rest; every caller asks it instead of picking numbers at the call site.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from rayinfra.config import Settings
 from rayinfra.errors import RayinfraError
@@ -172,12 +175,34 @@ def init_ray(settings: Settings | None = None, **overrides: Any) -> ResourceLayo
         # a demo printed ~3,400 lines, nearly all of them these.
         kwargs["log_to_driver"] = settings.verbose
         ray.init(**{**kwargs, **overrides})
-    if not settings.verbose:  # Ray Data logs every dataset it runs, Serve every deploy
-        for name in ("ray.data", "ray.serve", "ray.tune", "ray.train"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_ray_libraries(settings)
     layout = ResourceLayout.current()
     log.info("Ray ready: %s CPUs, %s GPUs; auth mode %s", layout.cpus, layout.gpus, auth_mode())
     return layout
+
+
+def quiet_ray_libraries(settings: Settings) -> None:
+    """Keep Ray's libraries' chatter in Ray's log folder unless ``settings.verbose``.
+
+    Ray Data logs every dataset it runs (and resets its logger before each), Serve every
+    deploy (its logger is set up when ``ray.serve`` is imported: call this after), and
+    Tune's reporter prints its experiment box at any verbosity. Warnings still show.
+    """
+    if settings.verbose:
+        return
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
+    if "RAY_DATA_LOGGING_CONFIG" not in os.environ:  # Ray Data's documented way: its file log keeps everything
+        from ray.data._internal import logging as data_logging
+
+        config: dict[str, Any] = copy.deepcopy(data_logging.DEFAULT_CONFIG)
+        config["handlers"]["console"]["level"] = "WARNING"
+        path = settings.home / "ray-data-logging.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config))
+        os.environ["RAY_DATA_LOGGING_CONFIG"] = str(path)
+        data_logging.configure_logging()
+    for name in ("ray.serve", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def check_shared_home(settings: Settings, nodes: list[dict] | None = None) -> None:
