@@ -110,8 +110,9 @@ def _print_loop_summary(task, settings: Settings, seconds: dict[str, float], loo
                       title="model versions")  # fmt: skip
     for v in versions[-5:]:
         lineage = Lineage.from_tags(v["tags"])
-        gate = json.loads(lineage.other.get("rayinfra.gate", "{}"))
-        verdict = gate.get("verdict") or {True: "promote", False: "refused"}.get(gate.get("promoted"), "")
+        gate = lineage.gate or {}
+        verdict = gate.get("verdict") or {True: "promote", False: "refused"}.get(bool(gate.get("promoted")), "")
+        verdict = verdict if gate else ""
         out.add_row(f"v{v['version']}", ", ".join(v["aliases"]), str(lineage.table_version or ""),
                     lineage.metric("pr_auc"), lineage.metric("roc_auc"), verdict)  # fmt: skip
     console.print(out)

@@ -19,7 +19,7 @@ from rayinfra.data.tables import Table
 from rayinfra.monitor import estimate
 from rayinfra.monitor.retrain import JOB_ID_ENV, TRIGGER_ENV
 from rayinfra.registry import lifecycle
-from rayinfra.registry.lineage import Lineage, for_outcome
+from rayinfra.registry.lineage import CALIBRATION_ECE, CALIBRATOR, THRESHOLD, Lineage, for_outcome
 from rayinfra.runtime import ResourceLayout, init_ray
 from rayinfra.train.trainer import TrainOutcome, prepare_data, raw_split, train
 from rayinfra.train.tune import TuneOutcome, tune_search
@@ -61,18 +61,18 @@ def record_calibration(spec: Spec, settings: Settings, version: int, test_rows: 
     name, label = spec.model_name, spec.contract.label
     loaded = registry.load(name, version, settings)
     c = registry.client(settings)
-    c.set_model_version_tag(name, str(version), "rayinfra.threshold", f"{loaded.threshold:.6g}")
+    c.set_model_version_tag(name, str(version), THRESHOLD, f"{loaded.threshold:.6g}")
     y = test_rows[label].to_numpy().astype(int)
     if len(np.unique(y)) < 2:
         return {"ece": None, "calibrator": None}
     p = loaded.probabilities(pa.Table.from_pandas(test_rows[spec.features.all], preserve_index=False))
     check = estimate.check_calibration(p, y)
-    c.set_model_version_tag(name, str(version), "rayinfra.calibration_ece", f"{check['ece']:.4f}")
+    c.set_model_version_tag(name, str(version), CALIBRATION_ECE, f"{check['ece']:.4f}")
     if check["calibrator"] is not None:
         text = json.dumps(check["calibrator"])
         if len(text) > MAX_TAG_CHARS:  # isotonic on many rows has many steps: a two-number Platt map fits
             text = json.dumps(estimate.fit_calibrator(p, y, method="platt"))
-        c.set_model_version_tag(name, str(version), "rayinfra.calibrator", text)
+        c.set_model_version_tag(name, str(version), CALIBRATOR, text)
     return check
 
 

@@ -51,19 +51,16 @@ def state_dir(spec: Spec, settings: Settings) -> Path:
 def registered(spec: Spec, settings: Settings, version: int) -> dict[str, Any]:
     """What the registry knows of a version that the monitor uses: test metrics, threshold, calibrator.
 
-    Tags: ``rayinfra.metric.test_*``; optional ``rayinfra.threshold`` (the decision threshold)
-    and ``rayinfra.calibrator`` (JSON from ``estimate.fit_calibrator``), for CBPE.
+    From its lineage: test metrics, and the decision threshold and calibrator CBPE needs.
     """
     try:
         tags = registry.client(settings).get_model_version(spec.model_name, str(version)).tags
     except Exception:  # noqa: BLE001 (a deleted version: live metrics only)
         return {"test": {}, "threshold": None, "calibrator": None}
     names = ("pr_auc", "roc_auc", "precision", "recall")
-    metrics = Lineage.from_tags(tags).test_metrics
-    test = {n: metrics[n] for n in names if n in metrics}
-    threshold = float(tags["rayinfra.threshold"]) if "rayinfra.threshold" in tags else None
-    calibrator = json.loads(tags["rayinfra.calibrator"]) if tags.get("rayinfra.calibrator") else None
-    return {"test": test, "threshold": threshold, "calibrator": calibrator}
+    lineage = Lineage.from_tags(tags)
+    test = {n: lineage.test_metrics[n] for n in names if n in lineage.test_metrics}
+    return {"test": test, "threshold": lineage.threshold, "calibrator": lineage.calibrator}
 
 
 def describe(spec: Spec, state: dict[str, Any]) -> dict[str, Any]:

@@ -28,11 +28,10 @@ from rayinfra.registry.bundle import ModelBundle, bundle_digest, load_bundle
 from rayinfra.registry.cache import ModelCache
 from rayinfra.registry.errors import RegistryError, RegistryUnavailable
 from rayinfra.registry.gate import GateSettings, GateVerdict, judge
-from rayinfra.registry.lineage import BUNDLE_SHA256
+from rayinfra.registry.lineage import BUNDLE_SHA256, GATE, Lineage
 from rayinfra.registry.tracking import artifact_location, client, download
 
 PREVIOUS_TAG = "rayinfra.previous_champion"  # on a version: the champion it replaced when promoted
-GATE_TAG = "rayinfra.gate"
 ALIAS_ACTIONS = ("promote", "rollback", "challenger", "challenger_reject", "challenger_expired")  # move an alias
 CHALLENGER_ENDS = ("challenger_reject", "challenger_expired")  # the challenger stage ended: its alias goes
 # MLflow's error codes for "could not ask", as opposed to "asked, and it is not there"
@@ -56,8 +55,7 @@ def register(spec: Spec, model_uri: str, tags: dict[str, str], settings: Setting
         digest = bundle_digest(download(source, tmp))
     version = int(c.create_model_version(name, source, run_id=run_id, tags={**tags, BUNDLE_SHA256: digest}).version)
     audit.record("register", "training run finished", settings, model=name, version=version, sha256=digest,
-                 table_uri=tags.get("rayinfra.table_uri"),
-                 table_version=tags.get("rayinfra.table_version"))  # fmt: skip
+                 table_uri=Lineage.from_tags(tags).table_uri, table_version=Lineage.from_tags(tags).table_version)  # fmt: skip
     return version
 
 
@@ -307,7 +305,7 @@ def gate(spec: Spec, candidate: int, held_out: pd.DataFrame, settings: Settings 
     p_champion = load(name, champion, settings).probabilities(rows) if champion is not None else None
     result = GateResult(candidate, champion, judge(y, p_champion, p_candidate, GateSettings.from_spec(spec)))
     fields = result.record()
-    client(settings).set_model_version_tag(name, str(candidate), GATE_TAG, json.dumps(fields))
+    client(settings).set_model_version_tag(name, str(candidate), GATE, json.dumps(fields))
     details = {k: x for k, x in fields.items() if k not in ("candidate", "reason")}
     audit.record("gate", result.reason, settings, model=name, version=candidate, passed=result.promoted,
                  held_out_rows=len(held_out), **details)  # fmt: skip
@@ -332,5 +330,4 @@ def last_gate(spec: Spec, settings: Settings | None = None) -> dict[str, Any] | 
     if not versions:
         return None
     newest = max(versions, key=lambda v: int(v.version))
-    raw = newest.tags.get(GATE_TAG)
-    return json.loads(raw) if raw else None
+    return Lineage.from_tags(newest.tags).gate

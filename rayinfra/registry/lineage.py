@@ -7,12 +7,13 @@ them once (a version registered with fewer tags gets ``None`` fields), and
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from rayinfra import __version__
 
@@ -37,6 +38,9 @@ _FIELDS = {
     "bundle_sha256": BUNDLE_SHA256,
 }
 TABLE_VERSION = "rayinfra.table_version"
+# Set after registration, by the calibration check and the gate (parsed here too).
+THRESHOLD, CALIBRATOR, CALIBRATION_ECE = "rayinfra.threshold", "rayinfra.calibrator", "rayinfra.calibration_ece"
+GATE = "rayinfra.gate"
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,10 @@ class Lineage:
     train_run: str | None = None
     bundle_sha256: str | None = None
     test_metrics: dict[str, float] = field(default_factory=dict)
+    threshold: float | None = None  # the decision threshold chosen on validation
+    calibrator: dict[str, Any] | None = None  # `estimate.fit_calibrator`'s map, when probabilities needed one
+    calibration_ece: float | None = None
+    gate: dict[str, Any] | None = None  # the gate's verdict on this version (`GateResult.record`)
     other: dict[str, str] = field(default_factory=dict)  # rayinfra.* tags this class does not know (yet)
 
     @classmethod
@@ -68,12 +76,16 @@ class Lineage:
                     metrics[key.removeprefix(METRIC_PREFIX)] = float(value)
                 except ValueError:
                     pass  # a hand-edited tag: not a metric
-        known = {*_FIELDS.values(), TABLE_VERSION}
+        known = {*_FIELDS.values(), TABLE_VERSION, THRESHOLD, CALIBRATOR, CALIBRATION_ECE, GATE}
         other = {k: v for k, v in tags.items() if k not in known and not k.startswith(METRIC_PREFIX)}
         return cls(
             **values,
             table_version=int(cast(str, version)) if version not in (None, "") and str(version).isdigit() else None,
             test_metrics=metrics,
+            threshold=_number(tags.get(THRESHOLD)),
+            calibrator=_json(tags.get(CALIBRATOR)),
+            calibration_ece=_number(tags.get(CALIBRATION_ECE)),
+            gate=_json(tags.get(GATE)),
             other=other,
         )
 
@@ -82,6 +94,14 @@ class Lineage:
         if self.table_version is not None:
             tags[TABLE_VERSION] = str(self.table_version)
         tags.update({f"{METRIC_PREFIX}{k}": f"{v:.6g}" for k, v in self.test_metrics.items()})
+        if self.threshold is not None:
+            tags[THRESHOLD] = f"{self.threshold:.6g}"
+        if self.calibrator is not None:
+            tags[CALIBRATOR] = json.dumps(self.calibrator)
+        if self.calibration_ece is not None:
+            tags[CALIBRATION_ECE] = f"{self.calibration_ece:.4f}"
+        if self.gate is not None:
+            tags[GATE] = json.dumps(self.gate)
         tags.update(self.other)
         return tags
 
@@ -95,6 +115,21 @@ class Lineage:
         """A test metric formatted for a table cell, blank when absent."""
         value = self.test_metrics.get(name)
         return "" if value is None else f"{value:.4f}"
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:  # a hand-edited tag: as if absent
+        return None
+
+
+def _json(text: str | None) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def for_outcome(spec: Spec, outcome: TrainOutcome) -> Lineage:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from rayinfra.registry.lineage import Lineage
 
 
@@ -20,3 +22,15 @@ def test_partial_and_foreign_tags():
     parsed = Lineage.from_tags(tags)
     assert parsed.table_version is None and parsed.test_metrics == {} and parsed.metric("pr_auc") == ""
     assert parsed.other == {"rayinfra.note": "copy"} and parsed.table_ref == "@"
+
+
+def test_calibration_and_gate_tags_are_typed_in_one_place():
+    gate = {"verdict": "promote", "diff": 0.03, "interval_lo": 0.01, "interval_hi": 0.05}
+    tags = {"rayinfra.threshold": "0.31", "rayinfra.calibrator": '{"method": "platt", "a": 1.2, "b": -0.4}',
+            "rayinfra.calibration_ece": "0.0123", "rayinfra.gate": json.dumps(gate)}  # fmt: skip
+    lineage = Lineage.from_tags(tags)
+    assert lineage.threshold == 0.31 and lineage.calibrator == {"method": "platt", "a": 1.2, "b": -0.4}
+    assert lineage.calibration_ece == 0.0123 and lineage.gate == gate and lineage.other == {}
+    assert Lineage.from_tags(lineage.to_tags()) == lineage
+    broken = Lineage.from_tags({"rayinfra.threshold": "high", "rayinfra.gate": "{not json"})
+    assert broken.threshold is None and broken.gate is None  # a hand-edited tag reads as absent
