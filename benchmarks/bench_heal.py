@@ -14,7 +14,7 @@ only. The served model (the champion alias at the end), the drifted champion and
 oracle are scored (PR-AUC) on a fresh post-drift test set;
 recovery = (served - champion) / (oracle - champion).
 
-Usage: python benchmarks/bench_heal.py [--seeds 10] [--rows 30000] [--modes window,decay,all]
+Usage: python benchmarks/bench_heal.py [--seeds 10] [--rows 30000] [--modes window,decay,all] [--resume]
 Starts Ray: run it under `flock /tmp/ray.lock`. Writes benchmarks/results/bench_heal.json
 (rewritten after every run, with "complete": false until the last one).
 """
@@ -188,7 +188,8 @@ def record(seed: int, scenario: str, mode: str, r: dict[str, Any], post: pa.Tabl
     run = {"seed": seed, "scenario": scenario, "mode": mode, "oracle_pr_auc": oracle, "oracle_gain": gain,
            "recovery": (r["served_pr_auc"] - r["champion_pr_auc"]) / gain if gain != 0 else None,
            "champion_train_s": round(champion_s, 1), "oracle_train_s": round(oracle_s, 1),
-           "post_positive_rate": float(np.mean(post.column("is_fraud").to_numpy())), **r}  # fmt: skip
+           "post_positive_rate": float(np.mean(post.column("is_fraud").to_numpy())),
+           "measured": datetime.now(UTC).isoformat(timespec="seconds"), **r}  # fmt: skip
     keys = ("seed", "scenario", "mode", "verdict", "stage", "promoted_by", "champion_pr_auc", "served_pr_auc", "oracle_pr_auc", "recovery",
             "retrain_s")  # fmt: skip
     print(json.dumps({k: run[k] for k in keys}), flush=True)
@@ -262,6 +263,23 @@ def summarise(args: argparse.Namespace, runs: list[dict[str, Any]], modes: list[
     }
 
 
+def resumed(args: argparse.Namespace, modes: list[str], scenarios: list[str]) -> list[dict[str, Any]]:
+    """The runs of complete seeds in an earlier result of the same config (a seed cut short runs again)."""
+    if not args.out.exists():
+        return []
+    old = json.loads(args.out.read_text())
+    same = {"rows": args.rows, "drift_rows": args.drift_rows, "test_rows": args.test_rows,
+            "stage_rows": args.stage_rows, "stage_batch": args.stage_batch, "overrides": SMALL}  # fmt: skip
+    have = {**{k: old["config"].get(k) for k in same if k != "overrides"}, "overrides": old["config"]["spec"]["overrides"]}
+    if have != same:
+        raise SystemExit(f"--resume: {args.out} was run with another config: {have} (now {same})")
+    runs = old["runs"]
+    complete = {s for s in {r["seed"] for r in runs}
+                if {r["scenario"] for r in runs if r["seed"] == s and r["mode"] == modes[0]} >= set(scenarios)}  # fmt: skip
+    print(f"resuming: seeds {sorted(complete)} from {old['date']}", flush=True)
+    return [{**r, "measured": r.get("measured", old["date"])} for r in runs if r["seed"] in complete]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=10)
@@ -276,6 +294,8 @@ def main() -> None:
     p.add_argument("--mode-seeds", type=int, default=None, help="run the other modes on the first N seeds only")
     p.add_argument("--budget-s", type=float, default=None, help="start no new run after this many seconds")
     p.add_argument("--out", type=Path, default=RESULTS / "bench_heal.json")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in --out (same config) and run only the seeds it lacks")
     args = p.parse_args()
     modes = args.modes.split(",")
     scenarios = args.scenarios.split(",")
@@ -286,8 +306,9 @@ def main() -> None:
     shutil.rmtree(WORK, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
+    runs = resumed(args, modes, scenarios) if args.resume else []
+    done = {r["seed"] for r in runs}
     init_ray(Settings(num_cpus=2, object_store_mb=1024))
-    runs: list[dict[str, Any]] = []
     stop = time.time() + args.budget_s if args.budget_s is not None else None
 
     def over() -> bool:
@@ -295,6 +316,8 @@ def main() -> None:
 
     try:
         for seed in range(args.seeds):
+            if seed in done:
+                continue
             if over():
                 break
             champion_home, champion_s = train_champion(spec_for(modes[0]), seed, args.rows)
