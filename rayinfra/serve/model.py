@@ -203,6 +203,9 @@ class ModelServer:
                 self.loaded = None
             return
         fresh = registry.load(self.spec.model_name, wanted, self.settings)
+        # The alias was resolved (and checked against the audit log) here: a replica started
+        # while the registry is down serves this version from the cache.
+        registry.ModelCache(self.settings, self.spec.model_name).remember(self.role, wanted, fresh.sha256)
         self.loaded, self.loaded_at = fresh, time.time()
         self._version_gauge.set(wanted, tags={"role": self.role})
         log.warning(

@@ -259,3 +259,14 @@ def test_audit_verify_exits_1_on_an_alias_moved_outside_rayinfra(spec, home, ver
     bad = CliRunner().invoke(app, ["audit", "verify", "--spec", str(spec_file)])
     assert bad.exit_code == 1, bad.output
     assert f"{spec.model_name}@champion is v2 but the audit log says v1" in bad.output.replace("\n", " ")
+
+
+def test_a_replica_restarted_while_the_registry_is_down_serves_what_the_last_one_served(spec, home, versions,
+                                                                                      monkeypatch):  # fmt: skip
+    """Only replicas touched the registry (as in production): the one that loaded the champion
+    left enough in the cache for a replica started with MLflow unreachable."""
+    lifecycle.promote(spec, 2, "serve v2", home)
+    assert _server(spec, home).loaded.version == 2
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    dead = home.model_copy(update={"mlflow_uri": "http://127.0.0.1:9"})  # nothing listens there
+    assert _server(spec, dead).loaded.version == 2
