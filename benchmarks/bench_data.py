@@ -56,7 +56,7 @@ def ray_data_rows(table: Table, version: int) -> int:
 
 
 def pyarrow_rows(table: Table, version: int) -> int:
-    dataset = DeltaTable(table.uri, version=version).to_pyarrow_dataset(filesystem=table._filesystem())
+    dataset = DeltaTable(table.uri, version=version).to_pyarrow_dataset(filesystem=table.filesystem())
     rows = 0
     for batch in dataset.to_batches(columns=COLUMNS, batch_size=BATCH):
         tensors = {c: torch.as_tensor(batch.column(c).to_numpy(zero_copy_only=False), dtype=torch.float32) for c in COLUMNS}

@@ -21,13 +21,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 from rayinfra import audit, registry
-from rayinfra.audit import current_user
-from rayinfra.config import Contract, Settings, Spec
-from rayinfra.data.contract import ARROW_TYPES
-from rayinfra.data.tables import COMMIT_RETRIES, Table, TableError, arrow_filesystem
+from rayinfra.config import ColumnSpec, Contract, Settings, Spec
+from rayinfra.data.contract import arrow_schema
+from rayinfra.data.tables import Table, TableError, read_version
 from rayinfra.errors import RayinfraError
 from rayinfra.runtime import ResourceLayout, init_ray
 
@@ -62,20 +60,30 @@ class ScoreResult:
     scored_at: datetime
 
 
-def output_schema(contract: Contract) -> pa.Schema:
-    """The predictions table's columns (the key first, when the contract has one)."""
+def output_contract(contract: Contract) -> Contract:
+    """The predictions table's contract (the key first, when the input has one): every row
+    names the model version and the input version that made it."""
     key = contract.key
-    fields = [pa.field(key, ARROW_TYPES[contract.columns[key].type], nullable=False)] if key else []
-    return pa.schema([
-        *fields,
-        pa.field("probability", pa.float64(), nullable=False),
-        pa.field("prediction", pa.int64(), nullable=False),
-        pa.field("model_name", pa.string(), nullable=False),
-        pa.field("model_version", pa.int64(), nullable=False),
-        pa.field("input_table_uri", pa.string(), nullable=False),
-        pa.field("input_table_version", pa.int64(), nullable=False),
-        pa.field("scored_at", pa.timestamp("us", tz="UTC"), nullable=False),
-    ])  # fmt: skip
+    keyed = {key: contract.columns[key].model_copy(update={"nullable": False})} if key else {}
+    return Contract(
+        columns={
+            **keyed,
+            "probability": ColumnSpec(type="float", min=0, max=1),
+            "prediction": ColumnSpec(type="int", min=0, max=1),
+            "model_name": ColumnSpec(type="string"),
+            "model_version": ColumnSpec(type="int", min=1),
+            "input_table_uri": ColumnSpec(type="string"),
+            "input_table_version": ColumnSpec(type="int", min=0),
+            "scored_at": ColumnSpec(type="timestamp"),
+        },
+        key=key,
+        event_time="scored_at",
+    )
+
+
+def output_schema(contract: Contract) -> pa.Schema:
+    """The predictions table's Arrow schema."""
+    return arrow_schema(output_contract(contract))
 
 
 class Scorer:
@@ -117,20 +125,19 @@ def score_table(
     table = Table.for_spec(spec, settings)
     version = _pin(table, table_version)
     model_version = registry.resolve(spec.model_name, model_ref, settings)
-    output_uri = settings.table_uri(output_table or f"{spec.dataset.table}{OUTPUT_SUFFIX}")
-    schema = output_schema(spec.contract)
-    _check_output(output_uri, schema)
+    output = Table(uri=settings.table_uri(output_table or f"{spec.dataset.table}{OUTPUT_SUFFIX}"),
+                   contract=output_contract(spec.contract))  # fmt: skip
+    output.create()  # an existing table of other columns is refused here, before any scoring
     run_id, scored_at = uuid.uuid4().hex, datetime.now(UTC)
     stamp = {"model_name": spec.model_name, "model_version": model_version, "input_table_uri": table.uri,
              "input_table_version": version, "scored_at": scored_at}  # fmt: skip
     scored = _scored(spec, settings, table, stamp, batch_rows)
-    meta = {"rayinfra.source": "batch_predict", "rayinfra.user": current_user(), RUN_KEY: run_id,
-            **{f"rayinfra.{k}": str(v) for k, v in stamp.items() if k != "scored_at"}}  # fmt: skip
-    rows = _commit(output_uri, schema, spec.contract.key, scored, meta)
-    result = ScoreResult(run_id, rows, spec.model_name, model_version, table.uri, version, output_uri,
-                         _committed_version(output_uri, run_id), scored_at)  # fmt: skip
+    meta = {"batch_run": run_id, **{k: str(v) for k, v in stamp.items() if k != "scored_at"}}
+    rows, output_version = _commit(output, spec.contract.key, scored, meta)
+    result = ScoreResult(run_id, rows, spec.model_name, model_version, table.uri, version, output.uri,
+                         output_version, scored_at)  # fmt: skip
     audit.record("batch_predict", f"scored {table.uri}@v{version}", settings, model=spec.model_name, version=model_version,
-                 table_uri=table.uri, table_version=version, output_uri=output_uri,
+                 table_uri=table.uri, table_version=version, output_uri=output.uri,
                  output_version=result.output_table_version, rows=rows, run_id=run_id)  # fmt: skip
     return result
 
@@ -185,51 +192,30 @@ def _read(table: Table, version: int, columns: list[str]) -> ray.data.Dataset:
         raise ScoringError(f"reading {table.uri}@v{version} failed, nothing committed: {err}") from err
 
 
-def _check_output(uri: str, schema: pa.Schema) -> None:
-    """Fail before any scoring when the output table exists with other columns."""
-    if not DeltaTable.is_deltatable(uri):
-        return
-    have = pa.schema(DeltaTable(uri).schema().to_arrow())
-    if have.names != schema.names or [f.type for f in have] != [f.type for f in schema]:
-        raise TableError(f"{uri}: existing table has columns {have.names}, batch predictions write {schema.names}")
+def _commit(output: Table, key: str | None, batches: Iterable[pa.Table], meta: dict[str, str]) -> tuple[int, int]:
+    """Stream every batch into one commit of ``output``; return (rows, the version committed).
 
-
-def _commit(uri: str, schema: pa.Schema, key: str | None, batches: Iterable[pa.Table], meta: dict[str, str]) -> int:
-    """Stream every batch into one Delta commit; return the row count.
-
-    Any error in the stream (a failed read or scorer) aborts the write before the
-    commit: the output table keeps its version (the parquet files written so far
-    are unreferenced and go with the next vacuum).
+    Any error in the stream (a failed read or scorer, a row the contract refuses) aborts
+    the write before the commit: the output table keeps its version (the parquet files
+    written so far are unreferenced and go with the next vacuum).
     """
     counted = {"rows": 0}
-    failure: list[BaseException] = []
 
-    def stream() -> Iterator[pa.RecordBatch]:
-        try:
-            for table in batches:
-                _check_scores(table, key)
-                counted["rows"] += table.num_rows
-                yield from table.cast(schema).to_batches()
-        except BaseException as err:  # delta-rs re-raises it as a generic stream error: keep ours
-            failure.append(err)
-            raise
+    def checked() -> Iterator[pa.Table]:
+        for table in batches:
+            _check_scores(table, key)
+            counted["rows"] += table.num_rows
+            yield table
 
-    target = DeltaTable(uri) if DeltaTable.is_deltatable(uri) else uri
     try:
-        write_deltalake(
-            target,
-            pa.RecordBatchReader.from_batches(schema, stream()),
-            mode="append",
-            commit_properties=CommitProperties(custom_metadata=meta, max_commit_retries=COMMIT_RETRIES),
-        )
-    except Exception as err:  # noqa: BLE001 - delta-rs raises many types; all mean "not committed"
-        cause = failure[0] if failure else err
+        version = output.append_stream(checked(), source="batch_predict", **meta)
+    except Exception as err:  # noqa: BLE001 - the stream's own error, or delta-rs's: nothing committed
         raise ScoringError(
-            f"batch scoring into {uri} failed after {counted['rows']} rows, nothing committed: "
-            f"{type(cause).__name__}: {cause}",
+            f"batch scoring into {output.uri} failed after {counted['rows']} rows, nothing committed: "
+            f"{type(err).__name__}: {err}",
             counted["rows"],
-        ) from cause
-    return counted["rows"]
+        ) from err
+    return counted["rows"], version
 
 
 def _check_scores(batch: pa.Table, key: str | None) -> None:
@@ -243,12 +229,4 @@ def _check_scores(batch: pa.Table, key: str | None) -> None:
 
 def predictions(uri: str, version: int | None = None) -> pa.Table:
     """The predictions table (at ``version``) read into memory on this process."""
-    return DeltaTable(uri, version=version).to_pyarrow_dataset(filesystem=arrow_filesystem(uri)).to_table()
-
-
-def _committed_version(uri: str, run_id: str) -> int:
-    """The version our commit got: found by run id, so a concurrent writer cannot mislead it."""
-    for commit in DeltaTable(uri).history(100):
-        if commit.get(RUN_KEY) == run_id:
-            return int(commit["version"])
-    raise TableError(f"{uri}: commit of batch run {run_id} not found in the last 100 commits")
+    return read_version(uri, version)

@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,34 @@ class Table:
         version = dt.version()
         error = self._maintain_quietly() if version % self.maintenance_every == 0 else None
         return Appended(version, batch.num_rows, maintenance_error=error)
+
+    def append_stream(self, batches: Iterable[pa.Table], source: str, **extra: str) -> int:
+        """Stream ``batches``, each held to the contract, into one commit; return its version.
+
+        For data too big to hold at once (batch inference). An error anywhere in the stream
+        aborts the write before the commit: the table keeps its version, and the error
+        raised is the stream's own (delta-rs would wrap it).
+        """
+        self.create()
+        schema, failure = arrow_schema(self.contract), []
+
+        def stream() -> Iterator[pa.RecordBatch]:
+            try:
+                for batch in batches:
+                    yield from conform(batch, self.contract, source).cast(schema).to_batches()
+            except BaseException as err:
+                failure.append(err)
+                raise
+
+        dt = self.delta()
+        try:
+            write_deltalake(dt, pa.RecordBatchReader.from_batches(schema, stream()), mode="append",
+                            commit_properties=self._commit_info(source, None, **extra))  # fmt: skip
+        except Exception as err:  # noqa: BLE001 - delta-rs raises many types; all mean "not committed"
+            if failure:
+                raise failure[0] from err
+            raise
+        return dt.version()  # delta-rs moved it to the version it committed
 
     def _commit_info(self, source: str, txns: list[Transaction] | None = None, **extra: Any) -> CommitProperties:
         meta = {
@@ -325,7 +354,6 @@ class Table:
         """The table's directory as an Arrow filesystem (paths in the log are relative to it)."""
         return arrow_filesystem(self.uri)
 
-    _filesystem = filesystem  # the old private name, still called by serve/predlog.py
 
 
 def _to_arrow(data: Any, contract: Contract, source: str) -> pa.Table:
@@ -342,6 +370,11 @@ def _to_arrow(data: Any, contract: Contract, source: str) -> pa.Table:
             return pa.Table.from_pandas(data, preserve_index=False)
         return pa.table(data)
     raise TypeError(f"cannot append {type(data).__name__}: give an Arrow table, DataFrame or list of dicts")
+
+
+def read_version(uri: str, version: int | None = None) -> pa.Table:
+    """A table's rows at ``version`` (default latest), for a table read without its contract."""
+    return DeltaTable(uri, version=version).to_pyarrow_dataset(filesystem=arrow_filesystem(uri)).to_table()
 
 
 def arrow_filesystem(uri: str) -> pafs.FileSystem:

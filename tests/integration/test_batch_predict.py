@@ -156,7 +156,7 @@ def test_a_damaged_input_file_is_a_clear_error(home, models, first):
     """Ray Data samples the first and last files' rows while planning the read: fails before scoring."""
     broken, spec = _table(home, "damaged")
     _fill(broken, seed=90, appends=2)
-    files = broken.delta().to_pyarrow_dataset(filesystem=broken._filesystem()).files
+    files = broken.delta().to_pyarrow_dataset(filesystem=broken.filesystem()).files
     with open(f"{broken.uri}/{files[0]}", "r+b") as f:  # overwrite the data pages, keep the footer
         size = f.seek(0, 2)
         f.seek(size // 4)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
@@ -143,3 +144,27 @@ def test_a_damaged_file_fails_the_read_plan_naming_the_file(tmp_path):
         f.write(b"\xff" * (size // 4))
     with pytest.raises(OSError, match=files.column("path")[0].as_py()):
         source.probe()
+
+
+def test_a_stream_of_batches_lands_in_one_commit_or_not_at_all(tmp_path):
+    from rayinfra.data.contract import ContractViolation
+
+    table = _table(tmp_path)
+    table.append(synthetic.generate(10, seed=1))
+    before = table.version()
+    parts = [synthetic.generate(100, seed=s, start_id=1000 * s) for s in (2, 3, 4)]
+    version = table.append_stream(iter(parts), source="stream", run="r1")
+    assert version == before + 1 and table.delta().count() == 310
+    assert table.history(1)[0]["rayinfra.run"] == "r1"
+
+    def broken():
+        yield parts[0]
+        raise RuntimeError("the scorer died")
+
+    with pytest.raises(RuntimeError, match="the scorer died"):
+        table.append_stream(broken(), source="stream")
+    bad = parts[1].set_column(parts[1].schema.get_field_index("amount"), "amount",
+                              pa.array([-1.0] * 100))  # fmt: skip
+    with pytest.raises(ContractViolation, match="amount"):
+        table.append_stream(iter([parts[0], bad]), source="stream")
+    assert table.version() == version and table.delta().count() == 310  # neither moved the table
