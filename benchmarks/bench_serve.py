@@ -233,7 +233,6 @@ def goals(r: dict) -> list[dict]:
              ">= 1.5"),
         goal("P5-heavy", "full stack / plain FastAPI, compute-bound model, public port",
              s["stack_vs_plain_heavy"]["default_proxy_ratio"], ">= 3.0"),
-        goal("P5-compressed", "compressed / float model, compute-bound (not built yet)", None, ">= 1.5"),
     ]  # fmt: skip
 
 

@@ -289,6 +289,12 @@ class ServeSpec(_Section):
     reload_interval_s: float = Field(2.0, gt=0, description="How often replicas check the model aliases.")
     log_flush_s: float = Field(1.0, gt=0, description="How often the prediction log is written to Delta.")
     auth: bool = Field(True, description="Require an API key on /v1 endpoints (health stays open).")
+    compress: Literal["none", "int8", "onnx"] = Field(
+        "none",
+        description="Serve a compressed model: int8 dynamic quantization (torch.ao) or ONNX Runtime; only a version "
+        "whose compressed gate metric lost at most compress_tolerance at registration is served compressed.",
+    )
+    compress_tolerance: float = Field(0.005, ge=0, description="Largest loss of the gate metric compression may cost.")
     traffic: TrafficSpec = TrafficSpec()
 
     @model_validator(mode="after")

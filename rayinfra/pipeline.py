@@ -18,8 +18,8 @@ from rayinfra.data.split import TEST
 from rayinfra.data.tables import Table
 from rayinfra.monitor import estimate
 from rayinfra.monitor.retrain import JOB_ID_ENV, TRIGGER_ENV
-from rayinfra.registry import lifecycle
-from rayinfra.registry.lineage import CALIBRATION_ECE, CALIBRATOR, THRESHOLD, Lineage, for_outcome
+from rayinfra.registry import compress, lifecycle
+from rayinfra.registry.lineage import CALIBRATION_ECE, CALIBRATOR, COMPRESSION, THRESHOLD, Lineage, for_outcome
 from rayinfra.runtime import ResourceLayout, init_ray
 from rayinfra.train.trainer import TrainOutcome, prepare_data, raw_split, train
 from rayinfra.train.tune import TuneOutcome, tune_search
@@ -46,6 +46,8 @@ def register_and_gate(
     Table.for_spec(spec, settings).pin(outcome.data.version, f"model {spec.model_name} v{version}")
     held_out = raw_split(outcome.data, TEST, max_rows=GATE_ROWS)
     record_calibration(spec, settings, version, held_out)
+    if spec.serve.compress != "none":
+        record_compression(spec, settings, version, held_out)
     if recent:
         held_out = recent_rows(spec, settings, held_out)
     result = lifecycle.gate(spec, version, held_out, settings)
@@ -74,6 +76,21 @@ def record_calibration(spec: Spec, settings: Settings, version: int, test_rows: 
             text = json.dumps(estimate.fit_calibrator(p, y, method="platt"))
         c.set_model_version_tag(name, str(version), CALIBRATOR, text)
     return check
+
+
+def record_compression(spec: Spec, settings: Settings, version: int, test_rows: pd.DataFrame) -> dict[str, Any]:
+    """Check the spec's compression on the held-out rows and tag the version with the result;
+    replicas serve it compressed only when the check says ok."""
+    label, metric = spec.contract.label, spec.registry.gate_metric
+    y = test_rows[label].to_numpy().astype(int)
+    if len(np.unique(y)) < 2:
+        result = {"kind": spec.serve.compress, "ok": False, "reason": "held-out rows of one class"}
+    else:
+        rows = pa.Table.from_pandas(test_rows[spec.features.all], preserve_index=False)
+        bundle = registry.load(spec.model_name, version, settings).bundle
+        result = compress.check(bundle, spec.serve.compress, rows, y, metric, spec.serve.compress_tolerance)
+    registry.client(settings).set_model_version_tag(spec.model_name, str(version), COMPRESSION, json.dumps(result))
+    return result
 
 
 MIN_RECENT_ROWS = 200

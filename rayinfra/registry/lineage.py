@@ -41,6 +41,7 @@ TABLE_VERSION = "rayinfra.table_version"
 # Set after registration, by the calibration check and the gate (parsed here too).
 THRESHOLD, CALIBRATOR, CALIBRATION_ECE = "rayinfra.threshold", "rayinfra.calibrator", "rayinfra.calibration_ece"
 GATE = "rayinfra.gate"
+COMPRESSION = "rayinfra.compression"
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Lineage:
     calibrator: dict[str, Any] | None = None  # `estimate.fit_calibrator`'s map, when probabilities needed one
     calibration_ece: float | None = None
     gate: dict[str, Any] | None = None  # the gate's verdict on this version (`GateResult.record`)
+    compression: dict[str, Any] | None = None  # the compressed model checked against it (`compress.check`)
     other: dict[str, str] = field(default_factory=dict)  # rayinfra.* tags this class does not know (yet)
 
     @classmethod
@@ -76,7 +78,7 @@ class Lineage:
                     metrics[key.removeprefix(METRIC_PREFIX)] = float(value)
                 except ValueError:
                     pass  # a hand-edited tag: not a metric
-        known = {*_FIELDS.values(), TABLE_VERSION, THRESHOLD, CALIBRATOR, CALIBRATION_ECE, GATE}
+        known = {*_FIELDS.values(), TABLE_VERSION, THRESHOLD, CALIBRATOR, CALIBRATION_ECE, GATE, COMPRESSION}
         other = {k: v for k, v in tags.items() if k not in known and not k.startswith(METRIC_PREFIX)}
         return cls(
             **values,
@@ -86,6 +88,7 @@ class Lineage:
             calibrator=_json(tags.get(CALIBRATOR)),
             calibration_ece=_number(tags.get(CALIBRATION_ECE)),
             gate=_json(tags.get(GATE)),
+            compression=_json(tags.get(COMPRESSION)),
             other=other,
         )
 
@@ -102,6 +105,8 @@ class Lineage:
             tags[CALIBRATION_ECE] = f"{self.calibration_ece:.4f}"
         if self.gate is not None:
             tags[GATE] = json.dumps(self.gate)
+        if self.compression is not None:
+            tags[COMPRESSION] = json.dumps(self.compression)
         tags.update(self.other)
         return tags
 

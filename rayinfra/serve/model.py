@@ -25,6 +25,7 @@ from rayinfra import registry
 from rayinfra.config import Settings, Spec
 from rayinfra.data.contract import ARROW_TYPES
 from rayinfra.errors import RayinfraError
+from rayinfra.registry import compress
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class ModelServer:
             tag_keys=("role",),
         )
         self.unaudited: int | None = None  # the last unaudited alias target seen (logged once)
+        self.compression = "none"  # how the loaded model runs (serve.compress, when its check passed)
         self._refresh()
         if role == registry.CHAMPION and self.loaded is None:
             why = f" (its alias points at v{self.unaudited}, a move the audit log lacks)" if self.unaudited else ""
@@ -168,6 +170,7 @@ class ModelServer:
             "model": self.spec.model_name,
             "version": version,
             "loaded_at": self.loaded_at,
+            "compression": self.compression,
         }
 
     def check_health(self) -> None:
@@ -206,6 +209,7 @@ class ModelServer:
         # The alias was resolved (and checked against the audit log) here: a replica started
         # while the registry is down serves this version from the cache.
         registry.ModelCache(self.settings, self.spec.model_name).remember(self.role, wanted, fresh.sha256)
+        fresh, self.compression = compress.for_serving(self.spec, fresh, self.settings)
         self.loaded, self.loaded_at = fresh, time.time()
         self._version_gauge.set(wanted, tags={"role": self.role})
         log.warning(
