@@ -102,15 +102,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def register_bundle(spec, settings, folder: Path, seed: int = 0) -> int:
-    """A registered version without training: a real bundle (preprocessor fitted on demo rows,
-    a small random-weight MLP) logged as a run's ``model/`` artifact. Returns the version."""
+def log_bundle(spec, settings, folder: Path, seed: int = 0) -> tuple[str, Path]:
+    """A logged run whose ``model/`` artifact is a real bundle (preprocessor fitted on demo rows,
+    a small random-weight MLP), without training; returns (model URI, artifact folder)."""
     import mlflow
     import torch
 
     from rayinfra.data import synthetic
     from rayinfra.data.features import Preprocessor
-    from rayinfra.registry import lifecycle, tracking
+    from rayinfra.registry import tracking
     from rayinfra.registry.bundle import save_bundle
     from rayinfra.train.models import build_model
 
@@ -121,4 +121,12 @@ def register_bundle(spec, settings, folder: Path, seed: int = 0) -> int:
     tracking.experiment(spec, settings)
     with mlflow.start_run() as run:
         mlflow.log_artifacts(str(folder / f"bundle-{seed}"), artifact_path="model")
-    return lifecycle.register(spec, f"runs:/{run.info.run_id}/model", {"rayinfra.table_version": "1"}, settings)
+    return f"runs:/{run.info.run_id}/model", Path(run.info.artifact_uri) / "model"
+
+
+def register_bundle(spec, settings, folder: Path, seed: int = 0) -> int:
+    """`log_bundle`, registered: returns the version."""
+    from rayinfra.registry import lifecycle
+
+    uri, _ = log_bundle(spec, settings, folder, seed)
+    return lifecycle.register(spec, uri, {"rayinfra.table_version": "1"}, settings)

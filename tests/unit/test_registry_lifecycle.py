@@ -3,23 +3,17 @@ atomic promote and rollback, the gate's alias moves, alias moves outside rayinfr
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import mlflow
 import numpy as np
 import pytest
-import torch
 
 from rayinfra import audit
 from rayinfra.config import Settings
 from rayinfra.data import synthetic
-from rayinfra.data.features import Preprocessor
-from rayinfra.registry import lifecycle, tracking
-from rayinfra.registry.bundle import WEIGHTS, bundle_digest, save_bundle
+from rayinfra.registry import lifecycle
+from rayinfra.registry.bundle import WEIGHTS, bundle_digest
 from rayinfra.registry.errors import RegistryError
 from rayinfra.registry.lifecycle import CHALLENGER, CHAMPION
-from rayinfra.train.models import build_model
-from tests.conftest import small_spec
+from tests.conftest import log_bundle, small_spec
 
 
 @pytest.fixture
@@ -33,24 +27,12 @@ def home(tmp_path_factory) -> Settings:
     return Settings(home=tmp_path_factory.mktemp("lifecycle-home"))
 
 
-def _log_bundle(spec, settings: Settings, tmp: Path, seed: int) -> tuple[str, Path]:
-    """A logged run whose ``model/`` artifact is a real bundle; return (model URI, artifact dir)."""
-    pre = Preprocessor.for_spec(spec).fit(synthetic.generate(2000, seed=3))
-    torch.manual_seed(seed)
-    model = build_model("mlp", len(pre.numeric), pre.cardinalities, {"hidden": [8]})
-    save_bundle(tmp / f"b{seed}", model, pre, "mlp", {"hidden": [8]}, 0.5)
-    tracking.experiment(spec, settings)
-    with mlflow.start_run() as run:
-        mlflow.log_artifacts(str(tmp / f"b{seed}"), artifact_path="model")
-    return f"runs:/{run.info.run_id}/model", Path(run.info.artifact_uri) / "model"
-
-
 @pytest.fixture
 def versions(spec, home, tmp_path):
     """Two registered versions; returns their artifact directories."""
     dirs = {}
     for seed in (1, 2):
-        uri, where = _log_bundle(spec, home, tmp_path, seed)
+        uri, where = log_bundle(spec, home, tmp_path, seed)
         dirs[lifecycle.register(spec, uri, {"rayinfra.table_version": "1"}, home)] = where
     return dirs
 
