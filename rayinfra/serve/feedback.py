@@ -15,7 +15,6 @@ them like any other write, and the audit log names the key that sent each batch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import uuid
@@ -27,7 +26,7 @@ from rayinfra.data.contract import ContractViolation, conform, from_records
 from rayinfra.data.ingest import ingest_records
 from rayinfra.data.tables import Table
 from rayinfra.serve.feedback_guard import check_share
-from rayinfra.serve.label_ledger import LabelLedger, Pair
+from rayinfra.serve.label_ledger import LabelLedger, Pair, feedback_key
 from rayinfra.serve.predlog import PredictionLog
 from rayinfra.serve.request_ids import issued_hour
 from rayinfra.serve.schemas import ApiError, FeedbackItem, FeedbackResponse
@@ -170,9 +169,3 @@ def _report_shadow_pairs(monitor: Any, logged: list[dict[str, Any]], labels: lis
         monitor.add_challenger_labels.remote(
             challenger, champion, [f"{r['request_id']}/{r['idx']}" for r, _, _ in triples], [y for _, _, y in triples],
             [r["probability"] for r, _, _ in triples], [s["probability"] for _, s, _ in triples])
-
-
-def feedback_key(request_id: str, index: int) -> int:
-    """A stable key for a labelled record, from the request id, within int64."""
-    digest = hashlib.sha256(f"{request_id}/{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1

@@ -13,6 +13,7 @@ duplicate row in the training data.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -115,6 +116,16 @@ class LabelLedger:
         in_hours = ", ".join(repr(h) for h in hours)
         self.table.delta().delete(f"{PARTITION} IN ({in_hours}) AND batch_id = '{_quoted(batch_id)}'")
 
+    def suppliers(self, version: int | None = None) -> pa.Table:
+        """Who supplied each label: ``row_key`` (the training table's key of the row,
+        `feedback_key`) and ``key_id``, at the ledger's ``version`` (default latest)."""
+        if not self.table.exists():
+            return pa.table({"row_key": pa.array([], pa.int64()), "key_id": pa.array([], pa.string())})
+        rows = self.table.to_arrow(version=version, columns=["request_id", "idx", "key_id"])
+        keys = [feedback_key(r, i) for r, i in zip(rows.column("request_id").to_pylist(),
+                                                   rows.column("idx").to_pylist(), strict=True)]  # fmt: skip
+        return pa.table({"row_key": pa.array(keys, pa.int64()), "key_id": rows.column("key_id").cast(pa.string())})
+
     def key_counts(self, since: dt.datetime) -> Counter[str]:
         """Labels per key id that arrived since ``since``.
 
@@ -127,6 +138,12 @@ class LabelLedger:
         expr = pc.field("ts") >= pa.scalar(since, pa.timestamp("us", tz="UTC"))
         keys = dataset.to_table(columns=["key_id"], filter=expr).column("key_id")
         return Counter(keys.to_pylist())
+
+
+def feedback_key(request_id: str, index: int) -> int:
+    """The training table's key of a labelled record, from its request id, within int64."""
+    digest = hashlib.sha256(f"{request_id}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def _quoted(text: str) -> str:

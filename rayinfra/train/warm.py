@@ -16,8 +16,9 @@ from rayinfra import registry
 from rayinfra.config import Settings, Spec
 from rayinfra.data.features import Preprocessor
 from rayinfra.data.tables import Table
-from rayinfra.data.window import Window, choose
+from rayinfra.data.window import Suppliers, Window, choose
 from rayinfra.registry.lineage import Lineage
+from rayinfra.serve.label_ledger import LabelLedger
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,15 @@ def drift_onset(spec: Spec, table: Table, champion_version: int | None) -> int |
     return int(times.cast("int64").to_numpy().max()) if len(times) else None
 
 
+def label_suppliers(spec: Spec, settings: Settings) -> Suppliers | None:
+    """Which key labelled which row (the label ledger, pinned), when the spec caps a key's share."""
+    if spec.feedback.max_key_share >= 1:
+        return None
+    ledger = LabelLedger.for_spec(spec, settings)
+    version = ledger.table.version() if ledger.table.exists() else None
+    return Suppliers.from_arrow(ledger.suppliers(version), version)
+
+
 def retrain_inputs(spec: Spec, settings: Settings, version: int | None = None) -> RetrainInputs:
     """The window (and warm start) the spec asks for, on the table's ``version`` (default latest)."""
     table = Table.for_spec(spec, settings)
@@ -67,7 +77,8 @@ def retrain_inputs(spec: Spec, settings: Settings, version: int | None = None) -
     c = spec.contract
     columns = list(dict.fromkeys(x for x in (c.event_time, c.label, c.key) if x))
     onset = drift_onset(spec, table, champion_table_version(spec, settings))
-    window = choose(spec, table.to_arrow(version=version, columns=columns), version, onset)
+    window = choose(spec, table.to_arrow(version=version, columns=columns), version, onset,
+                    label_suppliers(spec, settings))  # fmt: skip
     log.info("retrain data: %s rows %s (onset %s)", window.mode, window.rows, onset)
     r = spec.retrain_data
     if not r.warm_start:

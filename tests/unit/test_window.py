@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pyarrow.compute as pc
@@ -10,7 +11,7 @@ import pytest
 
 from rayinfra.data import synthetic
 from rayinfra.data.tables import Table
-from rayinfra.data.window import Window, choose, select
+from rayinfra.data.window import Suppliers, Window, _cap_fractions, cap_suppliers, choose, select
 from tests.conftest import small_spec
 
 DAY_US = 86_400_000_000
@@ -92,3 +93,63 @@ def test_without_a_champion_or_new_labels_every_row_trains(drifted_table):
     assert choose(spec, rows, 2, None).mode == "all"
     assert choose(spec, rows, 2, _onset(table, 2)).mode == "all"  # nothing after the onset
     assert choose(small_spec(**{"retrain_data.mode": "all"}), rows, 2, _onset(table, 1)).mode == "all"
+
+
+def _supplied(ids: range, key_id: str) -> dict[str, str]:
+    return {str(i): key_id for i in ids}
+
+
+def test_no_key_supplies_more_than_its_share_of_the_rows_a_retrain_uses(drifted_table):
+    """feedback.max_key_share bounds a key's share of the chosen rows, whatever window they fall in."""
+    spec, table = drifted_table
+    spec = small_spec(**{"retrain_data.older_rows": 600, "feedback.max_key_share": 0.4})
+    times = table.to_arrow(version=2, columns=_columns(spec))
+    # Of the 1,000 recent rows an attacker labelled 800 and an honest key 200; old rows were ingested.
+    suppliers = Suppliers(5, {**_supplied(range(3_000, 3_800), "attacker"), **_supplied(range(3_800, 4_000), "honest")})
+    uncapped = choose(spec, times, 2, _onset(table, 1))
+    window = choose(spec, times, 2, _onset(table, 1), suppliers)
+    ids = select(window, table.to_arrow(version=2)).column("transaction_id").to_numpy()
+    attacker = int(((ids >= 3_000) & (ids < 3_800)).sum())
+    assert attacker / len(ids) <= 0.4 + 0.03  # a hash sample: the cap within sampling noise
+    assert attacker < 800 and window.rows["supplier_dropped"] == 800 - attacker
+    assert int((ids >= 3_800).sum()) == 200  # the honest key's rows all stay
+    assert int((ids < 3_000).sum()) == uncapped.rows["older"]  # so do the ingested ones
+    assert set(window.supplier_fractions) == {"attacker"} and window.ledger_version == 5
+    # Lineage records the cap and the ledger version, not the row map; both rebuild the same rows.
+    params = window.to_params()
+    assert "window.capped_rows" not in params and json.loads(params["window.supplier_fractions"])["attacker"] < 1
+    replayed = cap_suppliers(Window.from_params(params), spec, times, suppliers)
+    again = select(replayed, table.to_arrow(version=2)).column("transaction_id").to_numpy()
+    assert np.array_equal(np.sort(again), np.sort(ids))
+
+
+def test_keys_within_their_share_keep_every_row(drifted_table):
+    spec, table = drifted_table
+    spec = small_spec(**{"retrain_data.older_rows": 600, "feedback.max_key_share": 0.4})
+    times = table.to_arrow(version=2, columns=_columns(spec))
+    suppliers = Suppliers(1, {**_supplied(range(3_000, 3_500), "a"), **_supplied(range(3_500, 4_000), "b")})
+    window = choose(spec, times, 2, _onset(table, 1), suppliers)
+    assert window.supplier_fractions == {} and window.rows == choose(spec, times, 2, _onset(table, 1)).rows
+
+
+def test_the_cap_fractions_bring_every_capped_key_to_the_cap():
+    counts = Counter({"a": 600, "b": 300, "c": 50})
+    fractions = _cap_fractions(counts, total=1_000, cap=0.3)  # 50 ingested rows
+    kept = {k: n * fractions.get(k, 1.0) for k, n in counts.items()}
+    total = sum(kept.values()) + 50
+    assert set(fractions) == {"a", "b"}
+    assert all(abs(kept[k] / total - 0.3) < 1e-4 for k in ("a", "b"))
+    assert _cap_fractions(Counter({"only": 500}), total=500, cap=0.4) == {}  # one key is every row: no sample helps
+
+
+def test_the_label_ledger_says_which_key_supplied_which_row(tmp_path):
+    from rayinfra.serve.label_ledger import LEDGER_CONTRACT, LabelLedger, feedback_key
+    from rayinfra.serve.request_ids import new_request_id
+
+    ledger = LabelLedger(Table(uri=str(tmp_path / "ledger"), contract=LEDGER_CONTRACT))
+    a, b = new_request_id(), new_request_id()
+    assert ledger.claim([(a, 0), (a, 1)], "key-a", "batch-1") == []
+    assert ledger.claim([(b, 0)], "key-b", "batch-2") == []
+    suppliers = Suppliers.from_arrow(ledger.suppliers(), ledger.table.version())
+    assert suppliers.rows == {str(feedback_key(a, 0)): "key-a", str(feedback_key(a, 1)): "key-a",
+                              str(feedback_key(b, 0)): "key-b"}  # fmt: skip
