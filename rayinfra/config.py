@@ -266,7 +266,9 @@ class ServeSpec(_Section):
         "replica in one call (one RPC per batch, not per request); autoscaling then counts batches.",
     )
     access_log: bool = Field(
-        True, description="Serve's per-request access log lines (the metrics count requests either way)."
+        False,
+        description="Serve's per-request access log lines, in Ray's log folder. Off by default: they cost 15 to 20% "
+        "of throughput, and the metrics count every request and the prediction log keeps every answer either way.",
     )
     challenger_cpus: float = Field(
         0.25, gt=0, description="CPUs reserved by the challenger replica (canary/shadow share)."
@@ -416,8 +418,9 @@ class FeedbackSpec(_Section):
     rate_labels_per_s: PositiveFloat = Field(1000, description="Labels one key may send per second (sustained).")
     burst_labels: PositiveInt = Field(20_000, description="...and at once (token bucket size); past it a 429.")
     max_key_share: float = Field(
-        1.0, gt=0, le=1, description="Largest share of the labels (so of the gate and retraining rows) one key "
-        "may supply over share_window_h; 1 is no cap. Set below 1 when several keys label."
+        1.0, gt=0, le=1, description="Largest share one key may supply of the labels arriving over "
+        "share_window_h (403 past it), and of the rows a retrain trains and gates on (a sample of its rows down "
+        "to the cap); 1 is no cap. Set below 1 when several keys label."
     )
     share_window_h: PositiveFloat = Field(24 * 7, description="Trailing window of the share cap, in hours.")
     share_min_labels: int = Field(100, ge=0, description="The share cap applies once the window holds this many.")
@@ -606,6 +609,12 @@ class Settings(BaseSettings):
     object_store_mb: PositiveInt | None = Field(None, description="Object store size for a local Ray, in MiB.")
     serve_host: str = Field("127.0.0.1", description="Address Serve's HTTP proxy binds to.")
     serve_port: int = Field(8000, ge=0, le=65535, description="Serve's HTTP port.")
+    serve_ingress: Literal["haproxy", "proxy"] = Field(
+        "haproxy",
+        description="What answers on SERVE_PORT: 'haproxy' (Ray 2.60's HAProxy in front of ingress replicas that "
+        "serve HTTP themselves: the fast path) or 'proxy' (Serve's Python proxy). Fixed when Ray starts: a local "
+        "Ray takes it from here; a cluster from its start commands (cluster/*.yaml).",
+    )
     api_keys: str | None = Field(
         None, description="Comma-separated API keys, each 'KEY [SCOPE ...]' (plain or sha256:<hex>; scopes "
         "predict, feedback, admin; none given means predict)."

