@@ -86,7 +86,8 @@ def demo(
     task = task.model_copy(update={"train": task.train.model_copy(update={"seed": seed})})
     console.rule(f"rayinfra demo · everything under {settings.home}")
     if not settings.verbose:
-        console.print(f"Ray's and Serve's logs: {RAY_LOGS} (rayinfra -v demo shows them here)")
+        logs = RAY_LOGS + " on each node" if settings.ray_address else settings.home / "logs"
+        console.print(f"Ray's and Serve's logs: {logs} (rayinfra -v demo shows them here)")
     result = _guard(lambda: run_demo(task, settings, rows=rows, console=console, seed=seed))
     _print_summary(_table(spec))
     console.print(

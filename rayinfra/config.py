@@ -626,7 +626,8 @@ class Settings(BaseSettings):
     verbose: bool = Field(
         False,
         description="Ray's own logs (workers, Train, Serve replicas, Ray Data) in this terminal too; they always "
-        f"go to Ray's log folder ({RAY_LOGS}). `rayinfra -v` sets it.",
+        f"go to Ray's log folder, linked as HOME/logs for a local Ray ({RAY_LOGS} on a cluster's nodes). "
+        "`rayinfra -v` sets it.",
     )
     # Clusters: where state lives and where the drift monitor runs (rayinfra/runtime.py checks both).
     shared_home: bool = Field(

@@ -185,6 +185,7 @@ def init_ray(settings: Settings | None = None, **overrides: Any) -> ResourceLayo
         # (a test's multi-node cluster, a job's subprocess) should not inherit them.
         with _environment(serve_env(settings)):
             ray.init(**{**kwargs, **overrides})
+        _link_session_logs(settings)
     quiet_ray_libraries(settings)
     layout = ResourceLayout.current()
     log.info("Ray ready: %s CPUs, %s GPUs; auth mode %s", layout.cpus, layout.gpus, auth_mode())
@@ -245,6 +246,37 @@ def _haproxy_binary() -> str | None:
         return str(get_haproxy_binary())
     except (ImportError, OSError):
         return shutil.which("haproxy")
+
+
+def _link_session_logs(settings: Settings) -> None:
+    from ray._private import worker  # the one place Ray says where this session's logs are
+
+    node = worker._global_node
+    if node is not None:
+        link_logs(settings.home, Path(node.get_logs_dir_path()))
+
+
+def link_logs(home: Path, target: Path) -> Path | None:
+    """Point ``home/logs`` at ``target`` (this Ray session's log folder), replacing an older link.
+
+    Ray writes its logs (workers, Train, Serve, Ray Data) under its own temporary folder;
+    the link is where a user of this home finds them. A real folder there is left alone.
+    """
+    link = home / "logs"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        fresh = home / f".logs-{os.getpid()}"
+        fresh.unlink(missing_ok=True)
+        fresh.symlink_to(target, target_is_directory=True)
+        if link.exists() and not link.is_symlink():
+            fresh.unlink()
+            log.warning("%s is a folder, not rayinfra's link: Ray's logs are in %s", link, target)
+            return None
+        os.replace(fresh, link)  # atomic: a reader sees the old link or the new one
+    except OSError as err:
+        log.warning("could not link %s to Ray's logs (%s): %s", link, target, err)
+        return None
+    return link
 
 
 def quiet_ray_libraries(settings: Settings) -> None:
