@@ -132,13 +132,13 @@ def main() -> None:
     shutil.copytree(fresh.uri, WORK / "fresh-checkpointed")
     DeltaTable(str(WORK / "fresh-checkpointed")).create_checkpoint()
     t_fresh_cp = open_seconds(str(WORK / "fresh-checkpointed"))
-    print(f"    the fresh table opened from a checkpoint: {t_fresh_cp * 1e3:.1f} ms; maintained / that "
-          f"{t_maint / t_fresh_cp:.2f}")
     print(
         f"(b) open: fresh {t_fresh * 1e3:.1f} ms, after {args.appends} appends with maintenance "
         f"{t_maint * 1e3:.1f} ms (ratio {open_ratio:.2f}, goal <= 2), without {t_raw * 1e3:.1f} ms "
         f"(ratio {t_raw / t_fresh:.2f}); {args.appends / append_s:.0f} appends/s"
     )
+    print(f"    the fresh table opened from a checkpoint: {t_fresh_cp * 1e3:.1f} ms; maintained / that "
+          f"{t_maint / t_fresh_cp:.2f}")
 
     result = {
         "benchmark": "bench_data",
