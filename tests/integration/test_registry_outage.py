@@ -55,11 +55,14 @@ def serve_instance(ray_session):
     serve.shutdown()
 
 
-def test_a_replica_killed_while_mlflow_is_down_comes_back_serving_the_champion(serve_instance, tmp_path):
+def test_a_replica_killed_while_mlflow_is_down_comes_back_serving_the_champion(serve_instance, tmp_path, monkeypatch):
     from ray import serve
     from ray.util.state import list_actors
 
-    from rayinfra.serve.model import ModelServer, replica_options
+    from rayinfra.serve.model import REGISTRY_PATIENCE, ModelServer, replica_options
+
+    for name, value in REGISTRY_PATIENCE.items():  # this process too gives up as a replica does, not after minutes
+        monkeypatch.setenv(name, value)
 
     home = tmp_path / "home"
     home.mkdir()
