@@ -607,13 +607,13 @@ class Settings(BaseSettings):
     )
     num_cpus: PositiveInt | None = Field(None, description="CPUs for a local Ray (default: the machine's cores).")
     object_store_mb: PositiveInt | None = Field(None, description="Object store size for a local Ray, in MiB.")
-    serve_host: str = Field("127.0.0.1", description="Address Serve's HTTP proxy binds to.")
+    serve_host: str = Field("127.0.0.1", description="Address the public HTTP port binds to (HAProxy or Serve's proxy).")
     serve_port: int = Field(8000, ge=0, le=65535, description="Serve's HTTP port.")
     serve_ingress: Literal["haproxy", "proxy"] = Field(
         "haproxy",
         description="What answers on SERVE_PORT: 'haproxy' (Ray 2.60's HAProxy in front of ingress replicas that "
         "serve HTTP themselves: the fast path) or 'proxy' (Serve's Python proxy). Fixed when Ray starts: a local "
-        "Ray takes it from here; a cluster from its start commands (cluster/*.yaml).",
+        "Ray takes it from here; a cluster from the environment of `ray start` (cluster/env/*.env).",
     )
     api_keys: str | None = Field(
         None, description="Comma-separated API keys, each 'KEY [SCOPE ...]' (plain or sha256:<hex>; scopes "

@@ -197,7 +197,7 @@ def serve_env(settings: Settings) -> dict[str, str]:
 
     'haproxy' is Ray 2.60's fastest HTTP path: every ingress replica serves HTTP itself
     (direct ingress, gRPC between deployments) and HAProxy answers on the public port,
-    balancing over them. It measured 2 to 4x Serve's Python proxy here (bench_serve.py).
+    balancing over them. It measured 3.6 to 5.1x Serve's Python proxy here (bench_serve.py).
     HAProxy's files go under a directory of their own per home, so two local Rays do not
     share /tmp/haproxy-serve. It lives in /tmp with a short name: Serve adds the node id
     (56 characters) to each path, and HAProxy a temporary suffix to the admin socket's,

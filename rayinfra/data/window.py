@@ -185,9 +185,9 @@ def cap_suppliers(window: Window, spec: Spec, times: pa.Table, suppliers: Suppli
     labelled = times.filter(pc.is_valid(times.column(window.label_column))) if window.label_column else times
     kept = labelled.column(key).filter(pa.array(window._time_mask(labelled))).cast(pa.string()).to_pylist()
     counts = Counter(suppliers.rows[k] for k in kept if k in suppliers.rows)
-    fractions = _cap_fractions(counts, len(kept), f.max_key_share) if len(kept) >= f.share_min_labels else {}
-    over = [k for k, n in counts.items() if n > f.max_key_share * len(kept)]
-    if over and not fractions and len(kept) >= f.share_min_labels:
+    enough = len(kept) >= f.share_min_labels
+    fractions = _cap_fractions(counts, len(kept), f.max_key_share) if enough else {}
+    if enough and not fractions and any(n > f.max_key_share * len(kept) for n in counts.values()):
         log.warning("feedback.max_key_share %s cannot hold: %d keys supplied these %d rows with no others (%s)",
                     f.max_key_share, len(counts), len(kept), dict(counts))  # fmt: skip
     capped = {k: fractions[who] for k, who in suppliers.rows.items() if who in fractions}
