@@ -258,6 +258,12 @@ class ServeSpec(_Section):
     target_ongoing_requests: float = Field(32, gt=0, description="Autoscaling target per model replica.")
     upscale_delay_s: float = Field(5, ge=0)
     downscale_delay_s: float = Field(60, ge=0)
+    look_back_period_s: float = Field(
+        30,
+        gt=10,
+        description="Seconds of request load Serve averages before it decides to scale; above Serve's 10 s "
+        "metrics interval, which Serve will require.",
+    )
     replica_cpus: float = Field(0.5, gt=0, description="CPUs reserved by each model replica.")
     ingress_cpus: float = Field(0.25, gt=0, description="CPUs reserved by each ingress replica.")
     ingress_batching: bool = Field(

@@ -37,7 +37,7 @@ def autoscaling(spec: Spec) -> dict[str, Any]:
     s = spec.serve
     return {"min_replicas": s.min_replicas, "initial_replicas": max(1, s.min_replicas), "max_replicas": s.max_replicas,
             "target_ongoing_requests": s.target_ongoing_requests, "upscale_delay_s": s.upscale_delay_s,
-            "downscale_delay_s": s.downscale_delay_s}  # fmt: skip
+            "downscale_delay_s": s.downscale_delay_s, "look_back_period_s": s.look_back_period_s}  # fmt: skip
 
 
 class _ModelOptions(TypedDict):

@@ -1,9 +1,10 @@
-"""`rayinfra submit` from a separate client process against a real head node, token auth on:
-a training job runs and registers its model; jobs are listed, their logs read, one is
-stopped; exit codes are the jobs' outcomes."""
+"""Jobs from a separate client process against a real head node, token auth on: `ray job
+submit` runs jobs/train.py unchanged; `rayinfra submit` runs a training job that registers its
+model; jobs are listed, their logs read, one is stopped; exit codes are the jobs' outcomes."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 from rayinfra.errors import EXIT_UNREACHABLE
 from rayinfra.submit import EXCLUDES, SubmitError, build_request, job_env, read_token
-from tests.cluster.headnode import head_node
+from tests.cluster.headnode import RAY, head_node, ray_env
 from tests.conftest import DEMO_SPEC, ROOT
 
 pytestmark = pytest.mark.slow
@@ -78,6 +79,26 @@ def test_submit_train_registers_the_model_and_jobs_can_be_listed_and_read(cluste
     assert versions[0]["tags"]["rayinfra.spec_hash"] == small.hash(), "the job did not get the spec overrides"
 
 
+def test_ray_job_submit_runs_the_training_job_unchanged(cluster, tmp_path):
+    """The laptop path of the design card: Ray's own CLI, the project as the working dir."""
+    from rayinfra import registry
+    from rayinfra.config import Settings, load_spec
+    from rayinfra.data import synthetic
+    from rayinfra.data.tables import Table
+
+    settings = Settings(home=tmp_path / "home")
+    Table.for_spec(load_spec(DEMO_SPEC), settings).append(synthetic.generate(5_000, seed=2))
+    runtime_env = {"excludes": EXCLUDES, "env_vars": {"RAYINFRA_HOME": str(settings.home), **SMALL}}
+    cmd = [RAY, "job", "submit", "--address", cluster, "--working-dir", str(ROOT), "--runtime-env-json",
+           json.dumps(runtime_env), "--", "python", "jobs/train.py", "--spec", "jobs/specs/fraud.yaml"]  # fmt: skip
+    out = subprocess.run(cmd, env=ray_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "succeeded" in out.stdout + out.stderr
+    versions = registry.list_versions(load_spec(DEMO_SPEC), settings)
+    assert [v["version"] for v in versions] == [1]
+    assert versions[0]["tags"]["rayinfra.table_version"] == "1"
+
+
 def test_a_stopped_job_ends_its_follower_with_a_nonzero_code(cluster, tmp_path):
     env = _client_env(tmp_path / "home", RAYINFRA_SPEC__TRAIN__EPOCHS="50")
     follower = subprocess.Popen([sys.executable, "-m", "rayinfra", "submit", "train", "--address", cluster],
@@ -103,6 +124,13 @@ def test_a_failed_job_fails_the_command(cluster, tmp_path):
     out = _rayinfra("submit", "train", "--address", cluster, env=_client_env(tmp_path / "empty"))
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
     assert "FAILED" in out.stdout and "ingest data first" in out.stdout  # the job's own error, followed
+
+
+def test_a_ray_cli_client_without_the_token_is_refused(cluster):
+    out = subprocess.run([RAY, "job", "list", "--address", cluster], env=ray_env(RAY_AUTH_TOKEN="not-the-token"),
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode != 0
+    assert "auth" in (out.stdout + out.stderr).lower()
 
 
 def test_a_client_with_the_wrong_token_is_refused(cluster, tmp_path):

@@ -21,7 +21,7 @@ from rayinfra.data.contract import conform
 from rayinfra.data.tables import Table, TableError
 from rayinfra.pipeline import train_and_register
 from rayinfra.registry import CHAMPION, RegistryError
-from tests.conftest import DEMO_SPEC, ROOT, small_spec
+from tests.conftest import DEMO_SPEC, ROOT, register_bundle, small_spec
 
 MODEL = "fraud-batch-test"
 ROWS_PER_APPEND = 600
@@ -46,12 +46,12 @@ def home(tmp_path_factory, ray_session, spec) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def models(spec, home) -> dict[str, int]:
-    """Two registered versions that score differently: the champion and another."""
-    train_and_register(spec, home)
-    train_and_register(spec, home, params={"learning_rate": 1e-7})
-    champion = registry.alias_version(MODEL, CHAMPION, home)
-    (other,) = {1, 2} - {champion}
+def models(spec, home, tmp_path_factory) -> dict[str, int]:
+    """Two registered versions that score differently: the trained champion, and a random-weight
+    bundle registered beside it (training a second model would only cost time here)."""
+    champion = train_and_register(spec, home).model_version
+    other = register_bundle(spec, home, tmp_path_factory.mktemp("other-bundle"))
+    assert registry.alias_version(MODEL, CHAMPION, home) == champion != other
     return {"champion": champion, "other": other}
 
 

@@ -6,8 +6,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from rayinfra.runtime import TRIAL_CPU, ResourceLayout
 
 
@@ -27,43 +25,6 @@ def test_layout_scales_with_the_cluster():
     assert layout.train_worker(2, use_gpu=True) == {"CPU": 1.0, "GPU": 1.0}
     assert layout.tune_concurrency(2) == 5  # 5 trials x (2 workers + the trial's sliver) <= 12
     assert layout.tune_concurrency(2, use_gpu=True) == 2
-
-
-@pytest.mark.timeout(300)  # the known trap hangs forever; fail instead
-def test_two_worker_torch_trainer_over_a_ray_dataset_finishes(ray_session, table, tmp_path):
-    import ray.train
-    import torch
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from rayinfra.data import synthetic
-    from rayinfra.data.loader import torch_batches
-
-    table.append(synthetic.generate(4_000, seed=1))
-    features = ["amount", "hour", "customer_age", "txn_count_24h"]
-    dataset = table.read(columns=[*features, "is_fraud"])
-
-    def loop(config):
-        model = ray.train.torch.prepare_model(torch.nn.Linear(len(features), 1))
-        opt = torch.optim.SGD(model.parameters(), lr=1e-4)
-        rows = 0
-        for batch in torch_batches(ray.train.get_dataset_shard("train"), 256, torch.float32):
-            x = torch.stack([batch[f] for f in features], dim=1)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), batch["is_fraud"])
-            opt.zero_grad()
-            loss.backward()  # DDP all-reduces gradients across both workers
-            opt.step()
-            rows += len(x)
-        ray.train.report({"rows": rows, "world_size": ray.train.get_context().get_world_size()})
-
-    trainer = TorchTrainer(
-        loop,
-        scaling_config=ScalingConfig(num_workers=2, resources_per_worker=ray_session.train_worker(2)),
-        datasets={"train": dataset},
-        run_config=RunConfig(storage_path=str(tmp_path / "runs"), name="two-workers"),
-    )
-    result = trainer.fit()
-    assert result.error is None
 
 
 def test_token_auth_is_on(ray_session):

@@ -51,15 +51,33 @@ def home(tmp_path_factory, ray_session):
     return settings
 
 
+class _App:
+    """This module's app and the serve overrides it runs with. A redeploy restarts every replica
+    (half a minute on two busy cores), so a test that needs other settings deploys them and leaves
+    them; the next test that needs others, or the defaults, redeploys."""
+
+    def __init__(self, home) -> None:
+        self.home, self.overrides, self.url = home, None, ""
+
+    def deployed(self, **overrides) -> str:
+        from rayinfra.serve.app import deploy
+
+        if overrides != self.overrides:
+            self.url, self.overrides = deploy(_spec(**overrides), self.home), overrides
+        return self.url
+
+
 @pytest.fixture(scope="module")
-def url(home):
+def app(home):
     from ray import serve
 
-    from rayinfra.serve.app import deploy
-
-    base = deploy(_spec(), home)
-    yield base
+    yield _App(home)
     serve.shutdown()
+
+
+@pytest.fixture
+def url(app):
+    return app.deployed()
 
 
 def _records(n: int, seed: int = 5, drift: float = 0.0) -> list[dict]:
@@ -301,46 +319,6 @@ def test_served_traffic_reaches_the_drift_monitor(url, home):
 
 
 # ---------------------------------------------------------------- traffic between versions
-def _redeploy(home, **serve_overrides) -> None:
-    from rayinfra.serve.app import deploy
-
-    deploy(_spec(**serve_overrides), home)
-
-
-def test_canary_splits_traffic_and_says_who_answered(url, home):
-    _redeploy(home, **{"traffic.mode": "canary", "traffic.canary_weight": 0.5})
-    try:
-        roles = [post(url, _records(1)).json() for _ in range(60)]
-    finally:
-        _redeploy(home)
-    by_role = {r["role"]: r["model_version"] for r in roles}
-    assert by_role == {"champion": 1, "challenger": 2}
-    share = sum(r["role"] == "challenger" for r in roles) / len(roles)
-    assert 0.2 < share < 0.8
-
-
-def test_shadow_answers_from_champion_and_logs_the_challenger(url, home):
-    from rayinfra.serve.predlog import log_table
-
-    _redeploy(home, **{"traffic.mode": "shadow"})
-    try:
-        ids = []
-        for _ in range(5):
-            body = post(url, _records(2)).json()
-            assert body["role"] == "champion" and body["model_version"] == 1
-            ids.append(body["request_id"])
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            rows = log_table(_spec(), home).to_arrow().to_pandas()
-            shadow = rows[(rows.role == "shadow") & rows.request_id.isin(ids)]
-            if len(shadow) == 10:
-                break
-            time.sleep(0.5)
-        assert len(shadow) == 10 and set(shadow.model_version) == {2}
-    finally:
-        _redeploy(home)
-
-
 def test_hot_reload_on_promotion_and_rollback_drops_nothing(url, home):
     spec = _spec()
     results: list[tuple[int, int | None]] = []
@@ -378,81 +356,6 @@ def _wait_for_version(results: list, version: int, timeout: float = 30) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"version {version} never answered")
-
-
-# ---------------------------------------------------------------------- load and scale
-def _replicas(name: str = "champion") -> int:
-    from ray import serve
-
-    status = serve.status().applications["fraud"].deployments[name]
-    return status.replica_states.get("RUNNING", 0)
-
-
-def test_a_slow_answer_is_a_504_json_error(url, home):
-    # A batch that waits 0.5 s to fill cannot answer within a 0.05 s request timeout.
-    _redeploy(home, request_timeout_s=0.05, batch_wait_timeout_s=0.5)
-    try:
-        r = post(url, _records(1))
-    finally:
-        _redeploy(home)
-    assert r.status_code == 504 and "request_timeout_s" in r.json()["error"], r.text
-    assert post(url, _records(1)).status_code == 200
-
-
-def test_load_beyond_capacity_is_shed_quickly_with_503(url, home):
-    # Tiny queues and slow-filling batches: 4 in flight, 2 waiting, the rest refused.
-    _redeploy(home, max_batch_size=4, max_ongoing_requests=4, max_queued_requests=2, batch_wait_timeout_s=0.5)
-    try:
-        post(url, _records(1))  # the new replicas' first request pays their warm-up, not the shedding
-
-        def timed_post(_: int) -> tuple[requests.Response, float]:
-            t0 = time.perf_counter()
-            return post(url, _records(1)), time.perf_counter() - t0
-
-        with ThreadPoolExecutor(24) as pool:
-            timed = list(pool.map(timed_post, range(24)))
-        shed = [t for r, t in timed if r.status_code == 503]
-        served = [t for r, t in timed if r.status_code == 200]
-        assert shed and all(r.json()["error"].startswith("overloaded") for r, _ in timed if r.status_code == 503)
-        assert {r.status_code for r, _ in timed} <= {200, 503}
-        # Refused at once, not after waiting in a queue: each refusal's own latency, against the
-        # served ones' (24 client threads on 2 cores make absolute times noisy; CI saw 1.01 s).
-        assert statistics.median(shed) < statistics.median(served), (shed, served)
-        assert min(shed) < 2.0
-        assert post(url, _records(1)).status_code == 200  # and the service is still there
-    finally:
-        _redeploy(home)
-
-
-def test_autoscaling_adds_a_replica_under_load_and_removes_it_after(url, home):
-    _redeploy(home, min_replicas=1, max_replicas=2, target_ongoing_requests=1, upscale_delay_s=1,
-              downscale_delay_s=2, replica_cpus=0.25, batch_wait_timeout_s=0.05,
-              ingress_batching=False)  # fmt: skip  (one call per request: replicas count requests, not batches)
-    stop, seen = threading.Event(), []
-
-    def load() -> None:
-        while not stop.is_set():
-            post(url, _records(5))
-
-    try:
-        with ThreadPoolExecutor(8) as pool:
-            for _ in range(8):
-                pool.submit(load)
-            # CI's fresh-clone run: Serve decided to upscale 41 s into the load (its 30 s look-back
-            # window) and the new replica was still starting 23 s later, on two busy cores.
-            deadline = time.time() + 180
-            while time.time() < deadline and _replicas() < 2:
-                time.sleep(0.5)
-            seen.append(_replicas())
-            stop.set()
-        deadline = time.time() + 90
-        while time.time() < deadline and _replicas() > 1:
-            time.sleep(1)
-        seen.append(_replicas())
-    finally:
-        stop.set()
-        _redeploy(home)
-    assert seen == [2, 1], f"replicas under load, then after: {seen}"
 
 
 def test_prometheus_metrics_are_exported(url, home):
@@ -541,7 +444,6 @@ def test_hostile_bodies_get_4xx_and_nothing_restarts(url):
     assert _champion_started(url) == started  # the same replica: nothing restarted
 
 
-# ------------------------------------------------------------------ the Serve CLI (last)
 def test_over_http_a_record_conforms_or_gets_a_4xx_naming_the_field(url):
     """The contract property (tests/unit/test_contract_property.py) against the served app:
     hostile values in random fields are answered 200 or a 4xx naming only those fields;
@@ -575,7 +477,104 @@ def test_over_http_a_record_conforms_or_gets_a_4xx_naming_the_field(url):
     assert _champion_started(url) == started
 
 
-def test_serve_config_deploys_with_the_serve_cli(url, home, tmp_path):
+# ------------------------------------- tests that redeploy with settings of their own
+def _replicas(name: str = "champion") -> int:
+    from ray import serve
+
+    status = serve.status().applications["fraud"].deployments[name]
+    return status.replica_states.get("RUNNING", 0)
+
+
+def test_canary_splits_traffic_and_says_who_answered(app):
+    url = app.deployed(**{"traffic.mode": "canary", "traffic.canary_weight": 0.5})
+    roles = [post(url, _records(1)).json() for _ in range(60)]
+    by_role = {r["role"]: r["model_version"] for r in roles}
+    assert by_role == {"champion": 1, "challenger": 2}
+    share = sum(r["role"] == "challenger" for r in roles) / len(roles)
+    assert 0.2 < share < 0.8
+
+
+def test_shadow_answers_from_champion_and_logs_the_challenger(app, home):
+    from rayinfra.serve.predlog import log_table
+
+    url = app.deployed(**{"traffic.mode": "shadow"})
+    ids = []
+    for _ in range(5):
+        body = post(url, _records(2)).json()
+        assert body["role"] == "champion" and body["model_version"] == 1
+        ids.append(body["request_id"])
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        rows = log_table(_spec(), home).to_arrow().to_pandas()
+        shadow = rows[(rows.role == "shadow") & rows.request_id.isin(ids)]
+        if len(shadow) == 10:
+            break
+        time.sleep(0.5)
+    assert len(shadow) == 10 and set(shadow.model_version) == {2}
+
+
+def test_a_slow_answer_is_a_504_json_error(app):
+    # A batch that waits 0.5 s to fill cannot answer within a 0.05 s request timeout.
+    url = app.deployed(request_timeout_s=0.05, batch_wait_timeout_s=0.5)
+    r = post(url, _records(1))
+    assert r.status_code == 504 and "request_timeout_s" in r.json()["error"], r.text
+    assert requests.get(url + "/healthz", timeout=10).status_code == 200  # and the service is still there
+
+
+def test_load_beyond_capacity_is_shed_quickly_with_503(app):
+    # Tiny queues and slow-filling batches: 4 in flight, 2 waiting, the rest refused.
+    url = app.deployed(max_batch_size=4, max_ongoing_requests=4, max_queued_requests=2, batch_wait_timeout_s=0.5)
+    post(url, _records(1))  # the new replicas' first request pays their warm-up, not the shedding
+
+    def timed_post(_: int) -> tuple[requests.Response, float]:
+        t0 = time.perf_counter()
+        return post(url, _records(1)), time.perf_counter() - t0
+
+    with ThreadPoolExecutor(24) as pool:
+        timed = list(pool.map(timed_post, range(24)))
+    shed = [t for r, t in timed if r.status_code == 503]
+    served = [t for r, t in timed if r.status_code == 200]
+    assert shed and all(r.json()["error"].startswith("overloaded") for r, _ in timed if r.status_code == 503)
+    assert {r.status_code for r, _ in timed} <= {200, 503}
+    # Refused at once, not after waiting in a queue: each refusal's own latency, against the
+    # served ones' (24 client threads on 2 cores make absolute times noisy; CI saw 1.01 s).
+    assert statistics.median(shed) < statistics.median(served), (shed, served)
+    assert min(shed) < 2.0
+    assert post(url, _records(1)).status_code == 200  # and the service is still there
+
+
+def test_autoscaling_adds_a_replica_under_load_and_removes_it_after(app):
+    # A 12 s look-back (Serve's default is 30 s) so the decision comes soon after the load does.
+    url = app.deployed(min_replicas=1, max_replicas=2, target_ongoing_requests=1, upscale_delay_s=1,
+                       downscale_delay_s=2, look_back_period_s=12, replica_cpus=0.25, batch_wait_timeout_s=0.05,
+                       ingress_batching=False)  # fmt: skip  (one call per request: replicas count requests, not batches)
+    stop, seen = threading.Event(), []
+
+    def load() -> None:
+        while not stop.is_set():
+            post(url, _records(5))
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            for _ in range(8):
+                pool.submit(load)
+            # CI's fresh-clone run: the new replica was still starting 23 s after Serve decided, on two busy cores.
+            deadline = time.time() + 150
+            while time.time() < deadline and _replicas() < 2:
+                time.sleep(0.5)
+            seen.append(_replicas())
+            stop.set()
+        deadline = time.time() + 90
+        while time.time() < deadline and _replicas() > 1:
+            time.sleep(1)
+        seen.append(_replicas())
+    finally:
+        stop.set()
+    assert seen == [2, 1], f"replicas under load, then after: {seen}"
+
+
+# ------------------------------------------------------------------ the Serve CLI (last)
+def test_serve_config_deploys_with_the_serve_cli(app, home, tmp_path):
     """serve_configs/fraud.yaml as shipped, pointed at this test's home and port."""
     import os
     import subprocess
@@ -591,6 +590,7 @@ def test_serve_config_deploys_with_the_serve_cli(url, home, tmp_path):
     from tests.conftest import ROOT
 
     serve.shutdown()  # the Python-deployed app of this module makes way for the CLI's
+    app.overrides = None
     key_home = tmp_path / "cli-home"
     config = yaml.safe_load((ROOT / "serve_configs" / "fraud.yaml").read_text())
     port = free_port()

@@ -19,8 +19,12 @@ def _quality_ok(metrics):
 
 
 def test_two_workers_reach_the_quality_of_one(train_home):
-    one = train(small_spec(**{"train.epochs": 3}), train_home)
-    two = train(small_spec(**{"train.epochs": 3, "train.num_workers": 2}), train_home)
+    # Seeded, and a step size that converges in 3 epochs: at the demo's 0.002 an unseeded
+    # 3-epoch run ended at ROC-AUC 0.70 once in CI (undertrained, not worse for two workers).
+    quick = {"train.epochs": 3, "train.seed": 0, "train.learning_rate": 0.01}
+    one = train(small_spec(**quick), train_home)
+    two = train(small_spec(**{**quick, "train.num_workers": 2}), train_home)
+    print("one worker:", one.test_metrics, "two workers:", two.test_metrics)
     assert _quality_ok(one.test_metrics), one.test_metrics
     assert _quality_ok(two.test_metrics), two.test_metrics
     assert abs(one.test_metrics["roc_auc"] - two.test_metrics["roc_auc"]) < 0.05
@@ -29,11 +33,13 @@ def test_two_workers_reach_the_quality_of_one(train_home):
     assert one.data.version == 1 and len(one.history) == 3
 
 
-def test_a_seeded_run_repeats_exactly(train_home):
+def test_a_seeded_run_of_a_custom_model_repeats_exactly(train_home):
     import torch
 
-    spec = small_spec(**{"train.epochs": 1, "train.seed": 3})
+    spec = small_spec(**{"model.name": "tests.custom_model:build", "model.params": {"width": 4}, "train.epochs": 1,
+                         "train.seed": 3})  # fmt: skip
     a, b = train(spec, train_home), train(spec, train_home)
+    assert a.model.mlp[0].out_features == 4  # the factory's model, trained
     assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
     for (name, wa), wb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
         assert torch.equal(wa, wb), name
@@ -54,11 +60,6 @@ def test_killed_worker_without_recovery_fails_clearly(train_home, tmp_path):
     hooks = {"fail_marker": str(tmp_path / "killed"), "fail_at_epoch": 0, "fail_rank": 0}
     with pytest.raises(TrainingError, match=r"failed \(max_failures=0\)"):
         train(small_spec(**{"train.max_failures": 0}), train_home, test_hooks=hooks)
-
-
-def test_custom_model_factory_trains(train_home):
-    out = train(small_spec(**{"model.name": "tests.custom_model:build", "model.params": {"width": 4}, "train.epochs": 1}), train_home)
-    assert out.model.mlp[0].out_features == 4
 
 
 def test_model_names_match_the_spec_validator():
