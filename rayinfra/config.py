@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rayinfra.errors import RayinfraError
+from rayinfra.features.definitions import NUMERIC_ONLY, Entity, FeatureView
 
 ColumnType = Literal["int", "float", "bool", "string", "category", "timestamp"]
 NUMERIC_TYPES = ("int", "float", "bool")
@@ -447,6 +448,33 @@ class Spec(_Section):
     retrain_data: RetrainDataSpec = RetrainDataSpec()
     predlog: PredlogSpec = PredlogSpec()
     feedback: FeedbackSpec = FeedbackSpec()
+    entities: dict[str, Entity] = Field(default_factory=dict, description="What features are about (Feast's entities).")
+    feature_views: dict[str, FeatureView] = Field(
+        default_factory=dict, description="Aggregates of the table's events per entity (Feast's feature views)."
+    )
+
+    @model_validator(mode="after")
+    def _feature_views_fit_contract(self) -> Spec:
+        contract, seen = self.dataset.contract, set(self.dataset.contract.columns)
+        for name, entity in self.entities.items():
+            if entity.join_key not in contract.columns:
+                raise ValueError(f"entities.{name}.join_key: '{entity.join_key}' is not a contract column")
+        if self.feature_views and (contract.event_time is None or contract.key is None):
+            raise ValueError("feature_views: aggregates over time need dataset.contract.event_time and .key")
+        for name, view in self.feature_views.items():
+            if view.entity not in self.entities:
+                raise ValueError(f"feature_views.{name}.entity: '{view.entity}' is not one of entities")
+            for i, agg in enumerate(view.aggregations):
+                where = f"feature_views.{name}.aggregations[{i}]"
+                column = contract.columns.get(agg.column)
+                if column is None:
+                    raise ValueError(f"{where}.column: '{agg.column}' is not a contract column")
+                if agg.function in NUMERIC_ONLY and column.type not in NUMERIC_TYPES:
+                    raise ValueError(f"{where}: {agg.function} needs a number; '{agg.column}' is {column.type}")
+                if agg.feature in seen:
+                    raise ValueError(f"{where}: the feature name '{agg.feature}' is taken; give it a name")
+                seen.add(agg.feature)
+        return self
 
     @model_validator(mode="after")
     def _pii_fits_contract(self) -> Spec:
@@ -628,6 +656,10 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(
         None,
         description="File of API keys (mode 0600), one 'KEY [SCOPE ...]' per line; default HOME/secrets/api_keys.",
+    )
+    online_store: str | None = Field(
+        None,
+        description="The feature views' online store: a redis:// URL on clusters; default SQLite under HOME/features.",
     )
     verbose: bool = Field(
         False,

@@ -231,6 +231,20 @@ class Table:
         dt = self._require(version)
         return dt.to_pyarrow_dataset(filesystem=self.filesystem()).to_table(columns=columns)
 
+    def rows_added(self, since: int | None, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
+        """Rows of data files at ``version`` (default latest) that were not there at ``since``
+        (every row when ``since`` is None). A compaction in between rewrites older rows into new
+        files, so they come again: callers merge by the contract's key."""
+        import pyarrow.dataset as ds
+
+        dt = self._require(version)
+        paths = pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist()
+        if since is not None:
+            before = set(pa.table(self._require(since).get_add_actions(flatten=True)).column("path").to_pylist())
+            paths = [p for p in paths if p not in before]
+        schema = pa.schema(dt.schema().to_arrow())
+        return ds.dataset(paths, schema=schema, format="parquet", filesystem=self.filesystem()).to_table(columns=columns)
+
     def history(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits, newest first: version, time, operation, rows, source, user."""
         return self.delta().history(limit)

@@ -1,0 +1,155 @@
+"""The online store: each entity's recent events, read once per batch by Serve.
+
+It keeps events, not finished values: a trailing-window aggregate changes as time passes even
+when no event arrives, so the value a request needs is computed at request time, by the same
+`aggregate.compute` that built the training set. Each (view, entity) holds the events inside
+the view's horizon (its longest window or TTL) as one compact binary record.
+
+Two backends with one interface: SQLite under ``RAYINFRA_HOME`` (embedded, the default) and
+Redis on clusters (``RAYINFRA_ONLINE_STORE=redis://host:6379/0``). Each read is one round trip.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+_HEADER = struct.Struct("<IH")  # events, value columns
+
+
+@dataclass(frozen=True)
+class EntityEvents:
+    """One entity's events: record keys (for idempotent merges), times (ns) and values, sorted by time."""
+
+    keys: np.ndarray
+    times: np.ndarray
+    values: np.ndarray  # events x columns, float64
+
+    def to_bytes(self) -> bytes:
+        n, k = self.values.shape
+        return (
+            _HEADER.pack(n, k)
+            + self.keys.astype("<f8").tobytes()
+            + self.times.astype("<i8").tobytes()
+            + self.values.astype("<f8").tobytes(order="F")
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EntityEvents:
+        n, k = _HEADER.unpack_from(data)
+        at = _HEADER.size
+        keys = np.frombuffer(data, "<f8", n, at)
+        times = np.frombuffer(data, "<i8", n, at + 8 * n)
+        values = np.frombuffer(data, "<f8", n * k, at + 16 * n).reshape((n, k), order="F")
+        return cls(keys, times, values)
+
+    def merge(self, new: EntityEvents, horizon_ns: int) -> EntityEvents:
+        """These events and ``new`` ones: one per key (the newer copy), in time order, none older
+        than ``horizon_ns`` before the latest (no lookup from now on can reach them)."""
+        keys = np.concatenate([self.keys, new.keys])
+        times = np.concatenate([self.times, new.times])
+        values = np.concatenate([self.values, new.values])
+        _, last = np.unique(keys[::-1], return_index=True)
+        keep = np.sort(len(keys) - 1 - last)
+        keep = keep[np.argsort(times[keep], kind="stable")]
+        keep = keep[times[keep] >= times[keep].max() - horizon_ns] if len(keep) else keep
+        return EntityEvents(keys[keep], times[keep], values[keep])
+
+
+class OnlineStore(Protocol):
+    """Recent events per (view, entity), and how far each view is materialized."""
+
+    def get(self, view: str, entities: list[str]) -> list[bytes | None]: ...
+
+    def put(self, view: str, records: dict[str, bytes]) -> None: ...
+
+    def watermark(self, view: str) -> int | None: ...
+
+    def set_watermark(self, view: str, version: int) -> None: ...
+
+
+class SqliteStore:
+    """The embedded store: one SQLite file (WAL, so readers never wait for the materializer)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self._local = path, threading.local()
+        with self._db() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS events (view TEXT, entity TEXT, payload BLOB, "
+                       "PRIMARY KEY (view, entity)) WITHOUT ROWID")  # fmt: skip
+            db.execute("CREATE TABLE IF NOT EXISTS watermarks (view TEXT PRIMARY KEY, version INTEGER)")
+
+    def _db(self) -> sqlite3.Connection:
+        # One connection per thread: sqlite3 connections must not cross threads.
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    def get(self, view: str, entities: list[str]) -> list[bytes | None]:
+        found: dict[str, bytes] = {}
+        for start in range(0, len(entities), 900):  # SQLite's limit on bound parameters
+            chunk = entities[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db().execute(
+                f"SELECT entity, payload FROM events WHERE view = ? AND entity IN ({marks})", [view, *chunk]
+            )
+            found.update(rows.fetchall())
+        return [found.get(e) for e in entities]
+
+    def put(self, view: str, records: dict[str, bytes]) -> None:
+        db = self._db()
+        with db:
+            db.execute("BEGIN")
+            db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?)", [(view, e, p) for e, p in records.items()])
+
+    def watermark(self, view: str) -> int | None:
+        row = self._db().execute("SELECT version FROM watermarks WHERE view = ?", [view]).fetchone()
+        return None if row is None else int(row[0])
+
+    def set_watermark(self, view: str, version: int) -> None:
+        self._db().execute("INSERT OR REPLACE INTO watermarks VALUES (?, ?)", [view, version])
+
+
+class RedisStore:
+    """The cluster store: one Redis key per (view, entity), read with one MGET per batch."""
+
+    def __init__(self, url: str, namespace: str) -> None:
+        import redis  # only clusters need the client
+
+        self.client, self.prefix = redis.Redis.from_url(url), f"rayinfra:{namespace}"
+
+    def get(self, view: str, entities: list[str]) -> list[bytes | None]:
+        if not entities:
+            return []
+        values = self.client.mget([f"{self.prefix}:{view}:{e}" for e in entities])
+        return [v if isinstance(v, bytes) else None for v in values]  # decode_responses is off: bytes
+
+    def put(self, view: str, records: dict[str, bytes]) -> None:
+        if records:
+            self.client.mset({f"{self.prefix}:{view}:{e}": p for e, p in records.items()})
+
+    def watermark(self, view: str) -> int | None:
+        value = self.client.hget(f"{self.prefix}:watermarks", view)
+        return None if value is None else int(value)
+
+    def set_watermark(self, view: str, version: int) -> None:
+        self.client.hset(f"{self.prefix}:watermarks", view, version)
+
+
+def open_store(url: str | None, home: Path, namespace: str) -> OnlineStore:
+    """Redis for a ``redis://`` or ``rediss://`` URL; otherwise SQLite under ``home``."""
+    if url and url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisStore(url, namespace)
+    if url:
+        raise ValueError(f"online store '{url}': give a redis:// URL, or nothing for the embedded SQLite store")
+    return SqliteStore(home / "features" / f"{namespace}.sqlite")

