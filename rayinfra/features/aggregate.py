@@ -62,24 +62,55 @@ def compute(
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Each feature of ``view`` at each query; and which queries found their entity missing."""
     q_entity, q_time = np.asarray(q_entity, dtype=np.int64), np.asarray(q_time, dtype=np.int64)
-    bounds = [q_time - a.window_s * NS for a in view.aggregations] + [q_time - view.ttl_s * NS]
-    ranks = np.unique(np.concatenate([events.time, q_time, *bounds]))
-
-    def key(entity: np.ndarray, time: np.ndarray) -> np.ndarray:
-        # One sortable int64 per (entity, time): rank of the time within the entity's block.
-        return (entity.astype(np.int64) << 32) | np.searchsorted(ranks, time).astype(np.int64)
-
-    ev_key = key(events.entity, events.time)
-    hi = np.searchsorted(ev_key, key(q_entity, q_time), side="left")
-    first = np.searchsorted(ev_key, q_entity << 32, side="left")
+    search = _Search(events, q_entity, q_time, view)
+    first = np.searchsorted(events.entity, q_entity, side="left")
+    hi = search(q_time)  # the first event at or after the query's time
     last_time = events.time[np.maximum(hi - 1, 0)] if len(events.time) else np.zeros_like(q_time)
     missing = (hi <= first) | (last_time < q_time - view.ttl_s * NS)
     out = {}
-    for agg, bound in zip(view.aggregations, bounds, strict=False):
-        lo = np.searchsorted(ev_key, key(q_entity, bound), side="left")
+    for agg in view.aggregations:
+        lo = search(q_time - agg.window_s * NS)
         values = _one(agg, events, lo, hi, view.default)
         out[agg.feature] = np.where(missing, view.default, values)
     return out, missing
+
+
+class _Search:
+    """For each query, the first event of its entity at or after a time (or the entity's end).
+
+    One ``searchsorted`` over (entity, time) folded into one int64 when the span allows it
+    (the usual case); otherwise a binary search run for all queries at once."""
+
+    def __init__(self, events: Events, q_entity: np.ndarray, q_time: np.ndarray, view: FeatureView) -> None:
+        self.events, self.q_entity = events, q_entity
+        self.first = np.searchsorted(events.entity, q_entity, side="left")
+        self.end = np.searchsorted(events.entity, q_entity, side="right")
+        reach = max(view.horizon_s, *(a.window_s for a in view.aggregations)) * NS
+        times = [events.time, q_time] if len(events.time) else [q_time]
+        self.base = int(min(t.min() for t in times)) - reach if len(q_time) else 0
+        self.span = int(max(t.max() for t in times)) - self.base + 1 if len(q_time) else 1
+        entities = int(max(events.entity.max(initial=0), q_entity.max(initial=0))) + 1
+        self.folded = entities * self.span < 2**62
+        if self.folded:
+            self.keys = events.entity * self.span + (events.time - self.base)
+
+    def __call__(self, target: np.ndarray) -> np.ndarray:
+        if self.folded:
+            return np.searchsorted(self.keys, self.q_entity * self.span + (target - self.base), side="left")
+        return _bisect(self.events.time, self.first, self.end, target)
+
+
+def _bisect(times: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """For each query, the first index in ``[lo, hi)`` whose time is >= ``target`` (``hi`` if
+    none): a binary search run for all queries at once, each inside its own entity's block."""
+    lo, hi = lo.copy(), hi.copy()
+    while np.any(lo < hi):
+        active = lo < hi
+        mid = (lo + hi) // 2
+        below = active & (times[np.minimum(mid, len(times) - 1)] < target)
+        lo = np.where(below, mid + 1, lo)
+        hi = np.where(active & ~below, mid, hi)
+    return lo
 
 
 def _one(agg: Aggregation, events: Events, lo: np.ndarray, hi: np.ndarray, default: float) -> np.ndarray:
@@ -87,59 +118,36 @@ def _one(agg: Aggregation, events: Events, lo: np.ndarray, hi: np.ndarray, defau
     if agg.function == "count":
         return (hi - lo).astype(np.float64)
     if agg.function == "distinct_count":
-        return _distinct(events.entity, values, lo, hi)
+        return _distinct(values, lo, hi)
     valid = ~np.isnan(values)
     if agg.function in ("sum", "mean"):
-        sums = _range_sum(np.where(valid, values, 0.0), lo, hi)
+        sums = _range_reduce(np.add, np.where(valid, values, 0.0), lo, hi, 0.0)
         if agg.function == "sum":
             return sums
         counts = np.concatenate([[0], np.cumsum(valid, dtype=np.int64)])
         n = counts[hi] - counts[lo]
         return np.where(n > 0, sums / np.maximum(n, 1), default)
     op, empty = (np.maximum, -np.inf) if agg.function == "max" else (np.minimum, np.inf)
-    got = _range_reduce(np.where(valid, values, empty), lo, hi, op, empty)
+    got = _range_reduce(op, np.where(valid, values, empty), lo, hi, empty)
     return np.where(np.isfinite(got), got, default)
 
 
-def _range_sum(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Each ``values[lo:hi].sum()``, adding only the window's own values (not a difference of
-    running totals), so a window's sum never depends on events outside it, even by rounding."""
-    out = np.zeros(len(lo))
+def _range_reduce(op: np.ufunc, values: np.ndarray, lo: np.ndarray, hi: np.ndarray, empty: float) -> np.ndarray:
+    """Each ``op.reduce(values[lo:hi])`` (``empty`` for an empty range), reducing only the range's
+    own values: a window's result never depends on events outside it, even by rounding."""
+    out = np.full(len(lo), empty)
     some = hi > lo
     if np.any(some):
         bounds = np.empty(2 * int(some.sum()), dtype=np.int64)
         bounds[0::2], bounds[1::2] = lo[some], hi[some]
-        out[some] = np.add.reduceat(np.append(values, 0.0), bounds)[0::2]
+        out[some] = op.reduceat(np.append(values, empty), bounds)[0::2]
     return out
 
 
-def _range_reduce(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, op: np.ufunc, empty: float) -> np.ndarray:
-    """``op`` over each ``values[lo:hi]`` in O(1) per range, from a sparse table (n log n memory)."""
-    out = np.full(len(lo), empty)
-    length = hi - lo
-    if not len(values) or not np.any(length > 0):
-        return out
-    levels = [values]
-    while (2 << (len(levels) - 1)) <= len(values):
-        half, prev = 1 << (len(levels) - 1), levels[-1]
-        levels.append(op(prev[:-half], prev[half:]))
-    level = np.zeros(len(lo), dtype=np.int64)
-    level[length > 0] = np.floor(np.log2(length[length > 0])).astype(np.int64)
-    for j, table in enumerate(levels):
-        pick = (length > 0) & (level == j)
-        if np.any(pick):
-            out[pick] = op(table[lo[pick]], table[hi[pick] - (1 << j)])
+def _distinct(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Distinct non-null values in each range."""
+    out = np.zeros(len(lo))
+    for i in np.flatnonzero(hi > lo):
+        window = values[lo[i] : hi[i]]
+        out[i] = len(np.unique(window[~np.isnan(window)]))
     return out
-
-
-def _distinct(entity: np.ndarray, values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Distinct non-null values in each range: the events whose previous equal value (same entity)
-    lies before the range's start."""
-    index = np.arange(len(values))
-    order = np.lexsort((index, values, entity))
-    same = np.zeros(len(values), dtype=bool)
-    same[1:] = (entity[order][1:] == entity[order][:-1]) & (values[order][1:] == values[order][:-1])
-    prev = np.full(len(values), -1)
-    prev[order[1:][same[1:]]] = order[:-1][same[1:]]
-    fresh = np.where(np.isnan(values), np.iinfo(np.int64).max, prev)  # a null is never counted
-    return np.array([np.count_nonzero(fresh[a:b] < a) for a, b in zip(lo, hi, strict=True)], dtype=np.float64)

@@ -66,11 +66,13 @@ def _random_events(rng, n=600, cards=12):
     return ent, times, {"amount": amount, "merchant": merchant}
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_the_aggregate_matches_the_definition_row_by_row(seed):
+@pytest.mark.parametrize("seed, code_step", [(0, 1), (1, 1), (2, 1), (3, 10**9)])
+def test_the_aggregate_matches_the_definition_row_by_row(seed, code_step):
+    # code_step 10**9: entity codes too far apart to fold with times into one int64 (the bisect path).
     rng = np.random.default_rng(seed)
     ent, times, values = _random_events(rng)
     q_ent = np.concatenate([ent, rng.integers(0, 14, 200)])  # the events themselves, and other moments
+    ent, q_ent = ent * code_step, q_ent * code_step
     q_time = np.concatenate([times, rng.integers(0, 7 * 24, 200) * H])
     got, missing = compute(VIEW, Events.sorted(ent, times, values), q_ent, q_time)
     want = _reference(VIEW, ent, times, values, q_ent, q_time)
