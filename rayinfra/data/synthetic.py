@@ -15,6 +15,14 @@ does (for the heal benchmark, which needs each kind of drift alone):
 - ``prior``: the features and the ranking of risk stay, the fraud rate rises
   (a shift of the label rule's intercept).
 
+``cards`` > 0 gives every transaction a ``card_id`` with a history: each card has its
+own spending level, and fraud comes in bursts (a compromised card pays several times
+within an hour, for more than it usually does). The label then follows the card's true
+history (its mean amount over 30 days and its payments in the last hour, strictly
+before each transaction), while the client-sent ``avg_amount_30d`` and ``txn_count_24h``
+are what one client app sees of it: a noisy mean and a partial count. Feature views
+computed by the platform from the whole table see the truth (issue 14's F5).
+
 Vectorised numpy: millions of rows/s.
 """
 
@@ -57,11 +65,13 @@ def generate(
     start_time_us: int = START_TIME_US,
     days: float = 30.0,
     scenario: str = "mixed",
+    cards: int = 0,
 ) -> pa.Table:
     """``n`` transactions as an Arrow table matching the demo contract.
 
     ``scenario`` says what ``drift`` changes (see the module's doc); its draws from
-    the seeded generator are the same in every scenario.
+    the seeded generator are the same in every scenario. ``cards`` > 0 adds ``card_id``
+    and card histories (drawn from a second generator: without cards, nothing changes).
     """
     if not 0.0 <= drift <= 1.0:
         raise ValueError(f"drift must be within [0, 1], got {drift}")
@@ -89,17 +99,23 @@ def generate(
     txn_count_24h = rng.poisson(2.0 + 2.5 * d, n)
     distance_km = rng.exponential(25 + 150 * d, n)
 
+    history = _Cards(np.random.default_rng([seed, 14]), n, cards, days, d) if cards else None
+    amount_ratio, velocity = np.log(amount / avg_amount_30d + 1e-3), 0.30 * np.maximum(txn_count_24h - 3, 0)
+    if history is not None:
+        amount, avg_amount_30d, txn_count_24h = history.amount, history.client_mean_30d, history.client_count_24h
+        amount_ratio, velocity = np.log(amount / history.true_mean_30d + 1e-3), 0.9 * history.true_count_1h
+
     risk = np.where(rng.random(n) < c, 1, 0)  # rows that follow the drifted relation
     merchant_risk = np.where(risk, np.take(MERCHANT_RISK_DRIFTED, merchant), np.take(MERCHANT_RISK, merchant))
     night = (hour < 6).astype(float)
     logit = (
         -5.3
-        + 1.1 * np.log(amount / avg_amount_30d + 1e-3)
+        + 1.1 * amount_ratio
         + merchant_risk
         + np.take(COUNTRY_RISK, country)
         + 1.0 * night
         + 1.3 * (account_age_days < 30)
-        + 0.30 * np.maximum(txn_count_24h - 3, 0)
+        + velocity
         + 0.9 * (distance_km > 300)
         + np.where(risk, 0.0, 0.8) * ~card_present
         + 0.8 * night * ~card_present  # an interaction a linear model misses
@@ -114,7 +130,7 @@ def generate(
         country = np.where(unseen, len(COUNTRIES) + rng.integers(0, len(UNSEEN_COUNTRIES), n), country)
 
     offsets = np.sort(rng.uniform(0, days * 86_400e6, n)).astype(np.int64)
-    return pa.table(
+    table = pa.table(
         {
             "transaction_id": pa.array(np.arange(start_id, start_id + n, dtype=np.int64)),
             "event_time": pa.array(start_time_us + offsets, pa.timestamp("us", tz="UTC")),
@@ -132,6 +148,52 @@ def generate(
             "is_fraud": pa.array(is_fraud),
         }
     )
+    if history is None:
+        return table
+    table = table.set_column(1, "event_time", pa.array(start_time_us + history.offsets_us, pa.timestamp("us", tz="UTC")))
+    table = table.append_column("card_id", history.card_ids())
+    return table.take(np.argsort(history.offsets_us, kind="stable"))
+
+
+class _Cards:
+    """Card histories: who paid when and how much, and what the history says at each payment."""
+
+    def __init__(self, rng: np.random.Generator, n: int, cards: int, days: float, drift: float) -> None:
+        self.card = rng.integers(0, cards, n)
+        self.offsets_us = rng.uniform(0, days * 86_400e6, n).astype(np.int64)
+        level = rng.normal(3.6, 0.7, cards)  # each card's usual log-amount
+        self.amount = np.round(np.exp(level[self.card] + rng.normal(0.6 * drift, 0.5, n)), 2)
+        # Bursts: a compromised card pays 2-5 times within an hour, for about 3.5x its usual.
+        leaders = np.flatnonzero(rng.random(n) < 0.004)
+        for lead in leaders:
+            members = rng.choice(n, rng.integers(1, 5), replace=False)
+            self.card[members] = self.card[lead]
+            self.offsets_us[members] = self.offsets_us[lead] + rng.uniform(1e6, 3_600e6, len(members)).astype(np.int64)
+            self.amount[np.append(members, lead)] *= np.exp(rng.normal(1.25, 0.3, len(members) + 1))
+        self.amount = np.round(self.amount, 2)
+        self.true_mean_30d, self.true_count_1h, true_count_24h = self._history(np.exp(level))
+        # One client app's view: a noisy mean and the payments it saw itself (about half).
+        self.client_mean_30d = np.round(self.true_mean_30d * rng.lognormal(0.0, 0.35, n), 2)
+        self.client_count_24h = rng.binomial(true_count_24h, 0.5).astype(np.int64)
+
+    def _history(self, usual: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean amount over 30 days, payments in the last hour and day, strictly before each payment."""
+        from rayinfra.features.aggregate import Events, compute
+        from rayinfra.features.definitions import Aggregation, FeatureView
+
+        view = FeatureView(entity="card", ttl="3650d", default=float("nan"), aggregations=[
+            Aggregation(column="amount", function="mean", time_window="30d", name="mean"),
+            Aggregation(column="amount", function="count", time_window="1h", name="h"),
+            Aggregation(column="amount", function="count", time_window="24h", name="d"),
+        ])  # fmt: skip
+        times = self.offsets_us * 1000
+        events = Events.sorted(self.card, times, {"amount": self.amount})
+        got, _ = compute(view, events, self.card, times)
+        mean = np.where(np.isnan(got["mean"]), usual[self.card], got["mean"])  # a first payment: the card's level
+        return mean, np.nan_to_num(got["h"]), np.nan_to_num(got["d"]).astype(np.int64)
+
+    def card_ids(self) -> pa.Array:
+        return pa.array(np.char.add("card-", self.card.astype(str)).astype(object), pa.string())
 
 
 def _mix(a: list[float], b: list[float], t: float) -> np.ndarray:

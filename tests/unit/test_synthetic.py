@@ -61,3 +61,22 @@ def test_drift_knob_is_bounded():
     with pytest.raises(ValueError, match="drift"):
         synthetic.generate(10, drift=1.5)
     assert np.isfinite(pc.max(synthetic.generate(10_000, drift=1.0)["amount"]).as_py())
+
+
+def test_card_histories_burst_and_the_label_follows_the_true_history():
+    from rayinfra.features.definitions import Aggregation, Entity, FeatureView
+    from rayinfra.features.offline import point_in_time
+
+    table = synthetic.generate(60_000, seed=2, cards=6_000)
+    assert table.equals(synthetic.generate(60_000, seed=2, cards=6_000))  # seeded
+    assert "card_id" not in synthetic.generate(10, seed=2).column_names  # without cards, the demo's columns
+    df = table.to_pandas()
+    assert df.event_time.is_monotonic_increasing and 0.01 < df.is_fraud.mean() < 0.04
+    view = FeatureView(entity="card", aggregations=[Aggregation(column="amount", function="count", time_window=w)
+                                                    for w in ("1h", "24h")])  # fmt: skip
+    df = point_in_time(view, Entity(join_key="card_id"), "event_time", table).to_pandas()
+    burst = df.count_amount_1h >= 2  # a card's third payment within the hour
+    assert burst.sum() > 50
+    assert df.is_fraud[burst].mean() > 5 * df.is_fraud[~burst].mean(), "bursts carry no signal"
+    # The client's count is a partial view of the true one: never more, often less.
+    assert (df.txn_count_24h <= df.count_amount_24h).all() and (df.txn_count_24h < df.count_amount_24h).any()
