@@ -121,6 +121,9 @@ def score_table(
         TableError: unknown input table version, or an output table of another schema.
         ScoringError: the job failed; nothing was committed.
     """
+    if spec.uses_views:  # refused before any work: nothing half-done
+        raise ScoringError("batch scoring of a model that reads feature views is not built yet; "
+                           "serve it, or list only table columns in features")  # fmt: skip
     settings = settings or Settings()
     table = Table.for_spec(spec, settings)
     version = _pin(table, table_version)

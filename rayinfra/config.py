@@ -9,6 +9,7 @@ import time.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -514,13 +515,17 @@ class Spec(_Section):
     def _features_fit_contract(self) -> Spec:
         columns = self.dataset.contract.columns
         label = self.dataset.contract.label
+        computed = set(self.view_features)
         for kind, names, allowed in (
             ("numeric", self.features.numeric, NUMERIC_TYPES),
             ("categorical", self.features.categorical, CATEGORICAL_TYPES),
         ):
             for name in names:
+                if name in computed and kind == "numeric":
+                    continue  # a feature view's value: always a number
                 if name not in columns:
-                    raise ValueError(f"features.{kind}: '{name}' is not a contract column")
+                    where = "a contract column or a feature view's feature" if kind == "numeric" else "a contract column"
+                    raise ValueError(f"features.{kind}: '{name}' is not {where}")
                 if name == label:
                     raise ValueError(f"features.{kind}: '{name}' is the label")
                 if columns[name].type not in allowed:
@@ -530,6 +535,32 @@ class Spec(_Section):
         if not self.features.all:
             raise ValueError("features: list at least one numeric or categorical feature")
         return self
+
+    @property
+    def view_features(self) -> list[str]:
+        """Every feature the spec's feature views compute."""
+        return [f for view in self.feature_views.values() for f in view.features]
+
+    @property
+    def table_features(self) -> list[str]:
+        """The model's inputs read from the table as they are; the others come from feature views."""
+        return [f for f in self.features.all if f in self.dataset.contract.columns]
+
+    @property
+    def uses_views(self) -> bool:
+        return len(self.table_features) < len(self.features.all)
+
+    @property
+    def entity_keys(self) -> list[str]:
+        """The join keys of the feature views the model reads: a prediction request carries them."""
+        used = set(self.features.all)
+        views = [v for v in self.feature_views.values() if used & set(v.features)]
+        return list(dict.fromkeys(self.entities[v.entity].join_key for v in views))
+
+    @property
+    def request_features(self) -> list[str]:
+        """What a prediction request carries for the model: its table features and entity keys."""
+        return list(dict.fromkeys([*self.table_features, *self.entity_keys]))
 
     @property
     def contract(self) -> Contract:
@@ -607,7 +638,7 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise SpecError(f"override {dotted}: '{part}' is not a section")
-    node[leaf] = value
+    node[leaf] = copy.deepcopy(value)  # a later override must never reach into the caller's dicts
 
 
 def _stable_hash(obj: Any) -> str:

@@ -19,6 +19,8 @@ import pyarrow.compute as pc
 from rayinfra.features.definitions import Aggregation, FeatureView
 
 NS = 1_000_000_000
+FRESH, UNKNOWN, STALE = 0, 1, 2
+STATUS = ("fresh", "unknown", "stale")
 
 
 @dataclass(frozen=True)
@@ -60,19 +62,22 @@ def _hash52(text: str) -> float:
 def compute(
     view: FeatureView, events: Events, q_entity: np.ndarray, q_time: np.ndarray
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Each feature of ``view`` at each query; and which queries found their entity missing."""
+    """Each feature of ``view`` at each query, and each query's status: `FRESH`, `UNKNOWN` (no
+    earlier event of the entity) or `STALE` (the latest is older than the TTL); both of the
+    latter take the view's default."""
     q_entity, q_time = np.asarray(q_entity, dtype=np.int64), np.asarray(q_time, dtype=np.int64)
     search = _Search(events, q_entity, q_time, view)
     first = np.searchsorted(events.entity, q_entity, side="left")
     hi = search(q_time)  # the first event at or after the query's time
     last_time = events.time[np.maximum(hi - 1, 0)] if len(events.time) else np.zeros_like(q_time)
-    missing = (hi <= first) | (last_time < q_time - view.ttl_s * NS)
+    status = np.where(hi <= first, UNKNOWN, np.where(last_time < q_time - view.ttl_s * NS, STALE, FRESH))
+    missing = status != FRESH
     out = {}
     for agg in view.aggregations:
         lo = search(q_time - agg.window_s * NS)
         values = _one(agg, events, lo, hi, view.default)
         out[agg.feature] = np.where(missing, view.default, values)
-    return out, missing
+    return out, status.astype(np.int8)
 
 
 class _Search:

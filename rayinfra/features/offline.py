@@ -8,12 +8,20 @@ over a pinned table version.
 
 from __future__ import annotations
 
+from functools import partial
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from rayinfra.features.aggregate import Events, compute, encode
 from rayinfra.features.definitions import Entity, FeatureView
+
+if TYPE_CHECKING:
+    import ray.data
+
+    from rayinfra.config import Spec
 
 
 def entity_codes(*keys: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
@@ -56,3 +64,29 @@ def _set(table: pa.Table, name: str, column: pa.Array) -> pa.Table:
     if name in table.column_names:
         return table.set_column(table.column_names.index(name), name, column)
     return table.append_column(name, column)
+
+
+def view_inputs(spec: Spec) -> list[str]:
+    """The table columns the spec's feature views read: entity keys, event time, record key, values."""
+    contract = spec.contract
+    columns = [contract.event_time, contract.key]
+    for view in spec.feature_views.values():
+        columns += [spec.entities[view.entity].join_key, *view.columns]
+    return [c for c in dict.fromkeys(columns) if c is not None]
+
+
+def with_view_features(ds: ray.data.Dataset, spec: Spec, num_cpus: float) -> ray.data.Dataset:
+    """``ds`` (every row of a pinned table version: the events) with each view's features as of
+    each row's own time. Rows are grouped by entity, so each group holds an entity's whole history."""
+    time = spec.contract.event_time
+    if time is None:  # the spec's validator requires it for feature views: never here
+        raise ValueError("feature views need dataset.contract.event_time")
+    for view in spec.feature_views.values():
+        entity = spec.entities[view.entity]
+        add = partial(_add_view, view, entity, time)
+        ds = ds.groupby(entity.join_key).map_groups(add, batch_format="pyarrow", num_cpus=num_cpus)
+    return ds
+
+
+def _add_view(view: FeatureView, entity: Entity, time: str, rows: pa.Table) -> pa.Table:
+    return point_in_time(view, entity, time, rows)

@@ -66,7 +66,7 @@ class Ingress:
         self._champion_batch.set_batch_wait_timeout_s(s.batch_wait_timeout_s)  # type: ignore[attr-defined]
         self.plog = PredictionLog.for_spec(spec, settings)
         self.guard = FeedbackGuard(spec)
-        self._features = set(spec.features.all)
+        self._features = set(spec.request_features)
         self._challenger_version: int | None = None
         self._challenger_checked = 0.0
 
@@ -158,7 +158,8 @@ class Ingress:
         if self.spec.serve.traffic.mode == "shadow" and await self._challenger_ready():
             asyncio.get_running_loop().create_task(self._shadow(request_id, records))
         response = PredictResponse(request_id=request_id, model=self.spec.model_name, model_version=answer["version"],
-                                   role=role, predictions=answer["predictions"])  # fmt: skip
+                                   role=role, predictions=answer["predictions"],
+                                   features_defaulted=answer.get("features_defaulted", []))  # fmt: skip
         return response, answer["version"]
 
     async def _feedback(self, request: Request, key: auth.ApiKey | None) -> tuple[FeedbackResponse, str]:

@@ -25,6 +25,7 @@ from rayinfra import registry
 from rayinfra.config import Settings, Spec
 from rayinfra.data.contract import ARROW_TYPES
 from rayinfra.errors import RayinfraError
+from rayinfra.features.serving import FeatureLookup
 from rayinfra.registry import compress
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,13 @@ class ModelServer:
 
         torch.set_num_threads(max(1, threads))  # replicas share a few cores; oversubscribing costs more
         self.spec, self.settings, self.role = spec, settings.held_by(f"the {role} replica"), role
-        self.schema = pa.schema([(n, ARROW_TYPES[spec.contract.columns[n].type]) for n in spec.features.all])
+        self.schema = pa.schema([(n, ARROW_TYPES[spec.contract.columns[n].type]) for n in spec.request_features])
+        self.views = FeatureLookup(spec, settings) if spec.uses_views else None
+        self._lookups = metrics.Counter(
+            "rayinfra_feature_lookups",
+            "Records looked up in a feature view, by status (fresh, unknown, stale: the last two take defaults).",
+            tag_keys=("role", "view", "status"),  # type: ignore[arg-type]  # Ray types it Tuple[str]
+        )
         self.loaded: registry.LoadedModel | None = None
         self.loaded_at = 0.0
         # serve.batch's stubs type the decorated method as a plain callable, without these setters.
@@ -112,24 +119,42 @@ class ModelServer:
         if not good:
             return out
         self._batch_sizes.observe(features.num_rows, tags={"role": self.role})
+        features, defaulted = self._with_views(features)  # one read of the online store per batch
         try:
             probs = loaded.probabilities(features)
         except (pa.ArrowException, OverflowError, ValueError):
             good, probs = self._score_one_by_one(loaded, requests, good, out)  # rare: isolate the culprit
             if not good:
                 return out
-            features = pa.concat_tables([pa.Table.from_pylist(requests[i], schema=self.schema) for i in good])
-        if self.profiler is not None:
-            self.profiler.submit(features, probs, loaded.version)  # profiled on another thread
+            tables = [pa.Table.from_pylist(requests[i], schema=self.schema) for i in good]
+            features, defaulted = self._with_views(pa.concat_tables(tables))
+        if self.profiler is not None:  # profiled on another thread, as the model saw them
+            self.profiler.submit(features.select(self.spec.features.all), probs, loaded.version)
         start = 0
         for i in good:
-            p = probs[start : start + len(requests[i])]
-            start += len(requests[i])
+            n = len(requests[i])
+            p, d = probs[start : start + n], defaulted[start : start + n]
+            start += n
             out[i] = {
                 "version": loaded.version,
                 "predictions": [{"probability": float(x), "prediction": int(x >= loaded.threshold)} for x in p],
+                "features_defaulted": [int(j) for j in np.flatnonzero(d)],
             }  # fmt: skip
         return out
+
+    def _with_views(self, features: pa.Table) -> tuple[pa.Table, np.ndarray]:
+        """The batch with its feature views' values, and which records took defaults."""
+        if self.views is None:
+            return features, np.zeros(features.num_rows, dtype=bool)
+        try:
+            features, defaulted, counts = self.views.add(features)
+        except Exception:  # the store is down: answer with the defaults (flagged), never a 500
+            log.exception("%s: feature lookup failed; scoring with the views' defaults", self.role)
+            features, defaulted, counts = self.views.defaults(features)
+        for (view, status), n in counts.items():
+            if n:
+                self._lookups.inc(n, tags={"role": self.role, "view": view, "status": status})
+        return features, defaulted
 
     def _score_one_by_one(self, loaded: Any, requests: list[list[dict[str, Any]]], good: list[int],
                           out: list[dict[str, Any]]) -> tuple[list[int], np.ndarray]:  # fmt: skip
@@ -137,7 +162,8 @@ class ModelServer:
         kept, parts = [], []
         for i in good:
             try:
-                parts.append(loaded.probabilities(pa.Table.from_pylist(requests[i], schema=self.schema)))
+                table, _ = self._with_views(pa.Table.from_pylist(requests[i], schema=self.schema))
+                parts.append(loaded.probabilities(table))
                 kept.append(i)
             except (pa.ArrowException, OverflowError, ValueError) as err:
                 out[i] = {"error": f"a record does not fit the model's input types: {err}"}

@@ -70,8 +70,8 @@ def record_model(spec: Spec) -> type[BaseModel]:
     """The pydantic model of one prediction record for this spec."""
     contract = spec.contract
     fields: dict[str, Any] = {}
-    for name in spec.features.all:
-        fields[name] = _field(contract.columns[name], required=True, feature=True)
+    for name in spec.request_features:  # feature views' values are looked up, never sent
+        fields[name] = _field(contract.columns[name], required=True, feature=name not in spec.entity_keys)
     for name, column in contract.columns.items():  # ids, times, metadata: optional, logged, never scored
         if name not in fields and name != contract.label:
             fields[name] = _field(column, required=False)
@@ -93,6 +93,10 @@ class PredictResponse(BaseModel):
     model_version: int
     role: str = Field(description="champion or challenger (canary)")
     predictions: list[Prediction]
+    features_defaulted: list[int] = Field(
+        default_factory=list,
+        description="Records scored with a feature view's defaults: entity unknown, or unseen within its TTL.",
+    )
 
 
 class FeedbackItem(_Strict):

@@ -25,6 +25,7 @@ from rayinfra.data.split import TEST, TRAIN, VAL, Splitter, event_time_cutoffs
 from rayinfra.data.tables import Table
 from rayinfra.data.window import Window
 from rayinfra.errors import RayinfraError
+from rayinfra.features.offline import view_inputs, with_view_features
 from rayinfra.registry.bundle import load_bundle
 from rayinfra.runtime import ResourceLayout, init_ray
 from rayinfra.train.loop import predict, train_loop
@@ -94,11 +95,14 @@ def prepare_data(
     splitter = _splitter(spec, table, version)
     keys = [contract.key] if contract.key else []  # kept so a gate can pick out recent rows
     times = [window.time_column] if window is not None and window.time_column else []
-    columns = list(dict.fromkeys([*spec.features.all, contract.label, splitter.column, *keys, *times]))
+    views = view_inputs(spec) if spec.uses_views else []
+    columns = list(dict.fromkeys([*spec.table_features, *views, contract.label, splitter.column, *keys, *times]))
     # Every task asks for the layout's Ray Data share: a 1-CPU default never runs beside
     # Serve on 2 CPUs. The same value on each step also lets Ray Data fuse them.
     cpus = ResourceLayout.current().data_task_cpus
     raw = table.read(version=version, columns=columns, num_cpus=cpus)
+    if spec.uses_views:  # point in time: each row sees only its entity's earlier events
+        raw = with_view_features(raw, spec, cpus)
     label = contract.label
 
     def with_split(batch):  # rows without a label yet (fresh serving traffic) are skipped

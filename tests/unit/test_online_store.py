@@ -8,6 +8,7 @@ import datetime as dt
 import numpy as np
 import pyarrow as pa
 import pytest
+from pydantic import ValidationError
 
 from rayinfra.config import Settings, SpecError, load_spec
 from rayinfra.data.tables import Table
@@ -101,3 +102,38 @@ def test_a_feature_view_that_does_not_fit_the_contract_is_refused_naming_the_fie
                                                                    "time_window": "1h", "name": "amount"}]}  # fmt: skip
     with pytest.raises(SpecError, match="the feature name 'amount' is taken"):
         load_spec(DEMO_SPEC, clash)
+
+
+def test_a_served_batch_gains_its_views_values_and_flags_what_took_defaults(tmp_path):
+    from rayinfra.features.serving import FeatureLookup
+    from rayinfra.serve.schemas import record_model
+
+    spec = load_spec(DEMO_SPEC, {**VIEWS, "features.numeric": ["amount", "hour", "count_amount_1h", "mean_amount_24h"]})
+    assert spec.uses_views and spec.entity_keys == ["card_id"]
+    assert spec.request_features == ["amount", "hour", "merchant_category", "country", "device", "card_id"]
+    settings, store = Settings(home=tmp_path / "home"), SqliteStore(tmp_path / "online.sqlite")
+    table = Table.for_spec(spec, settings)
+    table.append(_events(np.random.default_rng(4), 400, 1_000_000, T0), source="test")
+    materialize(spec, settings, store)
+    events = table.to_arrow()
+    end = int(times_ns(events.column("event_time")).max())
+    known = events.column("card_id")[0].as_py()
+    records = pa.table({"amount": [5.0, 6.0, 7.0], "card_id": [known, "card-never-seen", known]})
+    lookup_ = FeatureLookup(spec, settings, store)
+    out, defaulted, counts = lookup_.add(records, now_ns=end + 1)
+    assert out.column_names == ["amount", "card_id", *spec.feature_views["card_spend"].features]
+    assert defaulted.tolist() == [False, True, False]
+    assert counts[("card_spend", "fresh")] == 2 and counts[("card_spend", "unknown")] == 1
+    late, defaulted, counts = lookup_.add(records, now_ns=end + 4 * 86400 * NS)  # past the 3-day TTL
+    assert defaulted.all() and counts[("card_spend", "stale")] == 2
+    assert late.column("mean_amount_24h").to_pylist() == [0.0, 0.0, 0.0]  # the view's default
+    _, flagged, counts = lookup_.defaults(records)
+    assert flagged.all() and counts == {("card_spend", "unavailable"): 3}
+    # A request carries the raw fields and the card; a value a view computes is not the client's to send.
+    model = record_model(spec)
+    good = {"amount": 5.0, "hour": 3, "merchant_category": "fuel", "country": "US", "device": "pos", "card_id": known}
+    model.model_validate(good)
+    with pytest.raises(ValidationError, match="card_id"):
+        model.model_validate({k: v for k, v in good.items() if k != "card_id"})
+    with pytest.raises(ValidationError, match="count_amount_1h"):
+        model.model_validate({**good, "count_amount_1h": 0.0})

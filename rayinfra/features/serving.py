@@ -1,0 +1,58 @@
+"""Feature views at serving time: a batch's records gain their views' values, read once per batch.
+
+Used by the model replicas, where Serve forms the batch, right before scoring: the values
+the model scores are the values the drift profiler sees. Lookups are at the replica's clock
+(now): the online store holds each entity's events up to its last materialization.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rayinfra.features.aggregate import FRESH, STATUS
+from rayinfra.features.materialize import lookup
+from rayinfra.features.online import OnlineStore, open_store
+
+if TYPE_CHECKING:
+    from rayinfra.config import Settings, Spec
+
+
+class FeatureLookup:
+    """Adds the values of every feature view the model reads to a batch of records."""
+
+    def __init__(self, spec: Spec, settings: Settings, store: OnlineStore | None = None) -> None:
+        used = set(spec.features.all)
+        self.views = {n: v for n, v in spec.feature_views.items() if used & set(v.features)}
+        self.keys = {n: spec.entities[v.entity].join_key for n, v in self.views.items()}
+        self.store = store or open_store(settings.online_store, settings.home, spec.dataset.table)
+
+    def add(
+        self, records: pa.Table, now_ns: int | None = None
+    ) -> tuple[pa.Table, np.ndarray, dict[tuple[str, str], int]]:
+        """``records`` with the views' features; per record, whether any view fell back to its
+        defaults (an entity unknown, or not seen within the view's TTL); lookups by (view, status)."""
+        now = np.full(records.num_rows, now_ns if now_ns is not None else time.time_ns(), dtype=np.int64)
+        defaulted = np.zeros(records.num_rows, dtype=bool)
+        counts = {}
+        for name, view in self.views.items():
+            ids = pc.cast(records.column(self.keys[name]), pa.string()).to_pylist()
+            values, status = lookup(name, view, self.store, [str(i) for i in ids], now)
+            for feature, column in values.items():
+                records = records.append_column(feature, pa.array(column, pa.float64()))
+            defaulted |= status != FRESH
+            for code, label in enumerate(STATUS):
+                counts[(name, label)] = int(np.count_nonzero(status == code))
+        return records, defaulted, counts
+
+    def defaults(self, records: pa.Table) -> tuple[pa.Table, np.ndarray, dict[tuple[str, str], int]]:
+        """What `add` gives when the store cannot be read: every view's default, every record flagged."""
+        for view in self.views.values():
+            for feature in view.features:
+                records = records.append_column(feature, pa.array(np.full(records.num_rows, view.default)))
+        counts = {(name, "unavailable"): records.num_rows for name in self.views}
+        return records, np.ones(records.num_rows, dtype=bool), counts
