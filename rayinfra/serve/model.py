@@ -25,6 +25,7 @@ from rayinfra import registry
 from rayinfra.config import Settings, Spec
 from rayinfra.data.contract import ARROW_TYPES
 from rayinfra.errors import RayinfraError
+from rayinfra.features.materializer import get_materializer
 from rayinfra.features.serving import FeatureLookup
 from rayinfra.registry import compress
 
@@ -61,6 +62,8 @@ class ModelServer:
         self.spec, self.settings, self.role = spec, settings.held_by(f"the {role} replica"), role
         self.schema = pa.schema([(n, ARROW_TYPES[spec.contract.columns[n].type]) for n in spec.request_features])
         self.views = FeatureLookup(spec, settings) if spec.uses_views else None
+        if self.views is not None and role == registry.CHAMPION:
+            get_materializer(spec, settings)  # keeps the online store within the views' freshness bound
         self._lookups = metrics.Counter(
             "rayinfra_feature_lookups",
             "Records looked up in a feature view, by status (fresh, unknown, stale: the last two take defaults).",

@@ -3,6 +3,7 @@ materialized to the online store, served over HTTP with one lookup per batch."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import numpy as np
@@ -65,5 +66,20 @@ def test_a_model_on_feature_views_trains_point_in_time_and_serves_looked_up_valu
         assert refused.status_code == 422 and "card_payments_1h" in refused.text
         missing_key = _post(url, [sent[0]])
         assert missing_key.status_code == 422 and "card_id" in missing_key.text
+        # A new card's first payment is ingested: within the views' freshness bound (5 s), the
+        # materializer has moved it to the online store and the card is known.
+        first = rows.slice(0, 1).to_pylist()[0]
+        now_us = time.time_ns() // 1000
+        first.update(card_id="card-new", transaction_id=99_000_000, event_time=dt.datetime.fromtimestamp(
+            now_us / 1e6 - 60, dt.UTC))  # fmt: skip
+        appended_at = time.monotonic()
+        Table.for_spec(spec, settings).append([first], source="test")
+        new_card = {**sent[0], "card_id": "card-new"}
+        while _post(url, [new_card]).json()["features_defaulted"] and time.monotonic() - appended_at < 30:
+            time.sleep(0.2)
+        waited = time.monotonic() - appended_at
+        assert _post(url, [new_card]).json()["features_defaulted"] == [], "the new card never became known"
+        print(f"an ingested event reached the online store in {waited:.1f} s")
+        assert waited < 15  # the bound is 5 s; a busy 2-core machine gets slack
     finally:
         serve.shutdown()
