@@ -123,7 +123,7 @@ def _one(agg: Aggregation, events: Events, lo: np.ndarray, hi: np.ndarray, defau
     if agg.function == "count":
         return (hi - lo).astype(np.float64)
     if agg.function == "distinct_count":
-        return _distinct(values, lo, hi)
+        return _distinct(events.entity, values, lo, hi)
     valid = ~np.isnan(values)
     if agg.function in ("sum", "mean"):
         sums = _range_reduce(np.add, np.where(valid, values, 0.0), lo, hi, 0.0)
@@ -149,10 +149,19 @@ def _range_reduce(op: np.ufunc, values: np.ndarray, lo: np.ndarray, hi: np.ndarr
     return out
 
 
-def _distinct(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Distinct non-null values in each range."""
-    out = np.zeros(len(lo))
-    for i in np.flatnonzero(hi > lo):
-        window = values[lo[i] : hi[i]]
-        out[i] = len(np.unique(window[~np.isnan(window)]))
-    return out
+def _distinct(entity: np.ndarray, values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Distinct non-null values in each range: the events in it whose previous equal value (same
+    entity) lies before the range's start. Vectorized over every (range, event) pair at once,
+    and only over events inside some range (an earlier equal value outside them is before lo too)."""
+    lengths = np.maximum(hi - lo, 0)
+    query = np.repeat(np.arange(len(lo)), lengths)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else lengths
+    event = np.arange(int(lengths.sum())) - offsets[query] + lo[query]
+    inside = np.unique(event)
+    order = inside[np.lexsort((inside, values[inside], entity[inside]))]
+    same = np.zeros(len(order), dtype=bool)
+    same[1:] = (entity[order][1:] == entity[order][:-1]) & (values[order][1:] == values[order][:-1])
+    prev = np.full(len(values), -1)
+    prev[order[1:][same[1:]]] = order[:-1][same[1:]]
+    prev[np.isnan(values)] = np.iinfo(np.int64).max  # a null is never counted
+    return np.bincount(query, weights=prev[event] < lo[query], minlength=len(lo)).astype(np.float64)

@@ -8,6 +8,7 @@ computes their values at request time with the same code as the training set.
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,10 +18,17 @@ import pyarrow.compute as pc
 from rayinfra.features.aggregate import NS, Events, compute, encode
 from rayinfra.features.definitions import Entity, FeatureView
 from rayinfra.features.offline import times_ns
-from rayinfra.features.online import EntityEvents, OnlineStore, open_store
+from rayinfra.features.online import EntityEvents, OnlineStore, decode_many, open_store
 
 if TYPE_CHECKING:
     from rayinfra.config import Settings, Spec
+
+
+def record_space(name: str, view: FeatureView) -> str:
+    """Where a view's records live in the store: its name and a hash of its definition, so a
+    changed definition (columns, windows, TTL) starts a fresh space, materialized from scratch."""
+    digest = hashlib.sha256(view.model_dump_json().encode()).hexdigest()[:8]
+    return f"{name}@{digest}"
 
 
 def lookup(
@@ -29,14 +37,8 @@ def lookup(
     """The view's features for each (entity, time) of a batch, and which entities were missing
     (unknown, or no event within the TTL): one read of the store for the whole batch."""
     unique = list(dict.fromkeys(entities))
-    records = [(i, EntityEvents.from_bytes(p)) for i, p in enumerate(store.get(name, unique)) if p is not None]
-    codes = [np.full(len(r.times), i, dtype=np.int64) for i, r in records]
-    matrix = np.concatenate([r.values for _, r in records]) if records else np.empty((0, len(view.columns)))
-    events = Events(
-        np.concatenate(codes) if codes else np.empty(0, np.int64),
-        np.concatenate([r.times for _, r in records]) if records else np.empty(0, np.int64),
-        {c: matrix[:, j] for j, c in enumerate(view.columns)},
-    )
+    owner, found = decode_many(store.get(record_space(name, view), unique), len(view.columns))
+    events = Events(owner, found.times, {c: found.values[:, j] for j, c in enumerate(view.columns)})
     position = {e: i for i, e in enumerate(unique)}
     return compute(view, events, np.array([position[e] for e in entities], dtype=np.int64), at_ns)
 
@@ -55,15 +57,17 @@ def apply_rows(
     ids, keys, times, values = ids[order], keys[order], times[order], values[order]
     starts = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
     names = [str(ids[s]) for s in starts]
-    stored = dict(zip(names, store.get(name, names), strict=True))
+    space = record_space(name, view)
+    stored = dict(zip(names, store.get(space, names), strict=True))
     horizon = view.horizon_s * NS
     merged = {}
     for s, e, entity_id in zip(starts, [*starts[1:], len(ids)], names, strict=True):
         new = EntityEvents(keys[s:e], times[s:e], values[s:e])
         old = stored[entity_id]
-        base = EntityEvents.from_bytes(old) if old is not None else EntityEvents(*_empty(len(view.columns)))
+        width = len(view.columns)
+        base = EntityEvents.from_bytes(old, width) if old is not None else EntityEvents(*_empty(width))
         merged[entity_id] = base.merge(new, horizon).to_bytes()
-    store.put(name, merged)
+    store.put(space, merged)
     return len(merged)
 
 
@@ -82,13 +86,13 @@ def materialize(spec: Spec, settings: Settings, store: OnlineStore | None = None
         raise ValueError("feature views need dataset.contract.event_time and .key")
     version, done = table.version(), {}
     for name, view in spec.feature_views.items():
-        since = store.watermark(name)
+        since = store.watermark(record_space(name, view))
         if not view.online or since == version:
             continue
         entity = spec.entities[view.entity]
         columns = list(dict.fromkeys([entity.join_key, contract.event_time, contract.key, *view.columns]))
         rows = table.rows_added(since, version, columns=columns)
         touched = apply_rows(name, view, entity, store, rows, contract.event_time, contract.key)
-        store.set_watermark(name, version)
+        store.set_watermark(record_space(name, view), version)
         done[name] = {"from": -1 if since is None else since, "to": version, "rows": rows.num_rows, "entities": touched}
     return done

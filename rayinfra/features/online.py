@@ -12,15 +12,12 @@ Redis on clusters (``RAYINFRA_ONLINE_STORE=redis://host:6379/0``). Each read is 
 from __future__ import annotations
 
 import sqlite3
-import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-
-_HEADER = struct.Struct("<IH")  # events, value columns
 
 
 @dataclass(frozen=True)
@@ -32,22 +29,15 @@ class EntityEvents:
     values: np.ndarray  # events x columns, float64
 
     def to_bytes(self) -> bytes:
-        n, k = self.values.shape
-        return (
-            _HEADER.pack(n, k)
-            + self.keys.astype("<f8").tobytes()
-            + self.times.astype("<i8").tobytes()
-            + self.values.astype("<f8").tobytes(order="F")
-        )
+        """Fixed-width rows (key, time, values): many records decode as one buffer (`decode_many`)."""
+        rows = np.empty(len(self.times), dtype=_row_dtype(self.values.shape[1]))
+        rows["key"], rows["time"], rows["values"] = self.keys, self.times, self.values
+        return rows.tobytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> EntityEvents:
-        n, k = _HEADER.unpack_from(data)
-        at = _HEADER.size
-        keys = np.frombuffer(data, "<f8", n, at)
-        times = np.frombuffer(data, "<i8", n, at + 8 * n)
-        values = np.frombuffer(data, "<f8", n * k, at + 16 * n).reshape((n, k), order="F")
-        return cls(keys, times, values)
+    def from_bytes(cls, data: bytes, columns: int) -> EntityEvents:
+        rows = np.frombuffer(data, dtype=_row_dtype(columns))
+        return cls(rows["key"], rows["time"], rows["values"].reshape(len(rows), columns))
 
     def merge(self, new: EntityEvents, horizon_ns: int) -> EntityEvents:
         """These events and ``new`` ones: one per key (the newer copy), in time order, none older
@@ -60,6 +50,21 @@ class EntityEvents:
         keep = keep[np.argsort(times[keep], kind="stable")]
         keep = keep[times[keep] >= times[keep].max() - horizon_ns] if len(keep) else keep
         return EntityEvents(keys[keep], times[keep], values[keep])
+
+
+def _row_dtype(columns: int) -> np.dtype:
+    return np.dtype([("key", "<f8"), ("time", "<i8"), ("values", "<f8", (columns,))])
+
+
+def decode_many(records: list[bytes | None], columns: int) -> tuple[np.ndarray, EntityEvents]:
+    """Several entities' records at once: each event's position in ``records``, and the events,
+    in record order (each record's own events in time order). Missing records have none."""
+    row = _row_dtype(columns)
+    present = [r if r is not None else b"" for r in records]
+    counts = np.array([len(r) // row.itemsize for r in present], dtype=np.int64)
+    rows = np.frombuffer(b"".join(present), dtype=row)
+    owner = np.repeat(np.arange(len(records), dtype=np.int64), counts)
+    return owner, EntityEvents(rows["key"], rows["time"], rows["values"].reshape(len(rows), columns))
 
 
 class OnlineStore(Protocol):
@@ -92,6 +97,7 @@ class SqliteStore:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA mmap_size=268435456")  # reads from the page cache, not read() calls
             self._local.db = db
         return db
 

@@ -137,7 +137,7 @@ def test_text_columns_encode_stably_and_nulls_stay_null():
 
 def test_entity_records_round_trip_merge_by_key_and_forget_beyond_the_horizon():
     first = EntityEvents(np.array([1.0, 2.0]), np.array([10 * H, 20 * H]), np.array([[1.0, 5.0], [2.0, 6.0]]))
-    back = EntityEvents.from_bytes(first.to_bytes())
+    back = EntityEvents.from_bytes(first.to_bytes(), 2)
     assert np.array_equal(back.values, first.values) and np.array_equal(back.times, first.times)
     again = first.merge(first, horizon_ns=100 * H)
     assert again.to_bytes() == first.to_bytes()  # applying the same rows twice changes nothing
