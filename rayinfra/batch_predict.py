@@ -27,6 +27,7 @@ from rayinfra.config import ColumnSpec, Contract, Settings, Spec
 from rayinfra.data.contract import arrow_schema
 from rayinfra.data.tables import Table, TableError, read_version
 from rayinfra.errors import RayinfraError
+from rayinfra.features.offline import view_inputs, view_values, with_view_features
 from rayinfra.runtime import ResourceLayout, init_ray
 
 if TYPE_CHECKING:
@@ -121,9 +122,6 @@ def score_table(
         TableError: unknown input table version, or an output table of another schema.
         ScoringError: the job failed; nothing was committed.
     """
-    if spec.uses_views:  # refused before any work: nothing half-done
-        raise ScoringError("batch scoring of a model that reads feature views is not built yet; "
-                           "serve it, or list only table columns in features")  # fmt: skip
     settings = settings or Settings()
     table = Table.for_spec(spec, settings)
     version = _pin(table, table_version)
@@ -149,8 +147,13 @@ def _scored(spec: Spec, settings: Settings, table: Table, stamp: dict[str, Any],
     """The pinned input through the scorer actors, as a stream of scored batches on the driver."""
     layout = init_ray(settings)
     key = spec.contract.key
-    columns = [*([key] if key else []), *spec.features.all]
-    scored = _read(table, stamp["input_table_version"], columns).map_batches(
+    version = stamp["input_table_version"]
+    views = view_inputs(spec) if spec.uses_views else []
+    rows = _read(table, version, list(dict.fromkeys([*([key] if key else []), *spec.table_features, *views])))
+    if spec.uses_views:  # each row's view values as of its own time, as in training
+        values = view_values(spec, table.to_arrow(version=version, columns=views))
+        rows = with_view_features(rows, values, layout.data_task_cpus)
+    scored = rows.map_batches(
         Scorer,
         fn_constructor_kwargs={"model_name": spec.model_name, "model_version": stamp["model_version"],
                                "settings": settings, "stamp": stamp, "contract": spec.contract},

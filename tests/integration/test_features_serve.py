@@ -83,3 +83,8 @@ def test_a_model_on_feature_views_trains_point_in_time_and_serves_looked_up_valu
         assert waited < 15  # the bound is 5 s; a busy 2-core machine gets slack
     finally:
         serve.shutdown()
+    # Batch scoring reads the same views, point in time, row by row.
+    from rayinfra.batch_predict import score_table
+
+    scored = score_table(spec, settings)
+    assert scored.rows == 8_001

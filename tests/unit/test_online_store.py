@@ -137,3 +137,21 @@ def test_a_served_batch_gains_its_views_values_and_flags_what_took_defaults(tmp_
         model.model_validate({k: v for k, v in good.items() if k != "card_id"})
     with pytest.raises(ValidationError, match="count_amount_1h"):
         model.model_validate({**good, "count_amount_1h": 0.0})
+
+
+def test_view_values_attach_to_any_batch_of_the_version_by_record_key(tmp_path):
+    from rayinfra.features.offline import point_in_time, view_inputs, view_values
+
+    spec = _spec()
+    table = Table.for_spec(spec, Settings(home=tmp_path / "home"))
+    table.append(_events(np.random.default_rng(8), 500, 1_000_000, T0), source="test")
+    events = table.to_arrow(columns=view_inputs(spec))
+    values = view_values(spec, events)
+    expected = point_in_time(spec.feature_views["card_spend"], spec.entities["card"], "event_time", events)
+    shuffled = table.to_arrow().take(np.random.default_rng(1).permutation(500)).slice(0, 200)  # any order, any rows
+    got = values.attach(shuffled)
+    by_key = dict(zip(expected.column("transaction_id").to_pylist(), expected.column("max_amount_7d").to_pylist(),
+                      strict=True))  # fmt: skip
+    assert got.column("max_amount_7d").to_pylist() == [by_key[k] for k in got.column("transaction_id").to_pylist()]
+    with pytest.raises(ValueError, match="never saw"):
+        values.attach(_events(np.random.default_rng(9), 3, 5_000_000, T0))
