@@ -22,6 +22,7 @@ from rich.table import Table as RichTable
 from rayinfra import submit
 from rayinfra.config import RAY_LOGS, Settings, load_spec
 from rayinfra.errors import EXIT_BAD_INPUT, EXIT_PROBLEMS_FOUND, RayinfraError
+from rayinfra.features_cli import features_app
 from rayinfra.keys_cli import keys_app
 from rayinfra.registry.lineage import Lineage
 
@@ -35,6 +36,7 @@ app.add_typer(jobs_app, name="jobs")
 drift_app = typer.Typer(help="Drift of served traffic against the champion's training data.", no_args_is_help=True)
 app.add_typer(drift_app, name="drift")
 app.add_typer(keys_app, name="keys")
+app.add_typer(features_app, name="features")
 console = Console()
 
 DEFAULT_SPEC = Path("jobs/specs/fraud.yaml")

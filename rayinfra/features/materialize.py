@@ -9,19 +9,25 @@ computes their values at request time with the same code as the training set.
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayinfra.features.aggregate import NS, Events, compute, encode
+from rayinfra.errors import RayinfraError
+from rayinfra.features.aggregate import NS, STATUS, Events, compute, encode
 from rayinfra.features.definitions import Entity, FeatureView
 from rayinfra.features.offline import times_ns
 from rayinfra.features.online import EntityEvents, OnlineStore, decode_many, open_store
 
 if TYPE_CHECKING:
     from rayinfra.config import Settings, Spec
+
+
+class FeatureError(RayinfraError, ValueError):
+    """A feature-view request that cannot be met (no views in the spec, an unknown view)."""
 
 
 def record_space(name: str, view: FeatureView) -> str:
@@ -80,6 +86,8 @@ def materialize(spec: Spec, settings: Settings, store: OnlineStore | None = None
     per view, the versions spanned, the rows read and the entities written."""
     from rayinfra.data.tables import Table
 
+    if not spec.feature_views:
+        raise FeatureError(f"spec '{spec.name}' defines no feature_views: nothing to materialize")
     store = store or open_store(settings.online_store, settings.home, spec.dataset.table)
     table, contract = Table.for_spec(spec, settings), spec.contract
     if not (contract.event_time and contract.key):  # the spec's validator requires both: never here
@@ -96,3 +104,20 @@ def materialize(spec: Spec, settings: Settings, store: OnlineStore | None = None
         store.set_watermark(record_space(name, view), version)
         done[name] = {"from": -1 if since is None else since, "to": version, "rows": rows.num_rows, "entities": touched}
     return done
+
+
+def online_values(
+    spec: Spec, settings: Settings, entities: list[str], store: OnlineStore | None = None
+) -> list[dict[str, object]]:
+    """What a request would get now for each entity, view by view: its status and values."""
+    if not spec.feature_views:
+        raise FeatureError(f"spec '{spec.name}' defines no feature_views")
+    store = store or open_store(settings.online_store, settings.home, spec.dataset.table)
+    now = np.full(len(entities), time.time_ns(), dtype=np.int64)
+    out: list[dict[str, object]] = []
+    for name, view in spec.feature_views.items():
+        values, status = lookup(name, view, store, entities, now)
+        for i, entity in enumerate(entities):
+            row = {"view": name, "entity": entity, "status": STATUS[status[i]]}
+            out.append({**row, **{f: float(v[i]) for f, v in values.items()}})
+    return out

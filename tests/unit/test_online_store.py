@@ -155,3 +155,32 @@ def test_view_values_attach_to_any_batch_of_the_version_by_record_key(tmp_path):
     assert got.column("max_amount_7d").to_pylist() == [by_key[k] for k in got.column("transaction_id").to_pylist()]
     with pytest.raises(ValueError, match="never saw"):
         values.attach(_events(np.random.default_rng(9), 3, 5_000_000, T0))
+
+
+def test_the_cli_materializes_and_shows_what_a_request_would_get(tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from rayinfra.cli import app
+
+    monkeypatch.setenv("RAYINFRA_HOME", str(tmp_path / "home"))
+    spec_file = tmp_path / "cards.yaml"
+    from rayinfra.data import synthetic
+    from tests.conftest import ROOT
+
+    raw = yaml.safe_load((ROOT / "jobs" / "specs" / "fraud_cards.yaml").read_text())
+    spec_file.write_text(yaml.safe_dump(raw))
+    spec = load_spec(spec_file)
+    now_us = int(dt.datetime.now(dt.UTC).timestamp() * 1e6)
+    rows = synthetic.generate(300, seed=1, cards=30, start_time_us=now_us - 86_400_000_000, days=1)
+    Table.for_spec(spec, Settings(home=tmp_path / "home")).append(rows, source="test")
+    runner = CliRunner()
+    first = runner.invoke(app, ["features", "materialize", "--spec", str(spec_file)])
+    assert first.exit_code == 0 and "card_spend" in first.output and "0..1" in first.output, first.output
+    again = runner.invoke(app, ["features", "materialize", "--spec", str(spec_file)])
+    assert "up to date" in again.output
+    card = rows.column("card_id")[-1].as_py()
+    shown = runner.invoke(app, ["features", "get", card, "card-none", "--spec", str(spec_file)])
+    assert shown.exit_code == 0 and "fresh" in shown.output and "unknown" in shown.output, shown.output
+    demo = runner.invoke(app, ["features", "materialize", "--spec", str(ROOT / "jobs" / "specs" / "fraud.yaml")])
+    assert demo.exit_code == 2 and "defines no feature_views" in demo.output
