@@ -40,8 +40,8 @@ def record_space(name: str, view: FeatureView) -> str:
 def lookup(
     name: str, view: FeatureView, store: OnlineStore, entities: list[str], at_ns: np.ndarray
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The view's features for each (entity, time) of a batch, and which entities were missing
-    (unknown, or no event within the TTL): one read of the store for the whole batch."""
+    """The view's features for each (entity, time) of a batch, and each one's status (see
+    `aggregate.compute`): one read of the store for the whole batch."""
     unique = list(dict.fromkeys(entities))
     owner, found = decode_many(store.get(record_space(name, view), unique), len(view.columns))
     events = Events(owner, found.times, {c: found.values[:, j] for j, c in enumerate(view.columns)})
@@ -53,9 +53,9 @@ def apply_rows(
     name: str, view: FeatureView, entity: Entity, store: OnlineStore, rows: pa.Table, time: str, key: str
 ) -> int:
     """Merge ``rows`` (events of any entities) into the store; returns the entities touched."""
+    rows = rows.filter(pc.is_valid(rows.column(entity.join_key)))  # a row with no entity feeds no view
     if rows.num_rows == 0:
         return 0
-    rows = rows.filter(pc.is_valid(rows.column(entity.join_key)))
     ids = pc.cast(rows.column(entity.join_key), pa.string()).to_numpy(zero_copy_only=False)
     keys, times = encode(rows.column(key)), times_ns(rows.column(time))
     values = np.column_stack([encode(rows.column(c)) for c in view.columns])
