@@ -52,6 +52,7 @@ DEVICE_WEIGHTS_DRIFTED = [0.65, 0.20, 0.12, 0.03]
 START_TIME_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 
 SCENARIOS = ("mixed", "covariate", "concept", "prior")
+POPULATION_MEAN_AMOUNT = float(np.exp(3.6 + (0.7**2 + 0.5**2) / 2))  # cards' amounts: lognormal levels and spread
 # Intercept shifts at drift 1. mixed: keeps the fraud rate realistic while the features
 # grow riskier; prior: about triples the rate. (concept needs none: its rate stays near 2%.)
 MIXED_OFFSET, PRIOR_OFFSET = -1.4, 1.3
@@ -171,12 +172,12 @@ class _Cards:
             self.offsets_us[members] = self.offsets_us[lead] + rng.uniform(1e6, 3_600e6, len(members)).astype(np.int64)
             self.amount[np.append(members, lead)] *= np.exp(rng.normal(1.25, 0.3, len(members) + 1))
         self.amount = np.round(self.amount, 2)
-        self.true_mean_30d, self.true_count_1h, true_count_24h = self._history(np.exp(level))
+        self.true_mean_30d, self.true_count_1h, true_count_24h = self._history()
         # One client app's view: a noisy mean and the payments it saw itself (about half).
         self.client_mean_30d = np.round(self.true_mean_30d * rng.lognormal(0.0, 0.35, n), 2)
         self.client_count_24h = rng.binomial(true_count_24h, 0.5).astype(np.int64)
 
-    def _history(self, usual: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _history(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean amount over 30 days, payments in the last hour and day, strictly before each payment."""
         from rayinfra.features.aggregate import Events, compute
         from rayinfra.features.definitions import Aggregation, FeatureView
@@ -189,7 +190,8 @@ class _Cards:
         times = self.offsets_us * 1000
         events = Events.sorted(self.card, times, {"amount": self.amount})
         got, _ = compute(view, events, self.card, times)
-        mean = np.where(np.isnan(got["mean"]), usual[self.card], got["mean"])  # a first payment: the card's level
+        # A card's first payment in 30 days has no history: all anyone knows is the population's mean.
+        mean = np.where(np.isnan(got["mean"]), POPULATION_MEAN_AMOUNT, got["mean"])
         return mean, np.nan_to_num(got["h"]), np.nan_to_num(got["d"]).astype(np.int64)
 
     def card_ids(self) -> pa.Array:
