@@ -75,8 +75,8 @@ def compute(
     out = {}
     for agg in view.aggregations:
         lo = search(q_time - agg.window_s * NS)
-        values = _one(agg, events, lo, hi, view.default)
-        out[agg.feature] = np.where(missing, view.default, values)
+        default = view.default if agg.default is None else agg.default
+        out[agg.feature] = np.where(missing, default, _one(agg, events, lo, hi, default))
     return out, status.astype(np.int8)
 
 

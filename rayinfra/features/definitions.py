@@ -47,6 +47,11 @@ class Aggregation(_Definition):
     function: AggFunction
     time_window: str = Field(description="Trailing window, strictly before the row's time: e.g. 1h, 24h, 30d.")
     name: str | None = Field(None, description="The feature's name; default FUNCTION_COLUMN_WINDOW.")
+    default: float | None = Field(
+        None,
+        description="This feature's value for a missing entity or an empty window; default: the view's. "
+        "A mean wants a typical value (0 would read as a free card), a count wants 0.",
+    )
 
     @field_validator("time_window")
     @classmethod

@@ -52,7 +52,8 @@ class FeatureLookup:
     def defaults(self, records: pa.Table) -> tuple[pa.Table, np.ndarray, dict[tuple[str, str], int]]:
         """What `add` gives when the store cannot be read: every view's default, every record flagged."""
         for view in self.views.values():
-            for feature in view.features:
-                records = records.append_column(feature, pa.array(np.full(records.num_rows, view.default)))
+            for agg in view.aggregations:
+                default = view.default if agg.default is None else agg.default
+                records = records.append_column(agg.feature, pa.array(np.full(records.num_rows, default)))
         counts = {(name, "unavailable"): records.num_rows for name in self.views}
         return records, np.ones(records.num_rows, dtype=bool), counts

@@ -145,3 +145,15 @@ def test_entity_records_round_trip_merge_by_key_and_forget_beyond_the_horizon():
                                      np.array([[9.0, 9.0], [3.0, 7.0]])), horizon_ns=35 * H)  # fmt: skip
     assert later.keys.tolist() == [2.0, 3.0]  # key 1 (at 10h) is beyond 50h - 35h
     assert later.values[:, 0].tolist() == [9.0, 3.0]  # key 2's newer copy won
+
+
+def test_an_aggregation_may_have_its_own_default():
+    view = FeatureView(entity="card", default=0.0, aggregations=[
+        Aggregation(column="amount", function="mean", time_window="1h", default=53.0),
+        Aggregation(column="amount", function="count", time_window="1h"),
+    ])  # fmt: skip
+    events = Events.sorted(np.array([0]), np.array([0]), {"amount": np.array([10.0])})
+    got, status = compute(view, events, np.array([0, 0, 1]), np.array([30 * 60 * NS, 5 * H, 5 * H]))
+    assert got["mean_amount_1h"].tolist() == [10.0, 53.0, 53.0]  # seen, empty window, unknown card
+    assert got["count_amount_1h"].tolist() == [1.0, 0.0, 0.0]
+    assert status.tolist() == [0, 0, 1]
