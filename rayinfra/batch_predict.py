@@ -27,7 +27,7 @@ from rayinfra.config import ColumnSpec, Contract, Settings, Spec
 from rayinfra.data.contract import arrow_schema
 from rayinfra.data.tables import Table, TableError, read_version
 from rayinfra.errors import RayinfraError
-from rayinfra.features.offline import view_inputs, view_values, with_view_features
+from rayinfra.features.offline import values_at, view_inputs, with_view_features
 from rayinfra.runtime import ResourceLayout, init_ray
 
 if TYPE_CHECKING:
@@ -151,8 +151,7 @@ def _scored(spec: Spec, settings: Settings, table: Table, stamp: dict[str, Any],
     views = view_inputs(spec) if spec.uses_views else []
     rows = _read(table, version, list(dict.fromkeys([*([key] if key else []), *spec.table_features, *views])))
     if spec.uses_views:  # each row's view values as of its own time, as in training
-        values = view_values(spec, table.to_arrow(version=version, columns=views))
-        rows = with_view_features(rows, values, layout.data_task_cpus)
+        rows = with_view_features(rows, values_at(spec, table, version), layout.data_task_cpus)
     scored = rows.map_batches(
         Scorer,
         fn_constructor_kwargs={"model_name": spec.model_name, "model_version": stamp["model_version"],

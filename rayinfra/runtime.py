@@ -335,6 +335,13 @@ def monitor_resources(settings: Settings) -> dict[str, float]:
     return head_resources(settings)
 
 
+def head_actor_options(name: str, settings: Settings) -> dict[str, Any]:
+    """Options of a named, detached, restartable actor on the head that holds no CPU
+    (the drift monitor, the feature materializer): found by name if it already runs."""
+    return {"name": name, "namespace": NAMESPACE, "lifetime": "detached", "get_if_exists": True, "num_cpus": 0,
+            "resources": monitor_resources(settings), "max_restarts": -1}  # fmt: skip
+
+
 def auth_mode() -> str:
     """The token-auth mode this process runs with ('token' or 'disabled')."""
     # Not in ray/_raylet.pyi (the stubs of the compiled module lag behind it).

@@ -67,7 +67,7 @@ def compute(
     latter take the view's default."""
     q_entity, q_time = np.asarray(q_entity, dtype=np.int64), np.asarray(q_time, dtype=np.int64)
     search = _Search(events, q_entity, q_time, view)
-    first = np.searchsorted(events.entity, q_entity, side="left")
+    first = search.first
     hi = search(q_time)  # the first event at or after the query's time
     last_time = events.time[np.maximum(hi - 1, 0)] if len(events.time) else np.zeros_like(q_time)
     status = np.where(hi <= first, UNKNOWN, np.where(last_time < q_time - view.ttl_s * NS, STALE, FRESH))
@@ -75,7 +75,7 @@ def compute(
     out = {}
     for agg in view.aggregations:
         lo = search(q_time - agg.window_s * NS)
-        default = view.default if agg.default is None else agg.default
+        default = view.default_of(agg)
         out[agg.feature] = np.where(missing, default, _one(agg, events, lo, hi, default))
     return out, status.astype(np.int8)
 

@@ -10,9 +10,9 @@ cannot drift apart.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat
 
 AggFunction = Literal["count", "sum", "mean", "max", "min", "distinct_count"]
 NUMERIC_ONLY = ("sum", "mean", "max", "min")
@@ -33,6 +33,14 @@ def window_seconds(window: str) -> int:
     return int(match.group(1)) * _UNIT_S[match.group(2)]
 
 
+def _parses(window: str) -> str:
+    window_seconds(window)
+    return window
+
+
+TimeWindow = Annotated[str, AfterValidator(_parses)]
+
+
 class Entity(_Definition):
     """What features are about (a card, a customer), named by one column of the table."""
 
@@ -45,19 +53,13 @@ class Aggregation(_Definition):
 
     column: str
     function: AggFunction
-    time_window: str = Field(description="Trailing window, strictly before the row's time: e.g. 1h, 24h, 30d.")
+    time_window: TimeWindow = Field(description="Trailing window, strictly before the row's time: e.g. 1h, 24h, 30d.")
     name: str | None = Field(None, description="The feature's name; default FUNCTION_COLUMN_WINDOW.")
     default: float | None = Field(
         None,
         description="This feature's value for a missing entity or an empty window; default: the view's. "
         "A mean wants a typical value (0 would read as a free card), a count wants 0.",
     )
-
-    @field_validator("time_window")
-    @classmethod
-    def _window_parses(cls, value: str) -> str:
-        window_seconds(value)
-        return value
 
     @property
     def feature(self) -> str:
@@ -72,7 +74,7 @@ class FeatureView(_Definition):
     """Aggregates of one entity's events, with a time to live and a default for the unknown."""
 
     entity: str = Field(description="A key of the spec's entities.")
-    ttl: str = Field("30d", description="An entity with no event this long before the row is missing: defaults.")
+    ttl: TimeWindow = Field("30d", description="An entity with no event this long before the row is missing: defaults.")
     aggregations: list[Aggregation] = Field(min_length=1)
     default: float = Field(0.0, description="The value of every feature of a missing entity, and of an empty window.")
     online: bool = Field(True, description="Materialized to the online store that Serve reads.")
@@ -80,15 +82,13 @@ class FeatureView(_Definition):
         5.0, description="Longest delay from an event's arrival (ingest, feedback) to its online effect."
     )
 
-    @field_validator("ttl")
-    @classmethod
-    def _ttl_parses(cls, value: str) -> str:
-        window_seconds(value)
-        return value
-
     @property
     def ttl_s(self) -> int:
         return window_seconds(self.ttl)
+
+    def default_of(self, agg: Aggregation) -> float:
+        """The value ``agg`` takes for a missing entity or an empty window."""
+        return self.default if agg.default is None else agg.default
 
     @property
     def features(self) -> list[str]:

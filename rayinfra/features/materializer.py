@@ -17,7 +17,7 @@ import ray
 
 from rayinfra.config import Settings, Spec
 from rayinfra.features.materialize import materialize
-from rayinfra.runtime import NAMESPACE, monitor_resources
+from rayinfra.runtime import head_actor_options
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,5 @@ def actor_name(spec: Spec) -> str:
 
 def get_materializer(spec: Spec, settings: Settings) -> ray.actor.ActorHandle:
     """The spec's materializer: found by name, or started (detached, restartable, on the head)."""
-    actor = ray.remote(Materializer).options(
-        name=actor_name(spec),
-        namespace=NAMESPACE,
-        lifetime="detached",
-        get_if_exists=True,
-        num_cpus=0,
-        resources=monitor_resources(settings),
-        max_restarts=-1,
-    )
+    actor = ray.remote(Materializer).options(**head_actor_options(actor_name(spec), settings))
     return cast(ray.actor.ActorHandle, actor.remote(spec, settings.without_secrets()))

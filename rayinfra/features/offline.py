@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import ray.data
 
     from rayinfra.config import Spec
+    from rayinfra.data.tables import Table
 
 
 def entity_codes(*keys: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
@@ -94,6 +95,11 @@ def view_values(spec: Spec, events: pa.Table) -> ViewValues:
     order = np.argsort(codes, kind="stable")
     matrix = np.column_stack([rows.column(f).to_numpy() for f in rows.column_names[1:]])
     return ViewValues(key, rows.column_names[1:], codes[order], matrix[order])
+
+
+def values_at(spec: Spec, table: Table, version: int) -> ViewValues:
+    """`view_values` of ``table`` at ``version``, reading only the views' input columns."""
+    return view_values(spec, table.to_arrow(version=version, columns=view_inputs(spec)))
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,6 @@ class FeatureLookup:
         """What `add` gives when the store cannot be read: every view's default, every record flagged."""
         for view in self.views.values():
             for agg in view.aggregations:
-                default = view.default if agg.default is None else agg.default
-                records = records.append_column(agg.feature, pa.array(np.full(records.num_rows, default)))
+                records = records.append_column(agg.feature, pa.array(np.full(records.num_rows, view.default_of(agg))))
         counts = {(name, "unavailable"): records.num_rows for name in self.views}
         return records, np.ones(records.num_rows, dtype=bool), counts

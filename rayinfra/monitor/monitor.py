@@ -31,7 +31,7 @@ from rayinfra.monitor.profiles import PREDICTION
 from rayinfra.monitor.retrain import job_status, stop_job, submit_retrain
 from rayinfra.registry.gate import GateSettings
 from rayinfra.registry.lineage import Lineage
-from rayinfra.runtime import monitor_resources
+from rayinfra.runtime import head_actor_options
 
 log = logging.getLogger(__name__)
 
@@ -417,14 +417,6 @@ def _gauges() -> dict[str, Any]:
 
 def get_monitor(spec: Spec, settings: Settings) -> ray.actor.ActorHandle:
     """The model's monitor actor: found by name, or started (detached, restartable)."""
-    actor = ray.remote(DriftMonitor).options(
-        name=actor_name(spec),
-        namespace=NAMESPACE,
-        lifetime="detached",
-        get_if_exists=True,
-        num_cpus=0,
-        resources=monitor_resources(settings),  # on the head; refuses a node-local HOME on a multi-node cluster
-        max_restarts=-1,
-        max_concurrency=1,  # one change at a time: the state file is the truth
-    )
+    # On the head; refuses a node-local HOME on a multi-node cluster. One change at a time: the state file is the truth.
+    actor = ray.remote(DriftMonitor).options(**head_actor_options(actor_name(spec), settings), max_concurrency=1)
     return cast(ray.actor.ActorHandle, actor.remote(spec, settings.without_secrets()))  # never holds API keys

@@ -25,7 +25,7 @@ from rayinfra.data.split import TEST, TRAIN, VAL, Splitter, event_time_cutoffs
 from rayinfra.data.tables import Table
 from rayinfra.data.window import Window
 from rayinfra.errors import RayinfraError
-from rayinfra.features.offline import view_inputs, view_values, with_view_features
+from rayinfra.features.offline import values_at, view_inputs, with_view_features
 from rayinfra.registry.bundle import load_bundle
 from rayinfra.runtime import ResourceLayout, init_ray
 from rayinfra.train.loop import predict, train_loop
@@ -102,8 +102,7 @@ def prepare_data(
     cpus = ResourceLayout.current().data_task_cpus
     raw = table.read(version=version, columns=columns, num_cpus=cpus)
     if spec.uses_views:  # point in time: each row sees only its entity's earlier events
-        values = view_values(spec, table.to_arrow(version=version, columns=view_inputs(spec)))
-        raw = with_view_features(raw, values, cpus)
+        raw = with_view_features(raw, values_at(spec, table, version), cpus)
     label = contract.label
 
     def with_split(batch):  # rows without a label yet (fresh serving traffic) are skipped
