@@ -32,9 +32,8 @@ class Events:
     values: dict[str, np.ndarray]
 
     def __post_init__(self) -> None:
-        order_ok = len(self.entity) < 2 or bool(
-            np.all((np.diff(self.entity) > 0) | ((np.diff(self.entity) == 0) & (np.diff(self.time) >= 0)))
-        )
+        step = np.diff(self.entity)
+        order_ok = len(self.entity) < 2 or bool(np.all((step > 0) | ((step == 0) & (np.diff(self.time) >= 0))))
         if not order_ok:
             raise ValueError("events must be sorted by entity, then time")
 

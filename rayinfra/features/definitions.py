@@ -10,6 +10,7 @@ cannot drift apart.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat
@@ -25,6 +26,7 @@ class _Definition(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+@lru_cache(maxsize=256)  # parsed per lookup otherwise: windows are few, lookups many
 def window_seconds(window: str) -> int:
     """``"24h"`` -> 86400; the units are s, m, h and d."""
     match = _WINDOW.match(window)

@@ -33,8 +33,15 @@ class FeatureError(RayinfraError, ValueError):
 def record_space(name: str, view: FeatureView) -> str:
     """Where a view's records live in the store: its name and a hash of its definition, so a
     changed definition (columns, windows, TTL) starts a fresh space, materialized from scratch."""
-    digest = hashlib.sha256(view.model_dump_json().encode()).hexdigest()[:8]
-    return f"{name}@{digest}"
+    known = _SPACES.get((name, id(view)))
+    if known is not None and known[0] is view:  # views are frozen: one hash per object, not per lookup
+        return known[1]
+    space = f"{name}@{hashlib.sha256(view.model_dump_json().encode()).hexdigest()[:8]}"
+    _SPACES[(name, id(view))] = (view, space)
+    return space
+
+
+_SPACES: dict[tuple[str, int], tuple[FeatureView, str]] = {}
 
 
 def lookup(
