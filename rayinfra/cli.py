@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table as RichTable
 
 from rayinfra import submit
+from rayinfra.cli_output import console, fail, guard, rich_table
 from rayinfra.config import RAY_LOGS, Settings, load_spec
-from rayinfra.errors import EXIT_BAD_INPUT, EXIT_PROBLEMS_FOUND, RayinfraError
+from rayinfra.errors import EXIT_PROBLEMS_FOUND
 from rayinfra.features_cli import features_app
 from rayinfra.keys_cli import keys_app
 from rayinfra.registry.lineage import Lineage
@@ -37,7 +37,6 @@ drift_app = typer.Typer(help="Drift of served traffic against the champion's tra
 app.add_typer(drift_app, name="drift")
 app.add_typer(keys_app, name="keys")
 app.add_typer(features_app, name="features")
-console = Console()
 
 DEFAULT_SPEC = Path("jobs/specs/fraud.yaml")
 SpecOpt = Annotated[Path, typer.Option("--spec", "-s", help="Task spec (YAML).")]
@@ -47,11 +46,6 @@ AddressOpt = Annotated[
 ]
 
 
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code=code)
-
-
 def _table(spec_path: Path):
     from rayinfra.data.tables import Table
 
@@ -59,7 +53,7 @@ def _table(spec_path: Path):
 
 
 def _spec(path: Path):
-    return _guard(lambda: load_spec(path))
+    return guard(lambda: load_spec(path))
 
 
 @app.callback()
@@ -90,7 +84,7 @@ def demo(
     if not settings.verbose:
         logs = RAY_LOGS + " on each node" if settings.ray_address else settings.home / "logs"
         console.print(f"Ray's and Serve's logs: {logs} (rayinfra -v demo shows them here)")
-    result = _guard(lambda: run_demo(task, settings, rows=rows, console=console, seed=seed))
+    result = guard(lambda: run_demo(task, settings, rows=rows, console=console, seed=seed))
     _print_summary(_table(spec))
     console.print(
         "rows streamed through Ray Data, by pinned version: "
@@ -100,7 +94,7 @@ def demo(
         return
     from rayinfra.loop_demo import run_loop
 
-    loop = _guard(lambda: run_loop(task, settings, console, drifted_rows=drifted_rows, seed=seed))
+    loop = guard(lambda: run_loop(task, settings, console, drifted_rows=drifted_rows, seed=seed))
     _print_loop_summary(task, settings, {**result.seconds, **loop.seconds}, loop)
 
 
@@ -109,7 +103,7 @@ def _print_loop_summary(task, settings: Settings, seconds: dict[str, float], loo
     from rayinfra.loop_demo import write_outputs
 
     versions = registry.list_versions(task, settings)
-    out = _rich_table("version", "aliases", "table version", "test PR-AUC", "test ROC-AUC", "gate",
+    out = rich_table("version", "aliases", "table version", "test PR-AUC", "test ROC-AUC", "gate",
                       title="model versions")  # fmt: skip
     for v in versions[-5:]:
         lineage = Lineage.from_tags(v["tags"])
@@ -133,7 +127,7 @@ def _print_gate(loop) -> None:
     """The retrained version's gate verdict, the challenger stage if there was one, and healed or why not."""
     g = loop.gate or {}
     if g:
-        out = _rich_table("verdict", g.get("metric", "metric"), "champion", "diff", "interval", "rows", "positives",
+        out = rich_table("verdict", g.get("metric", "metric"), "champion", "diff", "interval", "rows", "positives",
                           title=f"gate on v{g.get('candidate')}")  # fmt: skip
         interval = "" if g.get("interval_lo") is None else f"[{g['interval_lo']:+.4f}, {g['interval_hi']:+.4f}]"
         num = lambda x: "" if x is None else f"{x:.4f}"  # noqa: E731
@@ -163,7 +157,7 @@ def generate(
     from rayinfra.data import synthetic
     from rayinfra.data.ingest import write_file
 
-    _guard(lambda: write_file(synthetic.generate(rows, seed=seed, drift=drift, start_id=start_id), out))
+    guard(lambda: write_file(synthetic.generate(rows, seed=seed, drift=drift, start_id=start_id), out))
     console.print(f"wrote {rows:,} rows to {out}")
 
 
@@ -176,7 +170,7 @@ def ingest(
     from rayinfra.data.ingest import ingest_files
 
     table = _table(spec)
-    done = _guard(lambda: ingest_files(table, files))
+    done = guard(lambda: ingest_files(table, files))
     if done.duplicate:
         console.print(f"{table.uri}: these files were ingested before; nothing added (version {done.version})")
     else:
@@ -198,14 +192,14 @@ def show(
     """Summary of the table at a version, and its first rows."""
     table = _table(spec)
     _print_summary(table, version)
-    sample = _guard(lambda: table.to_arrow(version=version).slice(0, rows).to_pandas())
+    sample = guard(lambda: table.to_arrow(version=version).slice(0, rows).to_pandas())
     console.print(sample.to_string(max_cols=20))
 
 
 @data_app.command("maintain")
 def maintain(spec: SpecOpt = DEFAULT_SPEC) -> None:
     """Compact small files and write a checkpoint (keeps time travel)."""
-    out = _guard(lambda: _table(spec).maintain())
+    out = guard(lambda: _table(spec).maintain())
     console.print_json(json.dumps(out, default=str))
 
 
@@ -218,7 +212,7 @@ def vacuum(
     apply: Annotated[bool, typer.Option("--apply", help="Delete; without it, only list.")] = False,
 ) -> None:
     """Remove files no longer referenced by versions inside the retention period."""
-    files = _guard(lambda: _table(spec).vacuum(retention_hours=retention_hours, dry_run=not apply))
+    files = guard(lambda: _table(spec).vacuum(retention_hours=retention_hours, dry_run=not apply))
     console.print(f"{'removed' if apply else 'would remove'} {len(files)} files")
 
 
@@ -259,7 +253,7 @@ def train_cmd(
 
     task = _spec(spec)
     params = {"epochs": epochs} if epochs else None
-    out = _guard(lambda: train_and_register(task, Settings(), version=version, params=params))
+    out = guard(lambda: train_and_register(task, Settings(), version=version, params=params))
     _print_outcome(out.outcome)
     console.print(
         f"registered [bold]{task.model_name}[/] v{out.model_version} (run {out.run_id}); gate: {out.gate.reason}"
@@ -272,7 +266,7 @@ def retrain_cmd(spec: SpecOpt = DEFAULT_SPEC) -> None:
     from rayinfra.pipeline import retrain
 
     task = _spec(spec)
-    out = _guard(lambda: retrain(task, Settings()))
+    out = guard(lambda: retrain(task, Settings()))
     _print_outcome(out.outcome)
     console.print(f"registered [bold]{task.model_name}[/] v{out.model_version}; gate: {out.gate.reason}")
 
@@ -286,8 +280,8 @@ def tune_cmd(
     from rayinfra.pipeline import tune_and_register
 
     task = _spec(spec)
-    out = _guard(lambda: tune_and_register(task, Settings(), version=version))
-    trials = _rich_table(
+    out = guard(lambda: tune_and_register(task, Settings(), version=version))
+    trials = rich_table(
         "trial",
         "params",
         "epochs",
@@ -317,7 +311,7 @@ def predict_batch(
 
     task = _spec(spec)
     ref = int(model) if model.isdigit() else model
-    r = _guard(lambda: score_table(task, Settings(), model_ref=ref, table_version=table_version, output_table=output))
+    r = guard(lambda: score_table(task, Settings(), model_ref=ref, table_version=table_version, output_table=output))
     console.print(
         f"scored {r.rows:,} rows of {r.input_table_uri}@v{r.input_table_version} with {r.model_name} "
         f"v{r.model_version}: {r.output_table_uri} is now at version {r.output_table_version}",
@@ -331,7 +325,7 @@ def models_cmd(spec: SpecOpt = DEFAULT_SPEC) -> None:
     from rayinfra import registry
 
     task = _spec(spec)
-    out = _rich_table(
+    out = rich_table(
         "version",
         "aliases",
         "test pr_auc",
@@ -359,7 +353,7 @@ def promote(
     """Make a version the champion by hand (bypasses the gate; audited)."""
     from rayinfra import registry
 
-    _guard(lambda: registry.promote(_spec(spec), version, f"manual: {reason}", Settings()))
+    guard(lambda: registry.promote(_spec(spec), version, f"manual: {reason}", Settings()))
     console.print(f"v{version} is champion")
 
 
@@ -371,7 +365,7 @@ def rollback(
     """Give the champion alias back to the previous champion (audited)."""
     from rayinfra import registry
 
-    version = _guard(lambda: registry.rollback(_spec(spec), reason, Settings()))
+    version = guard(lambda: registry.rollback(_spec(spec), reason, Settings()))
     console.print(f"rolled back: v{version} is champion again")
 
 
@@ -386,7 +380,7 @@ def drift_status(
     task = _spec(spec)
     state = read_state(task, Settings())
     if state is None:
-        raise _fail(f"no drift monitor state for model '{task.model_name}' yet: serve it and send traffic first")
+        raise fail(f"no drift monitor state for model '{task.model_name}' yet: serve it and send traffic first")
     s = describe(task, state)
     console.print(
         f"[bold]{s['model']}[/] reference v{s['reference_version']}: {s['windows']} windows, "
@@ -394,7 +388,7 @@ def drift_status(
         f"({'[red]drift holds[/]' if s['drift_holds'] else 'no sustained drift'}); open window {s['open_window_rows']} rows"
     )
     metric = task.monitor.quality_metric
-    out = _rich_table("closed (UTC)", "rows", "ref", "share", f"est {metric}", f"realized {metric}", "drifted columns")
+    out = rich_table("closed (UTC)", "rows", "ref", "share", f"est {metric}", f"realized {metric}", "drifted columns")
     for w in state["windows"][-windows:]:
         when = datetime.fromtimestamp(w["closed_at"], tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
         quality = w.get("quality") or {}
@@ -411,10 +405,10 @@ def _print_gate_status(task) -> None:
     from rayinfra import registry
     from rayinfra.monitor.monitor import read_stage
 
-    gate = _guard(lambda: registry.last_gate(task, Settings()))
+    gate = guard(lambda: registry.last_gate(task, Settings()))
     if gate:
         console.print(f"gate on v{gate.get('candidate')}: {gate.get('reason')}", soft_wrap=True, highlight=False)
-    for move in _guard(lambda: registry.unaudited_alias_moves(task, Settings())):
+    for move in guard(lambda: registry.unaudited_alias_moves(task, Settings())):
         console.print(f"[bold red]alias moved outside rayinfra:[/] {move}", soft_wrap=True, highlight=False)
     stage = read_stage(task, Settings())
     if stage is not None:
@@ -433,7 +427,7 @@ def report_cmd(
     from rayinfra.report import write_report
 
     task = _spec(spec)
-    path = _guard(lambda: write_report(task, Settings(), out))
+    path = guard(lambda: write_report(task, Settings(), out))
     console.print(f"report: {path}")
 
 
@@ -448,7 +442,7 @@ def audit_cmd(ctx: typer.Context, limit: int = 20) -> None:
 
     if ctx.invoked_subcommand is not None:
         return
-    out = _rich_table("time", "actor", "action", "model", "version", "reason")
+    out = rich_table("time", "actor", "action", "model", "version", "reason")
     for e in audit.entries(Settings())[-limit:]:
         out.add_row(e["time"], e["actor"], e["action"], str(e.get("model", "")), str(e.get("version", "")), e["reason"])
     console.print(out)
@@ -461,7 +455,7 @@ def audit_verify(spec: SpecOpt = DEFAULT_SPEC) -> None:
     from rayinfra import audit, registry
 
     task = _spec(spec)
-    problems = _guard(lambda: registry.verify_trail(task, Settings()))
+    problems = guard(lambda: registry.verify_trail(task, Settings()))
     for problem in problems:
         console.print(f"[bold red]problem:[/] {problem}", highlight=False, soft_wrap=True)
     if problems:
@@ -485,9 +479,9 @@ def serve_cmd(
 
     task, settings = _spec(spec), Settings()
     if detach and not settings.ray_address:
-        raise _fail("--detach needs a running cluster (RAY_ADDRESS); a local Ray stops when this command exits")
+        raise fail("--detach needs a running cluster (RAY_ADDRESS); a local Ray stops when this command exits")
     init_ray(settings)
-    url = _guard(lambda: deploy(task, settings))
+    url = guard(lambda: deploy(task, settings))
     key_file = auth.key_file(settings)
     console.print(f"serving [bold]{task.model_name}[/]@champion at {url}  (docs: {url}/docs)")
     if task.serve.auth:
@@ -588,7 +582,7 @@ def jobs_stop(
 
 def _submit_guard(fn):
     """``_guard`` for a call to the Jobs API: a cluster out of reach or a refused token exits 4."""
-    return _guard(lambda: submit.api_call(fn))
+    return guard(lambda: submit.api_call(fn))
 
 
 def _print_outcome(outcome) -> None:
@@ -601,25 +595,8 @@ def _print_outcome(outcome) -> None:
 
 
 # ---------------------------------------------------------------------------- output
-def _rich_table(*columns: str, title: str | None = None) -> RichTable:
-    """A table whose cells wrap (fold) rather than end in an ellipsis when the terminal is narrow."""
-    out = RichTable(title=title)
-    for column in columns:
-        out.add_column(column, overflow="fold")
-    return out
-
-
-def _guard(fn):
-    """Run ``fn``; an error meant for the user (`RayinfraError`) is one message and its exit code
-    (`rayinfra.errors`); anything else is a bug and keeps its traceback."""
-    try:
-        return fn()
-    except RayinfraError as err:
-        raise _fail(str(err), err.exit_code) from None
-
-
 def _print_summary(table, version: int | None = None) -> None:
-    s = _guard(lambda: table.summary(version))
+    s = guard(lambda: table.summary(version))
     console.print(
         f"[bold]{s['uri']}[/] version {s['version']}: {s['rows']:,} rows in {s['files']} files "
         f"({s['bytes'] / 2**20:.1f} MiB), contract {s['contract']}"
@@ -627,8 +604,8 @@ def _print_summary(table, version: int | None = None) -> None:
 
 
 def _print_history(table, limit: int) -> None:
-    out = _rich_table("version", "time (UTC)", "operation", "rows added", "source", "user")
-    for c in _guard(lambda: table.history(limit)):
+    out = rich_table("version", "time (UTC)", "operation", "rows added", "source", "user")
+    for c in guard(lambda: table.history(limit)):
         when = datetime.fromtimestamp(c["timestamp"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
         added = (c.get("operationMetrics") or {}).get("num_added_rows", "")
         out.add_row(

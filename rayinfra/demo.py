@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 from rich.console import Console
@@ -20,6 +21,19 @@ from rayinfra.data import synthetic
 from rayinfra.data.contract import ContractViolation
 from rayinfra.data.ingest import ingest_files, ingest_records
 from rayinfra.data.tables import Table
+
+DEMO_CARDS = 3_000  # the demo's card population: 100,000 payments in 30 days, about one a card a day
+DAY_US = 86_400_000_000
+
+
+def draw(spec: Spec, n: int, seed: int, start_id: int, drift: float = 0.0, days: float = 30.0) -> pa.Table:
+    """``n`` demo transactions for ``spec``. A spec on feature views gets card histories (the
+    same cards in every draw) that end now: its views' TTLs count from the serving clock."""
+    if not spec.uses_views:
+        return synthetic.generate(n, seed=seed, drift=drift, start_id=start_id)
+    start = time.time_ns() // 1000 - int(days * DAY_US)
+    return synthetic.generate(n, seed=seed, drift=drift, start_id=start_id, cards=DEMO_CARDS, start_time_us=start,
+                              days=days)  # fmt: skip
 
 
 @dataclass
@@ -44,18 +58,18 @@ def run_demo(spec: Spec, settings: Settings, rows: int = 100_000, console: Conso
         landing.mkdir(parents=True, exist_ok=True)
         half = rows // 2
         csv_path, parquet_path = landing / f"tx_{start_id}.csv", landing / f"tx_{start_id}.parquet"
-        pcsv.write_csv(synthetic.generate(half, seed=base, start_id=start_id), csv_path)
-        pq.write_table(synthetic.generate(rows - half, seed=base + 1, start_id=start_id + half), parquet_path)
+        pcsv.write_csv(draw(spec, half, base, start_id), csv_path)
+        pq.write_table(draw(spec, rows - half, base + 1, start_id + half), parquet_path)
 
     with _stage(console, result, "ingest files", f"{csv_path.name}, {parquet_path.name}"):
         result.versions.append(ingest_files(table, [csv_path, parquet_path]).version)
 
     with _stage(console, result, "micro-batch", "1,000 records"):
-        batch = synthetic.generate(1_000, seed=base + 2, start_id=start_id + rows).to_pylist()
+        batch = draw(spec, 1_000, base + 2, start_id + rows, days=1).to_pylist()
         result.versions.append(ingest_records(table, batch, source="demo-microbatch"))
 
     with _stage(console, result, "bad batch", "a negative amount, an unknown device"):
-        bad = synthetic.generate(10, seed=7, start_id=start_id + rows + 1_000).to_pylist()
+        bad = draw(spec, 10, 7, start_id + rows + 1_000, days=1).to_pylist()
         bad[3]["amount"], bad[5]["device"] = -5.0, "smartwatch"
         before = table.version()
         try:

@@ -21,8 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from rayinfra import registry
 from rayinfra.config import MAX_LABELS, Settings, Spec
-from rayinfra.data import synthetic
 from rayinfra.data.tables import Table
+from rayinfra.demo import DEMO_CARDS, draw
 from rayinfra.monitor.retrain import TERMINAL
 from rayinfra.report import write_report
 
@@ -136,10 +136,13 @@ class _Client:
         return requests.get(self.url + "/v1/drift", headers=self.headers, timeout=60).json()
 
 
-def _records(n: int, seed: int, drift: float, start_id: int) -> tuple[list[dict], list[int]]:
-    frame = synthetic.generate(n, seed=seed, drift=drift, start_id=start_id).to_pandas()
+def _records(spec: Spec, n: int, seed: int, drift: float, start_id: int) -> tuple[list[dict], list[int]]:
+    """``n`` records as a client sends them, and their labels. On feature views a client sends
+    the raw event and the card, not aggregates: the platform computes those."""
+    frame = draw(spec, n, seed, start_id, drift=drift, days=max(1.0, n / DEMO_CARDS)).to_pandas()
     labels = frame["is_fraud"].astype(int).tolist()
-    frame = frame.drop(columns=["is_fraud"])
+    keep = [*spec.request_features, spec.contract.key, spec.contract.event_time] if spec.uses_views else frame.columns
+    frame = frame[[c for c in frame.columns if c in keep and c != spec.contract.label]]
     frame["event_time"] = frame["event_time"].astype(str)
     return json.loads(frame.to_json(orient="records")), labels
 
@@ -211,11 +214,11 @@ def run_loop(
     start = table.delta().count() + 10_000_000  # fresh ids for traffic
     seeds = start + seed * 1_000_003  # traffic seeds: another demo seed, other traffic
     with _Stage(console, result, "normal traffic", "1,500 records like the training data") as stage:
-        records, _ = _records(1500, seed=seeds, drift=0.0, start_id=start)
+        records, _ = _records(spec, 1500, seed=seeds, drift=0.0, start_id=start)
         send(client, records, advance=stage.count(len(records), "records sent"))
 
     with _Stage(console, result, "drifted traffic", f"{drifted_rows:,} drifted records, then their labels") as stage:
-        records, labels = _records(drifted_rows, seed=seeds + 1, drift=1.0, start_id=start + 2000)
+        records, labels = _records(spec, drifted_rows, seed=seeds + 1, drift=1.0, start_id=start + 2000)
         result.drift_started = time.time()
         appended = send(client, records, labels, advance=stage.count(len(records), "drifted records sent"))
         console.print(f"feedback: {appended:,} labelled rows appended; table now at v{table.version()}")
@@ -247,7 +250,7 @@ def run_loop(
     with _Stage(console, result, "gate → serving", "the new champion answers (hot reload)"):
         result.champion_after = registry.alias_version(spec.model_name, registry.CHAMPION, settings)
         if result.champion_after != result.champion_before:
-            probe, _ = _records(RECORDS_PER_REQUEST, seed=seeds + 3, drift=1.0, start_id=start + 9_000_000)
+            probe, _ = _records(spec, RECORDS_PER_REQUEST, seed=seeds + 3, drift=1.0, start_id=start + 9_000_000)
             _wait(lambda: client.predict(probe), lambda b: b["model_version"] == result.champion_after, 60, "reload")
             result.new_version_at = time.time()
             console.print(f"v{result.champion_after} is champion and serving (was v{result.champion_before})")
@@ -255,7 +258,7 @@ def run_loop(
             console.print(f"not healed: {result.why_not_healed()}; v{result.champion_before} keeps serving")
 
     with _Stage(console, result, "after the switch", f"{AFTER_SWITCH_ROWS:,} more drifted records") as stage:
-        records, _ = _records(AFTER_SWITCH_ROWS, seed=seeds + 4, drift=1.0, start_id=start + 8_000_000)
+        records, _ = _records(spec, AFTER_SWITCH_ROWS, seed=seeds + 4, drift=1.0, start_id=start + 8_000_000)
         send(client, records, advance=stage.count(len(records), "records sent"))
     return result
 
@@ -265,7 +268,7 @@ def _challenger_stage(spec: Spec, client: _Client, console: Console, result: Loo
     """The gate could not decide: the candidate shadows the champion and live labels judge it."""
     deadline = spec.registry.challenger_deadline_s
     with _Stage(console, result, "challenger stage", f"{CHALLENGER_ROWS:,} more labelled records, shadowed") as stage:
-        records, labels = _records(CHALLENGER_ROWS, seed=seeds + 5, drift=1.0, start_id=start + 6_000_000)
+        records, labels = _records(spec, CHALLENGER_ROWS, seed=seeds + 5, drift=1.0, start_id=start + 6_000_000)
         send(client, records, labels, advance=stage.count(len(records), "labelled records sent"))
         stage.waiting("the challenger stage's verdict")
         status = _wait(lambda: client.drift(), lambda s: (s.get("challenger") or {}).get("outcome") is not None,

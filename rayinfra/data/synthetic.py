@@ -51,6 +51,7 @@ DEVICE_WEIGHTS_DRIFTED = [0.65, 0.20, 0.12, 0.03]
 
 START_TIME_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 
+CARD_POPULATION_SEED = 14
 SCENARIOS = ("mixed", "covariate", "concept", "prior")
 POPULATION_MEAN_AMOUNT = float(np.exp(3.6 + (0.7**2 + 0.5**2) / 2))  # cards' amounts: lognormal levels and spread
 # Intercept shifts at drift 1. mixed: keeps the fraud rate realistic while the features
@@ -156,13 +157,19 @@ def generate(
     return table.take(np.argsort(history.offsets_us, kind="stable"))
 
 
+def card_levels(cards: int) -> np.ndarray:
+    """Each card's usual log-amount: a population fixed by its size, so every draw with the same
+    ``cards`` (the history, later traffic) sees the same cards spend the same way."""
+    return np.random.default_rng([CARD_POPULATION_SEED, cards]).normal(3.6, 0.7, cards)
+
+
 class _Cards:
     """Card histories: who paid when and how much, and what the history says at each payment."""
 
     def __init__(self, rng: np.random.Generator, n: int, cards: int, days: float, drift: float) -> None:
         self.card = rng.integers(0, cards, n)
         self.offsets_us = rng.uniform(0, days * 86_400e6, n).astype(np.int64)
-        level = rng.normal(3.6, 0.7, cards)  # each card's usual log-amount
+        level = card_levels(cards)
         self.amount = np.round(np.exp(level[self.card] + rng.normal(0.6 * drift, 0.5, n)), 2)
         # Bursts: a compromised card pays 2-5 times within an hour, for about 3.5x its usual.
         leaders = np.flatnonzero(rng.random(n) < 0.004)

@@ -43,15 +43,35 @@ class Events:
         return cls(entity[order], time[order], {k: v[order] for k, v in values.items()})
 
 
+EXACT = 2**53  # integers a float64 holds exactly
+
+
 def encode(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """An event column as float64: numbers as they are, booleans 0/1, text as a stable 52-bit hash
-    (exact in a float, so distinct counts are exact) and nulls as NaN."""
+    (exact in a float, so distinct counts are exact) and nulls as NaN. An integer beyond 2**53
+    (a hashed id, such as a feedback row's key) is an identity, not a quantity: it maps to a
+    stable hash above 2**53, where no exactly-held integer lands."""
     if pa.types.is_boolean(column.type):
         column = pc.cast(column, pa.int8())
-    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+    if pa.types.is_integer(column.type):
+        valid = np.asarray(pc.is_valid(column).to_numpy(zero_copy_only=False), dtype=bool)
+        ints = np.asarray(pc.fill_null(pc.cast(column, pa.int64(), safe=False), 0).to_numpy(zero_copy_only=False))
+        exact = (ints >= -EXACT) & (ints <= EXACT)
+        out = np.where(exact, ints.astype(np.float64), EXACT + 2.0 * (_mix64(ints) >> np.uint64(13)))
+        return np.where(valid, out, np.nan)
+    if pa.types.is_floating(column.type):
         return np.asarray(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
     texts = pc.cast(column, pa.string()).to_pylist()
     return np.array([np.nan if t is None else _hash52(t) for t in texts], dtype=np.float64)
+
+
+def _mix64(values: np.ndarray) -> np.ndarray:
+    """SplitMix64's finalizer: a stable, well-spread 64-bit hash of each integer, vectorized."""
+    z = values.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
 def _hash52(text: str) -> float:

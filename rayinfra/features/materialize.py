@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rayinfra.data.tables import Table
 from rayinfra.errors import RayinfraError
 from rayinfra.features.aggregate import NS, STATUS, Events, compute, encode
 from rayinfra.features.definitions import Entity, FeatureView
@@ -91,7 +93,6 @@ def _empty(columns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def materialize(spec: Spec, settings: Settings, store: OnlineStore | None = None) -> dict[str, dict[str, int]]:
     """Bring every online view up to the table's latest version, from its watermark on; returns,
     per view, the versions spanned, the rows read and the entities written."""
-    from rayinfra.data.tables import Table
 
     if not spec.feature_views:
         raise FeatureError(f"spec '{spec.name}' defines no feature_views: nothing to materialize")
@@ -111,6 +112,40 @@ def materialize(spec: Spec, settings: Settings, store: OnlineStore | None = None
         store.set_watermark(record_space(name, view), version)
         done[name] = {"from": -1 if since is None else since, "to": version, "rows": rows.num_rows, "entities": touched}
     return done
+
+
+@dataclass(frozen=True)
+class ViewStatus:
+    """A feature view as `rayinfra features list` shows it."""
+
+    view: str
+    entity: str  # the join key
+    ttl: str
+    freshness_s: float
+    online: bool
+    materialized: int | None  # the table version its online records reach; None: never
+    table_version: int | None
+    features: list[dict[str, Any]]  # name, function, column, window, default, model_reads
+
+
+def view_status(spec: Spec, settings: Settings, store: OnlineStore | None = None) -> list[ViewStatus]:
+    """Each feature view: its entity, features, TTL, freshness bound, and how far it is materialized."""
+    if not spec.feature_views:
+        raise FeatureError(f"spec '{spec.name}' defines no feature_views")
+    store = store or open_store(settings.online_store, settings.home, spec.dataset.table)
+    table = Table.for_spec(spec, settings)
+    latest = table.version() if table.exists() else None
+    used = set(spec.features.all)
+    return [
+        ViewStatus(
+            view=name, entity=spec.entities[view.entity].join_key, ttl=view.ttl, freshness_s=view.freshness_s,
+            online=view.online, materialized=store.watermark(record_space(name, view)) if view.online else None,
+            table_version=latest,
+            features=[{"name": a.feature, "function": a.function, "column": a.column, "window": a.time_window,
+                       "default": view.default_of(a), "model_reads": a.feature in used} for a in view.aggregations],
+        )
+        for name, view in spec.feature_views.items()
+    ]  # fmt: skip
 
 
 def online_values(

@@ -139,7 +139,8 @@ def window_drift(spec: Spec, window: DatasetProfileView, reference: DatasetProfi
     m, types = spec.monitor, spec.contract.columns
     columns, missing = {}, []
     for name in spec.features.all:
-        result = column_drift(name, types[name].type in ("int", "float"), window, reference, m)
+        numeric = types[name].type in ("int", "float") if name in types else True  # a view's values are floats
+        result = column_drift(name, numeric, window, reference, m)
         if result is None:
             missing.append(name)
         else:

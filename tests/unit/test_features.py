@@ -157,3 +157,18 @@ def test_an_aggregation_may_have_its_own_default():
     assert got["mean_amount_1h"].tolist() == [10.0, 53.0, 53.0]  # seen, empty window, unknown card
     assert got["count_amount_1h"].tolist() == [1.0, 0.0, 0.0]
     assert status.tolist() == [0, 0, 1]
+
+
+def test_ids_beyond_float_precision_encode_as_stable_distinct_hashes():
+    """A feedback row's key is a 63-bit hash: the online store's merge must take it (it once
+    raised, and the materializer stopped at the first feedback batch)."""
+    import pyarrow as pa
+
+    from rayinfra.features.aggregate import EXACT, encode
+
+    big = [7_460_957_250_157_215_979, 7_460_957_250_157_215_980, -(2**63), 2**53 + 1]
+    got = encode(pa.array([1, None, *big, 2**53], pa.int64()))
+    assert got[0] == 1 and np.isnan(got[1]) and got[-1] == EXACT  # exact where a float holds it
+    hashed = got[2:-1]
+    assert len(set(hashed)) == len(big) and (hashed > EXACT).all()  # distinct, never an exact integer's value
+    assert np.array_equal(hashed, encode(pa.array(big, pa.int64())))  # stable across batches

@@ -175,10 +175,17 @@ def test_the_cli_materializes_and_shows_what_a_request_would_get(tmp_path, monke
     rows = synthetic.generate(300, seed=1, cards=30, start_time_us=now_us - 86_400_000_000, days=1)
     Table.for_spec(spec, Settings(home=tmp_path / "home")).append(rows, source="test")
     runner = CliRunner()
+    listed = runner.invoke(app, ["features", "list", "--spec", str(spec_file)], terminal_width=80)
+    assert listed.exit_code == 0 and "never materialized" in listed.output, listed.output
+    first_column = "".join(line.split("│")[1].strip() for line in listed.output.splitlines() if line.startswith("│"))
+    assert "card_payments_1h" in first_column  # wrapped, not cut, in 80 columns
+    assert max(len(line) for line in listed.output.splitlines()) <= 80
     first = runner.invoke(app, ["features", "materialize", "--spec", str(spec_file)])
     assert first.exit_code == 0 and "card_spend" in first.output and "0..1" in first.output, first.output
     again = runner.invoke(app, ["features", "materialize", "--spec", str(spec_file)])
     assert "up to date" in again.output
+    listed = runner.invoke(app, ["features", "list", "--spec", str(spec_file)], terminal_width=80)
+    assert "online at table v1 (table at v1)" in " ".join(listed.output.split()), listed.output
     card = rows.column("card_id")[-1].as_py()
     shown = runner.invoke(app, ["features", "get", card, "card-none", "--spec", str(spec_file)])
     assert shown.exit_code == 0 and "fresh" in shown.output and "unknown" in shown.output, shown.output

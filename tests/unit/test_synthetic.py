@@ -80,3 +80,15 @@ def test_card_histories_burst_and_the_label_follows_the_true_history():
     assert df.is_fraud[burst].mean() > 5 * df.is_fraud[~burst].mean(), "bursts carry no signal"
     # The client's count is a partial view of the true one: never more, often less.
     assert (df.txn_count_24h <= df.count_amount_24h).all() and (df.txn_count_24h < df.count_amount_24h).any()
+
+
+def test_draws_with_the_same_card_count_share_the_cards_spending():
+    """History and later traffic are separate draws; a card must spend alike in both, or the
+    platform's per-card aggregates (from the history) would say nothing about the traffic."""
+    first = synthetic.generate(40_000, seed=1, cards=400).to_pandas()
+    later = synthetic.generate(40_000, seed=2, cards=400, start_time_us=synthetic.START_TIME_US + 40 * 86_400_000_000)
+    mean_first = first.groupby("card_id").amount.median()
+    mean_later = later.to_pandas().groupby("card_id").amount.median()
+    both = mean_first.index.intersection(mean_later.index)
+    assert len(both) > 350
+    assert np.corrcoef(np.log(mean_first[both]), np.log(mean_later[both]))[0, 1] > 0.8

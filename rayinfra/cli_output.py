@@ -1,0 +1,39 @@
+"""What every ``rayinfra`` command shares to present: one console, tables that fit 80
+columns by wrapping, and user errors as one line and their exit code."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from rayinfra.errors import EXIT_BAD_INPUT, RayinfraError
+
+console = Console()
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    """Print ``message`` as an error; the caller raises the returned exit."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=code)
+
+
+def guard(fn: Callable[[], T]) -> T:
+    """Run ``fn``; an error meant for the user (`RayinfraError`) is one message and its exit code
+    (`rayinfra.errors`); anything else is a bug and keeps its traceback."""
+    try:
+        return fn()
+    except RayinfraError as err:
+        raise fail(str(err), err.exit_code) from None
+
+
+def rich_table(*columns: str, title: str | None = None) -> RichTable:
+    """A table whose cells wrap (fold) rather than end in an ellipsis when the terminal is narrow."""
+    out = RichTable(title=title)
+    for column in columns:
+        out.add_column(column, overflow="fold")
+    return out
