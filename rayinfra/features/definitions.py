@@ -9,6 +9,7 @@ cannot drift apart.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from functools import lru_cache
 from typing import Annotated, Literal
@@ -83,6 +84,12 @@ class FeatureView(_Definition):
     freshness_s: PositiveFloat = Field(
         5.0, description="Longest delay from an event's arrival (ingest, feedback) to its online effect."
     )
+
+    @property
+    def digest(self) -> str:
+        """The definition's version: a hash of everything that decides its values (columns,
+        functions, windows, TTL, defaults). Lineage records it; the online store keys by it."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:8]
 
     @property
     def ttl_s(self) -> int:

@@ -8,7 +8,6 @@ computes their values at request time with the same code as the training set.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,7 +37,7 @@ def record_space(name: str, view: FeatureView) -> str:
     known = _SPACES.get((name, id(view)))
     if known is not None and known[0] is view:  # views are frozen: one hash per object, not per lookup
         return known[1]
-    space = f"{name}@{hashlib.sha256(view.model_dump_json().encode()).hexdigest()[:8]}"
+    space = f"{name}@{view.digest}"
     _SPACES[(name, id(view))] = (view, space)
     return space
 

@@ -42,6 +42,7 @@ TABLE_VERSION = "rayinfra.table_version"
 THRESHOLD, CALIBRATOR, CALIBRATION_ECE = "rayinfra.threshold", "rayinfra.calibrator", "rayinfra.calibration_ece"
 GATE = "rayinfra.gate"
 COMPRESSION = "rayinfra.compression"
+FEATURE_VIEWS = "rayinfra.feature_views"
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class Lineage:
     calibration_ece: float | None = None
     gate: dict[str, Any] | None = None  # the gate's verdict on this version (`GateResult.record`)
     compression: dict[str, Any] | None = None  # the compressed model checked against it (`compress.check`)
+    # The feature views the model reads, each with its definition's version (`FeatureView.digest`)
+    # and definition: computed point in time from the same table version.
+    feature_views: dict[str, Any] | None = None
     other: dict[str, str] = field(default_factory=dict)  # rayinfra.* tags this class does not know (yet)
 
     @classmethod
@@ -78,7 +82,8 @@ class Lineage:
                     metrics[key.removeprefix(METRIC_PREFIX)] = float(value)
                 except ValueError:
                     pass  # a hand-edited tag: not a metric
-        known = {*_FIELDS.values(), TABLE_VERSION, THRESHOLD, CALIBRATOR, CALIBRATION_ECE, GATE, COMPRESSION}
+        known = {*_FIELDS.values(), TABLE_VERSION, THRESHOLD, CALIBRATOR, CALIBRATION_ECE, GATE, COMPRESSION,
+                 FEATURE_VIEWS}  # fmt: skip
         other = {k: v for k, v in tags.items() if k not in known and not k.startswith(METRIC_PREFIX)}
         return cls(
             **values,
@@ -89,6 +94,7 @@ class Lineage:
             calibration_ece=_number(tags.get(CALIBRATION_ECE)),
             gate=_json(tags.get(GATE)),
             compression=_json(tags.get(COMPRESSION)),
+            feature_views=_json(tags.get(FEATURE_VIEWS)),
             other=other,
         )
 
@@ -107,6 +113,8 @@ class Lineage:
             tags[GATE] = json.dumps(self.gate)
         if self.compression is not None:
             tags[COMPRESSION] = json.dumps(self.compression)
+        if self.feature_views is not None:
+            tags[FEATURE_VIEWS] = json.dumps(self.feature_views)
         tags.update(self.other)
         return tags
 
@@ -154,7 +162,16 @@ def for_outcome(spec: Spec, outcome: TrainOutcome) -> Lineage:
         python_version=platform.python_version(),
         train_run=outcome.name,
         test_metrics={k: float(v) for k, v in outcome.test_metrics.items()},
+        feature_views=views_read(spec),
     )
+
+
+def views_read(spec: Spec) -> dict[str, Any] | None:
+    """The feature views ``spec``'s model reads: name -> version (digest), entity and definition."""
+    used = set(spec.features.all)
+    read = {n: v for n, v in spec.feature_views.items() if used & set(v.features)}
+    return {n: {"version": v.digest, "entity": spec.entities[v.entity].join_key, "definition": v.model_dump(mode="json")}
+            for n, v in read.items()} or None  # fmt: skip
 
 
 def code_version() -> str:

@@ -34,3 +34,20 @@ def test_calibration_and_gate_tags_are_typed_in_one_place():
     assert Lineage.from_tags(lineage.to_tags()) == lineage
     broken = Lineage.from_tags({"rayinfra.threshold": "high", "rayinfra.gate": "{not json"})
     assert broken.threshold is None and broken.gate is None  # a hand-edited tag reads as absent
+
+
+def test_a_model_on_feature_views_records_each_views_version_and_definition():
+    from rayinfra.config import load_spec
+    from rayinfra.registry.lineage import views_read
+    from tests.conftest import ROOT
+
+    cards = load_spec(ROOT / "jobs" / "specs" / "fraud_cards.yaml")
+    views = views_read(cards)
+    assert views is not None and views["card_spend"]["entity"] == "card_id"
+    assert views["card_spend"]["version"] == cards.feature_views["card_spend"].digest
+    back = Lineage.from_tags(Lineage(feature_views=views).to_tags())
+    assert back.feature_views == views and not back.other
+    # A changed window is another version of the view.
+    longer = load_spec(ROOT / "jobs" / "specs" / "fraud_cards.yaml", {"feature_views.card_spend.ttl": "60d"})
+    assert views_read(longer)["card_spend"]["version"] != views["card_spend"]["version"]
+    assert views_read(load_spec(ROOT / "jobs" / "specs" / "fraud.yaml")) is None  # no views read: no tag
