@@ -19,7 +19,7 @@ import typer
 from rich.table import Table as RichTable
 
 from rayinfra import submit
-from rayinfra.cli_output import console, fail, guard, rich_table
+from rayinfra.cli_output import DEFAULT_SPEC, console, fail, guard, rich_table
 from rayinfra.config import RAY_LOGS, Settings, load_spec
 from rayinfra.errors import EXIT_PROBLEMS_FOUND
 from rayinfra.features_cli import features_app
@@ -38,7 +38,6 @@ app.add_typer(drift_app, name="drift")
 app.add_typer(keys_app, name="keys")
 app.add_typer(features_app, name="features")
 
-DEFAULT_SPEC = Path("jobs/specs/fraud.yaml")
 SpecOpt = Annotated[Path, typer.Option("--spec", "-s", help="Task spec (YAML).")]
 AddressOpt = Annotated[
     str | None,
@@ -152,12 +151,15 @@ def generate(
     seed: int = 0,
     drift: Annotated[float, typer.Option(help="0 = training distribution, 1 = fully drifted.")] = 0.0,
     start_id: Annotated[int, typer.Option(help="First transaction_id.")] = 0,
+    spec: SpecOpt = DEFAULT_SPEC,
 ) -> None:
-    """Write demo transactions (fraud-labelled) to a file."""
-    from rayinfra.data import synthetic
+    """Write demo transactions (fraud-labelled) to a file, in the columns ``--spec``'s table takes
+    (on feature views: card ids with 30 days of history up to now)."""
     from rayinfra.data.ingest import write_file
+    from rayinfra.demo import draw
 
-    guard(lambda: write_file(synthetic.generate(rows, seed=seed, drift=drift, start_id=start_id), out))
+    task = _spec(spec)
+    guard(lambda: write_file(draw(task, rows, seed, start_id, drift=drift), out))
     console.print(f"wrote {rows:,} rows to {out}")
 
 

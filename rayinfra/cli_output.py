@@ -4,6 +4,7 @@ columns by wrapping, and user errors as one line and their exit code."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import typer
@@ -13,6 +14,8 @@ from rich.table import Table as RichTable
 from rayinfra.errors import EXIT_BAD_INPUT, RayinfraError
 
 console = Console()
+# The demo task on feature views: what `make demo` builds, and every command's default spec.
+DEFAULT_SPEC = Path("jobs/specs/fraud_cards.yaml")
 T = TypeVar("T")
 
 

@@ -32,7 +32,7 @@ def test_spec_check(home, tmp_path):
 
 def test_generate_ingest_history_show(home, tmp_path):
     data = tmp_path / "tx.parquet"
-    assert run("generate", str(data), "--rows", "500").exit_code == 0
+    assert run("generate", str(data), "--rows", "500", "--spec", str(DEMO_SPEC)).exit_code == 0
     out = run("ingest", str(data), "--spec", str(DEMO_SPEC))
     assert out.exit_code == 0 and "version 1" in out.output
     history = run("data", "history", "--spec", str(DEMO_SPEC))
@@ -44,7 +44,7 @@ def test_generate_ingest_history_show(home, tmp_path):
 
 def test_bad_file_is_refused_with_the_reason(home, tmp_path):
     bad = tmp_path / "bad.csv"
-    assert run("generate", str(bad), "--rows", "20").exit_code == 0
+    assert run("generate", str(bad), "--rows", "20", "--spec", str(DEMO_SPEC)).exit_code == 0
     bad.write_text(bad.read_text().replace('"mobile"', '"smartwatch"'))
     out = run("ingest", str(bad), "--spec", str(DEMO_SPEC))
     assert out.exit_code == 2
