@@ -144,6 +144,11 @@ def _one(agg: Aggregation, events: Events, lo: np.ndarray, hi: np.ndarray, defau
     if agg.function == "distinct_count":
         return _distinct(events.entity, values, lo, hi)
     valid = ~np.isnan(values)
+    if agg.function == "last":  # the latest non-null value in the range (ties: the later-stored event)
+        latest = np.maximum.accumulate(np.where(valid, np.arange(len(values)), -1)) if len(values) else values
+        at = latest[np.maximum(hi - 1, 0)] if len(values) else np.full(len(lo), -1)
+        found = (hi > lo) & (at >= lo)
+        return np.where(found, values[np.maximum(at, 0)] if len(values) else default, default)
     if agg.function in ("sum", "mean"):
         sums = _range_reduce(np.add, np.where(valid, values, 0.0), lo, hi, 0.0)
         if agg.function == "sum":

@@ -2,7 +2,7 @@
 
 A feature view aggregates columns of the dataset's own table per entity over trailing time
 windows (``count``, ``sum``, ``mean``, ``max``, ``min``, ``distinct_count`` over e.g. 1h,
-24h, 30d). The same definitions drive the offline training set (point in time, each row
+24h, 30d), and pass-through fields (``last``: the latest value). The same definitions drive the offline training set (point in time, each row
 seeing only events strictly before it) and the online lookups Serve makes, so the two
 cannot drift apart.
 """
@@ -16,8 +16,10 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat
 
-AggFunction = Literal["count", "sum", "mean", "max", "min", "distinct_count"]
-NUMERIC_ONLY = ("sum", "mean", "max", "min")
+# ``last``: a pass-through field, the entity's latest non-null value in the window (e.g. its
+# account age at its previous payment), as of strictly before the row.
+AggFunction = Literal["count", "sum", "mean", "max", "min", "distinct_count", "last"]
+NUMERIC_ONLY = ("sum", "mean", "max", "min", "last")
 _WINDOW = re.compile(r"^(\d+)(s|m|h|d)$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -22,7 +22,7 @@ VIEW = FeatureView(
     default=-1.0,
     aggregations=[
         Aggregation(column="amount", function=f, time_window=w)
-        for f in ("count", "sum", "mean", "max", "min")
+        for f in ("count", "sum", "mean", "max", "min", "last")
         for w in ("1h", "24h")
     ]
     + [Aggregation(column="merchant", function="distinct_count", time_window="24h", name="merchants_24h")],
@@ -50,6 +50,9 @@ def _reference(view, ent, times, values, q_ent, q_time):
                 got = float(len(np.unique(v)))
             elif len(v) == 0:
                 got = view.default
+            elif a.function == "last":  # the latest valid event; among equal times, the later-stored one
+                idx = np.flatnonzero(inside & ~np.isnan(values[a.column]))
+                got = float(values[a.column][idx[np.lexsort((idx, times[idx]))[-1]]])
             else:
                 got = float({"mean": np.mean, "max": np.max, "min": np.min}[a.function](v))
             out[a.feature].append(got)

@@ -30,6 +30,7 @@ VIEWS = {
                 {"column": "amount", "function": "mean", "time_window": "24h"},
                 {"column": "amount", "function": "max", "time_window": "7d"},
                 {"column": "merchant_category", "function": "distinct_count", "time_window": "24h"},
+                {"column": "account_age_days", "function": "last", "time_window": "3d"},  # a pass-through field
             ],
         }
     },
@@ -96,6 +97,10 @@ def test_a_feature_view_that_does_not_fit_the_contract_is_refused_naming_the_fie
                                                                  "time_window": "1h"}]}  # fmt: skip
     with pytest.raises(SpecError, match=r"feature_views.card_spend.aggregations\[0\]: mean needs a number"):
         load_spec(DEMO_SPEC, bad)
+    text = {**VIEWS, "feature_views.card_spend.aggregations": [{"column": "device", "function": "last",
+                                                                  "time_window": "1d"}]}  # fmt: skip
+    with pytest.raises(SpecError, match=r"aggregations\[0\]: last needs a number; 'device' is category"):
+        load_spec(DEMO_SPEC, text)
     with pytest.raises(SpecError, match="entities.card.join_key: 'card_id' is not a contract column"):
         load_spec(DEMO_SPEC, {k: v for k, v in VIEWS.items() if k != "dataset.contract.columns.card_id"})
     clash = {**VIEWS, "feature_views.card_spend.aggregations": [{"column": "amount", "function": "mean",
