@@ -29,6 +29,7 @@ demo: install
 # The rules are pinned in pyproject.toml; part of make test, so CI checks them.
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 test: install lint

@@ -96,7 +96,7 @@ def main() -> None:
     batches = [features.slice(i, size) for i in range(0, 64 * size, size)]
     speed: dict[str, list[float]] = {k: [] for k in bundles}
     for r in range(args.rounds):  # alternate, so drift in the machine's speed hits every kind alike
-        for k in (list(bundles) if r % 2 == 0 else list(reversed(bundles))):
+        for k in list(bundles) if r % 2 == 0 else list(reversed(bundles)):
             speed[k].append(rows_per_s(bundles[k], batches, args.seconds))
     ratio = {k: statistics.median(s / f for s, f in zip(speed[k], speed["float"])) for k in kinds}
     loss = {k: quality["float"] - quality[k] for k in kinds}
@@ -106,16 +106,30 @@ def main() -> None:
         "benchmark": "bench_compress",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}, torch {torch.__version__}",
-        "config": {"model": HEAVY, "batch_records": size, "threads": 1, "rounds": args.rounds,
-                   "seconds": args.seconds, "train_rows": args.train_rows, "test_rows": args.test_rows},  # fmt: skip
+        "config": {
+            "model": HEAVY,
+            "batch_records": size,
+            "threads": 1,
+            "rounds": args.rounds,
+            "seconds": args.seconds,
+            "train_rows": args.train_rows,
+            "test_rows": args.test_rows,
+        },  # fmt: skip
         "train_s": round(train_s, 1),
         "rows_per_s": {k: [round(x) for x in v] for k, v in speed.items()},
         "ratio_vs_float": {k: round(v, 3) for k, v in ratio.items()},
         "pr_auc": {k: round(v, 5) for k, v in quality.items()},
         "pr_auc_loss": {k: round(v, 5) for k, v in loss.items()},
         "best": best,
-        "goals": [goal("P5-compressed", f"compressed / float throughput, compute-bound model, best kind with PR-AUC "
-                       f"loss <= 0.005 ({best or 'none'})", ratio[best] if best else None, ">= 1.5")],  # fmt: skip
+        "goals": [
+            goal(
+                "P5-compressed",
+                f"compressed / float throughput, compute-bound model, best kind with PR-AUC "
+                f"loss <= 0.005 ({best or 'none'})",
+                ratio[best] if best else None,
+                ">= 1.5",
+            )
+        ],  # fmt: skip
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "bench_compress.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -59,7 +59,9 @@ def pyarrow_rows(table: Table, version: int) -> int:
     dataset = DeltaTable(table.uri, version=version).to_pyarrow_dataset(filesystem=table.filesystem())
     rows = 0
     for batch in dataset.to_batches(columns=COLUMNS, batch_size=BATCH):
-        tensors = {c: torch.as_tensor(batch.column(c).to_numpy(zero_copy_only=False), dtype=torch.float32) for c in COLUMNS}
+        tensors = {
+            c: torch.as_tensor(batch.column(c).to_numpy(zero_copy_only=False), dtype=torch.float32) for c in COLUMNS
+        }
         rows += len(tensors["amount"])
     return rows
 
@@ -120,7 +122,9 @@ def main() -> None:
     assert ray_n == arrow_n == args.rows, (ray_n, arrow_n)
     read_ratio = ray_rps / arrow_rps
     print(f"(a) Ray Data {ray_rps:,.0f} rows/s, pyarrow {arrow_rps:,.0f} rows/s: ratio {read_ratio:.2f} (goal >= 0.8)")
-    print(f"    materialized dataset (epochs after the first): {cached_rps:,.0f} rows/s, ratio {cached_rps / arrow_rps:.2f}")
+    print(
+        f"    materialized dataset (epochs after the first): {cached_rps:,.0f} rows/s, ratio {cached_rps / arrow_rps:.2f}"
+    )
 
     maintained, raw = table("maintained"), table("raw", maintenance_every=10**9)
     append_s = small_appends(maintained, args.appends, args.rows)
@@ -137,8 +141,10 @@ def main() -> None:
         f"{t_maint * 1e3:.1f} ms (ratio {open_ratio:.2f}, goal <= 2), without {t_raw * 1e3:.1f} ms "
         f"(ratio {t_raw / t_fresh:.2f}); {args.appends / append_s:.0f} appends/s"
     )
-    print(f"    the fresh table opened from a checkpoint: {t_fresh_cp * 1e3:.1f} ms; maintained / that "
-          f"{t_maint / t_fresh_cp:.2f}")
+    print(
+        f"    the fresh table opened from a checkpoint: {t_fresh_cp * 1e3:.1f} ms; maintained / that "
+        f"{t_maint / t_fresh_cp:.2f}"
+    )
 
     result = {
         "benchmark": "bench_data",

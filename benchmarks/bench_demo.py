@@ -60,8 +60,15 @@ def summarise(runs: list[dict[str, Any]], seeds: int) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "complete": len(runs) == seeds,
         "command": "rayinfra demo --seed N (fresh RAYINFRA_HOME per seed)",
-        "goals": [goal("demo-heals", f"share of `rayinfra demo --seed N` runs ending with the retrained version "
-                       f"serving ({healed} of {len(runs)} seeds)", share, ">= 0.9")],  # fmt: skip
+        "goals": [
+            goal(
+                "demo-heals",
+                f"share of `rayinfra demo --seed N` runs ending with the retrained version "
+                f"serving ({healed} of {len(runs)} seeds)",
+                share,
+                ">= 0.9",
+            )
+        ],  # fmt: skip
         "runs": runs,
     }
 

@@ -174,14 +174,26 @@ def main() -> None:
         "redis": redis,
         "quality": quality_,
         "goals": [
-            goal("F1-parity-mismatches", "online vs point-in-time values, >= 1,000 pairs per store",
-                 embedded["mismatches"] + redis["mismatches"], "<= 0"),
+            goal(
+                "F1-parity-mismatches",
+                "online vs point-in-time values, >= 1,000 pairs per store",
+                embedded["mismatches"] + redis["mismatches"],
+                "<= 0",
+            ),
             goal("F2-lookup-p99-ms", "embedded store: p99 ms per 64-record batch", embedded["p99_ms"], "<= 2"),
             goal("F3-lookup-p99-ms-redis", "Redis: p99 ms per 64-record batch", redis["p99_ms"], "<= 3"),
-            goal("F4-freshness-p95-s", "append to online effect, p95 (worse store)",
-                 max(embedded["freshness_p95_s"], redis["freshness_p95_s"]), "<= 5"),
-            goal("F5-quality", "test PR-AUC, views / client-sent aggregates (demo model, same split)",
-                 quality_["ratio"] if quality_ else None, ">= 1"),
+            goal(
+                "F4-freshness-p95-s",
+                "append to online effect, p95 (worse store)",
+                max(embedded["freshness_p95_s"], redis["freshness_p95_s"]),
+                "<= 5",
+            ),
+            goal(
+                "F5-quality",
+                "test PR-AUC, views / client-sent aggregates (demo model, same split)",
+                quality_["ratio"] if quality_ else None,
+                ">= 1",
+            ),
         ],  # fmt: skip
     }
     RESULTS.mkdir(exist_ok=True)

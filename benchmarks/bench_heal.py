@@ -182,8 +182,16 @@ def retrain(spec: Spec, champion_home: Path, home: Path, post: pa.Table, test: p
     }
 
 
-def record(seed: int, scenario: str, mode: str, r: dict[str, Any], post: pa.Table, oracle: float, oracle_s: float,
-           champion_s: float) -> dict[str, Any]:
+def record(
+    seed: int,
+    scenario: str,
+    mode: str,
+    r: dict[str, Any],
+    post: pa.Table,
+    oracle: float,
+    oracle_s: float,
+    champion_s: float,
+) -> dict[str, Any]:
     gain = oracle - r["champion_pr_auc"]
     run = {"seed": seed, "scenario": scenario, "mode": mode, "oracle_pr_auc": oracle, "oracle_gain": gain,
            "recovery": (r["served_pr_auc"] - r["champion_pr_auc"]) / gain if gain != 0 else None,
@@ -251,11 +259,19 @@ def summarise(args: argparse.Namespace, runs: list[dict[str, Any]], modes: list[
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}, torch {torch.__version__}",
         "complete": complete,
         "seeds_run": sorted({r["seed"] for r in runs}),
-        "config": {"seeds": args.seeds, "rows": args.rows, "drift_rows": args.drift_rows,
-                   "test_rows": args.test_rows, "stage_rows": args.stage_rows, "stage_batch": args.stage_batch,
-                   "scenarios": args.scenarios.split(","), "modes": modes,
-                   "mode_seeds": args.mode_seeds, "spec": {"file": "jobs/specs/fraud.yaml", "overrides": SMALL},
-                   "gate_margin": margin},  # fmt: skip
+        "config": {
+            "seeds": args.seeds,
+            "rows": args.rows,
+            "drift_rows": args.drift_rows,
+            "test_rows": args.test_rows,
+            "stage_rows": args.stage_rows,
+            "stage_batch": args.stage_batch,
+            "scenarios": args.scenarios.split(","),
+            "modes": modes,
+            "mode_seeds": args.mode_seeds,
+            "spec": {"file": "jobs/specs/fraud.yaml", "overrides": SMALL},
+            "gate_margin": margin,
+        },  # fmt: skip
         "notes": NOTES,
         "goals": out_goals,
         "mode_choice": choice,
@@ -270,7 +286,10 @@ def resumed(args: argparse.Namespace, modes: list[str], scenarios: list[str]) ->
     old = json.loads(args.out.read_text())
     same = {"rows": args.rows, "drift_rows": args.drift_rows, "test_rows": args.test_rows,
             "stage_rows": args.stage_rows, "stage_batch": args.stage_batch, "overrides": SMALL}  # fmt: skip
-    have = {**{k: old["config"].get(k) for k in same if k != "overrides"}, "overrides": old["config"]["spec"]["overrides"]}
+    have = {
+        **{k: old["config"].get(k) for k in same if k != "overrides"},
+        "overrides": old["config"]["spec"]["overrides"],
+    }
     if have != same:
         raise SystemExit(f"--resume: {args.out} was run with another config: {have} (now {same})")
     runs = old["runs"]
@@ -286,16 +305,23 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=30_000, help="pre-drift rows the champion trains on")
     p.add_argument("--drift-rows", type=int, default=20_000, help="post-drift labelled rows appended as feedback")
     p.add_argument("--test-rows", type=int, default=30_000, help="fresh post-drift test rows")
-    p.add_argument("--stage-rows", type=int, default=20_000,
-                   help="labelled live rows an inconclusive candidate's challenger stage may see (0: no stage)")
+    p.add_argument(
+        "--stage-rows",
+        type=int,
+        default=20_000,
+        help="labelled live rows an inconclusive candidate's challenger stage may see (0: no stage)",
+    )
     p.add_argument("--stage-batch", type=int, default=2_000, help="labelled rows per feedback batch in the stage")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--modes", default="window", help="retrain_data modes; the first one is the default's candidate")
     p.add_argument("--mode-seeds", type=int, default=None, help="run the other modes on the first N seeds only")
     p.add_argument("--budget-s", type=float, default=None, help="start no new run after this many seconds")
     p.add_argument("--out", type=Path, default=RESULTS / "bench_heal.json")
-    p.add_argument("--resume", action="store_true",
-                   help="keep the runs already in --out (same config) and run only the seeds it lacks")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs already in --out (same config) and run only the seeds it lacks",
+    )
     args = p.parse_args()
     modes = args.modes.split(",")
     scenarios = args.scenarios.split(",")

@@ -85,8 +85,13 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
         "whylogs_rows_per_s_per_core": {"batch_64": round(small), "batch_4096": round(large), "columns": 12},
-        "serving": {"profiling_off": runs[OFF], "profiling_on": runs[ON], "cost": round(cost, 4), "goal": "<= 0.05",
-                    "runs": [{"variant": n, **r} for n, r in measured]},
+        "serving": {
+            "profiling_off": runs[OFF],
+            "profiling_on": runs[ON],
+            "cost": round(cost, 4),
+            "goal": "<= 0.05",
+            "runs": [{"variant": n, **r} for n, r in measured],
+        },
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out["goals"] = goals(out)

@@ -209,8 +209,12 @@ def goals(r: dict) -> list[dict]:
     s = r["summary"]
     batching = s["batching_vs_none"]
     p95 = batching["p95_ms"]
-    g = goal("P4-batching", "batching on / off, compute-bound model, public port (at equal or lower p95)",
-             batching["ratio"], ">= 4")
+    g = goal(
+        "P4-batching",
+        "batching on / off, compute-bound model, public port (at equal or lower p95)",
+        batching["ratio"],
+        ">= 4",
+    )
     g["met"] = g["met"] and None not in p95 and p95[0] <= p95[1]
     return [
         g,

@@ -42,7 +42,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 def plain_loop(data, spec, params: dict, epochs: int) -> list[float]:
     """The same model over the same tensors held in memory and shuffled each epoch, in one process."""
     pre = data.preprocessor
-    parts = list(torch_batches(data.train, int(params["batch_size"]), {"x_num": torch.float32, "x_cat": torch.int64, "y": torch.float32}))
+    parts = list(
+        torch_batches(
+            data.train, int(params["batch_size"]), {"x_num": torch.float32, "x_cat": torch.int64, "y": torch.float32}
+        )
+    )
     tensors = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     n, bs = len(tensors["y"]), int(params["batch_size"])
     model_params = {k.removeprefix("model."): v for k, v in params.items() if k.startswith("model.")}
@@ -140,7 +144,12 @@ def main() -> None:
             "plain_epochs_s": [round(t, 3) for t in plain],
             "trainer_epochs_s": [round(t, 3) for t in ray_epochs],
         },
-        "overhead": {"fit_s": round(fit_s, 2), "epochs_s": round(epoch_total, 2), "overhead_s": round(overhead_s, 2), "goal_s": 10},
+        "overhead": {
+            "fit_s": round(fit_s, 2),
+            "epochs_s": round(epoch_total, 2),
+            "overhead_s": round(overhead_s, 2),
+            "goal_s": 10,
+        },
         "tune": tune_result,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -163,7 +172,9 @@ def tune_overhead(spec, settings: Settings, args) -> dict:
 
     def trial(config):
         t0 = time.perf_counter()
-        build_trainer(spec, tune_settings, data, params, f"bench-tune-{config['i']}", callbacks=[TuneReportCallback()]).fit()
+        build_trainer(
+            spec, tune_settings, data, params, f"bench-tune-{config['i']}", callbacks=[TuneReportCallback()]
+        ).fit()
         tune.report({"run_s": time.perf_counter() - t0, "done": 1})
 
     concurrency = ResourceLayout.current().tune_concurrency(spec.train.num_workers)

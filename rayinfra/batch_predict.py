@@ -90,7 +90,9 @@ def output_schema(contract: Contract) -> pa.Schema:
 class Scorer:
     """A Ray Data actor: loads one model version once, then scores batches of raw rows."""
 
-    def __init__(self, model_name: str, model_version: int, settings: Settings, stamp: dict[str, Any], contract: Contract) -> None:
+    def __init__(
+        self, model_name: str, model_version: int, settings: Settings, stamp: dict[str, Any], contract: Contract
+    ) -> None:
         self.model = registry.load(model_name, model_version, settings)
         self.stamp, self.key = stamp, contract.key
         self.schema = output_schema(contract)
@@ -100,7 +102,7 @@ class Scorer:
         n = batch.num_rows
         columns = [batch.column(self.key)] if self.key else []
         columns += [p, (p >= self.model.threshold).astype(np.int64)]
-        columns += [pa.array([self.stamp[f.name]] * n, f.type) for f in list(self.schema)[len(columns):]]
+        columns += [pa.array([self.stamp[f.name]] * n, f.type) for f in list(self.schema)[len(columns) :]]
         return pa.Table.from_arrays(columns, schema=self.schema)
 
 
@@ -154,8 +156,13 @@ def _scored(spec: Spec, settings: Settings, table: Table, stamp: dict[str, Any],
         rows = with_view_features(rows, values_at(spec, table, version), layout.data_task_cpus)
     scored = rows.map_batches(
         Scorer,
-        fn_constructor_kwargs={"model_name": spec.model_name, "model_version": stamp["model_version"],
-                               "settings": settings, "stamp": stamp, "contract": spec.contract},
+        fn_constructor_kwargs={
+            "model_name": spec.model_name,
+            "model_version": stamp["model_version"],
+            "settings": settings,
+            "stamp": stamp,
+            "contract": spec.contract,
+        },
         batch_format="pyarrow",
         batch_size=batch_rows,
         **scorer_resources(layout),

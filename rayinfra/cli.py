@@ -139,7 +139,9 @@ def _print_gate(loop) -> None:
         console.print(f"challenger stage: v{c['version']} {c['outcome']} after {c['pairs']} labelled pairs")
     why = loop.why_not_healed()
     if why is None:
-        console.print(f"[green]healed[/]: v{loop.champion_after} serves the drifted traffic (was v{loop.champion_before})")
+        console.print(
+            f"[green]healed[/]: v{loop.champion_after} serves the drifted traffic (was v{loop.champion_before})"
+        )
     else:
         console.print(f"[yellow]not healed[/]: {why}", soft_wrap=True)
 

@@ -224,8 +224,10 @@ class RegistrySpec(_Section):
     )
     gate_seed: int = Field(0, description="Seed of the gate's bootstrap, so a verdict can be repeated exactly.")
     challenger_deadline_s: float = Field(
-        3600, gt=0, description="An inconclusive candidate shadows the champion as challenger and is judged on live "
-        "labels by the gate's statistics; still undecided after this long, it is rejected."
+        3600,
+        gt=0,
+        description="An inconclusive candidate shadows the champion as challenger and is judged on live "
+        "labels by the gate's statistics; still undecided after this long, it is rejected.",
     )
 
 
@@ -294,7 +296,9 @@ class ServeSpec(_Section):
     max_records: PositiveInt = Field(1000, description="Records in one request; more is a 413.")
     max_body_bytes: PositiveInt = Field(1_048_576, description="Request body size limit; larger is a 413.")
     request_timeout_s: float = Field(
-        30.0, gt=0, description="A request unanswered after this long gets a 504 JSON error (the model call is cancelled)."
+        30.0,
+        gt=0,
+        description="A request unanswered after this long gets a 504 JSON error (the model call is cancelled).",
     )
     reload_interval_s: float = Field(2.0, gt=0, description="How often replicas check the model aliases.")
     log_flush_s: float = Field(1.0, gt=0, description="How often the prediction log is written to Delta.")
@@ -337,8 +341,11 @@ class MonitorSpec(_Section):
     profile: bool = Field(True, description="Champion replicas profile their traffic for the drift monitor.")
     retrain: bool = Field(True, description="Submit a retraining job when drift holds.")
     min_labels: int = Field(
-        1000, ge=0, le=MAX_LABELS, description="...and this many answers of the champion have come back labelled "
-        "(feedback): without labels of the new traffic, a retrained model has nothing new to learn."
+        1000,
+        ge=0,
+        le=MAX_LABELS,
+        description="...and this many answers of the champion have come back labelled "
+        "(feedback): without labels of the new traffic, a retrained model has nothing new to learn.",
     )
     max_retries: int = Field(2, ge=0, description="Retries of a failed retraining job (backoff doubles).")
     backoff_s: float = Field(60, ge=0, description="Wait before the first retry of a failed retraining job.")
@@ -346,29 +353,39 @@ class MonitorSpec(_Section):
     # Each flush is one whylogs call (~25 ms fixed, then ~1.5 µs a row): few large ones keep it cheap.
     flush_rows: PositiveInt = Field(10_000, description="...or after this many rows.")
     retrain_deadline_s: float = Field(
-        3600, gt=0, description="A retraining job still running this long after submission is stopped (Jobs API) "
-        "and counts as a failed attempt."
+        3600,
+        gt=0,
+        description="A retraining job still running this long after submission is stopped (Jobs API) "
+        "and counts as a failed attempt.",
     )
     trigger: Literal["drift_and_drop", "drift"] = Field(
-        "drift_and_drop", description="drift: drift holding for windows_to_trigger windows starts a retrain; "
+        "drift_and_drop",
+        description="drift: drift holding for windows_to_trigger windows starts a retrain; "
         "drift_and_drop: only when quality (realized from labels, else estimated) also dropped by more than "
-        "quality_tolerance. Drift without a drop is reported, not acted on."
+        "quality_tolerance. Drift without a drop is reported, not acted on.",
     )
     min_js: float = Field(
-        0.1, ge=0, le=1, description="...and, for categories, a Jensen-Shannon distance (base 2) of at least this "
-        "(effect size; sampling noise of a 1,000-row window over ~15 pooled categories stays under ~0.08)."
+        0.1,
+        ge=0,
+        le=1,
+        description="...and, for categories, a Jensen-Shannon distance (base 2) of at least this "
+        "(effect size; sampling noise of a 1,000-row window over ~15 pooled categories stays under ~0.08).",
     )
     min_category_share: float = Field(
-        0.01, ge=0, lt=1, description="Categories rarer than this in the reference, and values it never had, are "
-        "pooled into one 'other' bin before the category test (long tails, unseen values)."
+        0.01,
+        ge=0,
+        lt=1,
+        description="Categories rarer than this in the reference, and values it never had, are "
+        "pooled into one 'other' bin before the category test (long tails, unseen values).",
     )
     quality_tolerance: float = Field(
         0.02, ge=0, le=1, description="A quality drop (reference minus current, quality_metric) above this is a drop."
     )
     quality_metric: Literal["roc_auc", "pr_auc"] = Field(
-        "roc_auc", description="The metric a drop is measured on: the version's test value minus the realized "
+        "roc_auc",
+        description="The metric a drop is measured on: the version's test value minus the realized "
         "value on the newest labels, else the CBPE estimate on the last windows. ROC-AUC by default: PR-AUC moves "
-        "with the positive rate even when the model is as good as before."
+        "with the positive rate even when the model is as good as before.",
     )
 
 
@@ -426,9 +443,12 @@ class FeedbackSpec(_Section):
     rate_labels_per_s: PositiveFloat = Field(1000, description="Labels one key may send per second (sustained).")
     burst_labels: PositiveInt = Field(20_000, description="...and at once (token bucket size); past it a 429.")
     max_key_share: float = Field(
-        1.0, gt=0, le=1, description="Largest share one key may supply of the labels arriving over "
+        1.0,
+        gt=0,
+        le=1,
+        description="Largest share one key may supply of the labels arriving over "
         "share_window_h (403 past it), and of the rows a retrain trains and gates on (a sample of its rows down "
-        "to the cap); 1 is no cap. Set below 1 when several keys label."
+        "to the cap); 1 is no cap. Set below 1 when several keys label.",
     )
     share_window_h: PositiveFloat = Field(24 * 7, description="Trailing window of the share cap, in hours.")
     share_min_labels: int = Field(100, ge=0, description="The share cap applies once the window holds this many.")
@@ -487,8 +507,9 @@ class Spec(_Section):
             if name in self.features.all or name == self.dataset.contract.label:
                 raise ValueError(f"predlog.pii: '{name}' is a feature or the label; it must be logged as sent")
             if rule == "hash" and columns[name].type not in CATEGORICAL_TYPES:
-                raise ValueError(f"predlog.pii: '{name}' ({columns[name].type}) can only be dropped; "
-                                 "a hash is a string")
+                raise ValueError(
+                    f"predlog.pii: '{name}' ({columns[name].type}) can only be dropped; a hash is a string"
+                )
         return self
 
     @model_validator(mode="after")
@@ -524,7 +545,9 @@ class Spec(_Section):
                 if name in computed and kind == "numeric":
                     continue  # a feature view's value: always a number
                 if name not in columns:
-                    where = "a contract column or a feature view's feature" if kind == "numeric" else "a contract column"
+                    where = (
+                        "a contract column or a feature view's feature" if kind == "numeric" else "a contract column"
+                    )
                     raise ValueError(f"features.{kind}: '{name}' is not {where}")
                 if name == label:
                     raise ValueError(f"features.{kind}: '{name}' is the label")
@@ -672,7 +695,9 @@ class Settings(BaseSettings):
     )
     num_cpus: PositiveInt | None = Field(None, description="CPUs for a local Ray (default: the machine's cores).")
     object_store_mb: PositiveInt | None = Field(None, description="Object store size for a local Ray, in MiB.")
-    serve_host: str = Field("127.0.0.1", description="Address the public HTTP port binds to (HAProxy or Serve's proxy).")
+    serve_host: str = Field(
+        "127.0.0.1", description="Address the public HTTP port binds to (HAProxy or Serve's proxy)."
+    )
     serve_port: int = Field(8000, ge=0, le=65535, description="Serve's HTTP port.")
     serve_ingress: Literal["haproxy", "proxy"] = Field(
         "haproxy",
@@ -681,8 +706,9 @@ class Settings(BaseSettings):
         "Ray takes it from here; a cluster from the environment of `ray start` (cluster/env/*.env).",
     )
     api_keys: str | None = Field(
-        None, description="Comma-separated API keys, each 'KEY [SCOPE ...]' (plain or sha256:<hex>; scopes "
-        "predict, feedback, admin; none given means predict)."
+        None,
+        description="Comma-separated API keys, each 'KEY [SCOPE ...]' (plain or sha256:<hex>; scopes "
+        "predict, feedback, admin; none given means predict).",
     )
     api_keys_file: Path | None = Field(
         None,

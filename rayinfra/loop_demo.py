@@ -329,4 +329,6 @@ class _Stage:
             self.progress.stop()
         self.result.seconds[self.name] = round(time.perf_counter() - self.t0, 1)
         if exc[0] is None:
-            self.console.print(f"[green]✓[/] {self.name:<19} {self.what} [dim]({self.result.seconds[self.name]:.1f}s)[/]")
+            self.console.print(
+                f"[green]✓[/] {self.name:<19} {self.what} [dim]({self.result.seconds[self.name]:.1f}s)[/]"
+            )

@@ -71,12 +71,16 @@ def answers_over_time(log: pa.Table | None) -> list[dict[str, Any]]:
     lo, hi = pc.min(t).as_py(), pc.max(t).as_py()
     step = max(1, -(-(hi - lo) // BUCKETS))
     bucket = pc.add(pc.multiply(pc.divide(pc.subtract(t, lo), step), step), lo)
-    grouped = pa.table({"t": bucket, "version": log.column("model_version"), "role": log.column("role").cast(pa.string())})
+    grouped = pa.table(
+        {"t": bucket, "version": log.column("model_version"), "role": log.column("role").cast(pa.string())}
+    )
     counts = grouped.group_by(["t", "version", "role"]).aggregate([("t", "count")]).sort_by("t")
     return [{"t": r["t"], "version": r["version"], "role": r["role"], "n": r["t_count"]} for r in counts.to_pylist()]
 
 
-def write_report(spec: Spec, settings: Settings, path: Path | None = None, summary: dict[str, Any] | None = None) -> Path:
+def write_report(
+    spec: Spec, settings: Settings, path: Path | None = None, summary: dict[str, Any] | None = None
+) -> Path:
     """Write the report (default ``HOME/reports/<model>.html``); return its path."""
     path = path or settings.home / "reports" / f"{spec.model_name}.html"
     path.parent.mkdir(parents=True, exist_ok=True)

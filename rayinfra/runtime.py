@@ -130,7 +130,8 @@ class ResourceLayout:
         held = f" ({self.reserved:g} held by Serve)" if self.reserved else ""
         raise LayoutError(
             f"training cannot fit: it needs at least {max(need, floor):.3g} CPUs and {self.cpus:g} are free "
-            f"of {self.cpus + self.reserved:g}{held}: " + "; ".join(short)
+            f"of {self.cpus + self.reserved:g}{held}: "
+            + "; ".join(short)
             + ". Lower serve.max_replicas or the serve CPUs, train.num_workers or train.cpus_per_worker, or add CPUs."
         )
 

@@ -33,7 +33,13 @@ STAGES = {
 EXCLUDES = [".rayinfra/", ".venv/", ".git/", "benchmarks/.work/", ".pytest_cache/", "**/__pycache__/", "mlruns/"]
 # Settings a cluster job should see as the laptop has them (when set). The local Ray's
 # size (RAYINFRA_NUM_CPUS, ...) and RAY_ADDRESS are the laptop's business only.
-PASSED_SETTINGS = ("RAYINFRA_HOME", "RAYINFRA_DATA_ROOT", "RAYINFRA_MLFLOW_URI", "RAYINFRA_ARTIFACT_ROOT", "RAYINFRA_CHECKPOINT_ROOT")
+PASSED_SETTINGS = (
+    "RAYINFRA_HOME",
+    "RAYINFRA_DATA_ROOT",
+    "RAYINFRA_MLFLOW_URI",
+    "RAYINFRA_ARTIFACT_ROOT",
+    "RAYINFRA_CHECKPOINT_ROOT",
+)
 SPEC_OVERRIDE_PREFIX = "RAYINFRA_SPEC__"
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"  # where `ray dashboard cluster/X.yaml` forwards
 T = TypeVar("T")
@@ -99,7 +105,9 @@ def job_env(environ: Mapping[str, str]) -> dict[str, str]:
     home = env.get("RAYINFRA_HOME")
     if home is not None and not Path(home).is_absolute():
         # A relative home would land in the job's temporary copy of the project.
-        raise SubmitError(f"RAYINFRA_HOME={home} is relative; a job needs an absolute path (shared storage on a cluster)")
+        raise SubmitError(
+            f"RAYINFRA_HOME={home} is relative; a job needs an absolute path (shared storage on a cluster)"
+        )
     return env
 
 

@@ -23,7 +23,10 @@ CONTAINER_SECURITY = {
         "capabilities": {
             "type": "object",
             "additionalProperties": False,
-            "properties": {"add": {"type": "array", "items": {"type": "string"}}, "drop": {"type": "array", "items": {"type": "string"}}},
+            "properties": {
+                "add": {"type": "array", "items": {"type": "string"}},
+                "drop": {"type": "array", "items": {"type": "string"}},
+            },
         },
         "privileged": {"type": "boolean"},
         "readOnlyRootFilesystem": {"type": "boolean"},
@@ -46,7 +49,10 @@ POD_SECURITY = {
         "fsGroup": {"type": "integer"},
         "fsGroupChangePolicy": {"enum": ["OnRootMismatch", "Always"]},
         "supplementalGroups": {"type": "array", "items": {"type": "integer"}},
-        "seccompProfile": {"type": "object", "properties": {"type": {"enum": ["RuntimeDefault", "Localhost", "Unconfined"]}}},
+        "seccompProfile": {
+            "type": "object",
+            "properties": {"type": {"enum": ["RuntimeDefault", "Localhost", "Unconfined"]}},
+        },
         "appArmorProfile": {"type": "object"},
         "seLinuxOptions": {"type": "object"},
         "sysctls": {"type": "array"},
@@ -64,11 +70,19 @@ CONTAINER = {
         "envFrom": {"type": "array", "items": {"type": "object"}},
         "ports": {
             "type": "array",
-            "items": {"type": "object", "required": ["containerPort"], "properties": {"containerPort": {"type": "integer"}}},
+            "items": {
+                "type": "object",
+                "required": ["containerPort"],
+                "properties": {"containerPort": {"type": "integer"}},
+            },
         },
         "volumeMounts": {
             "type": "array",
-            "items": {"type": "object", "required": ["name", "mountPath"], "properties": {"name": {"type": "string"}, "mountPath": {"type": "string"}}},
+            "items": {
+                "type": "object",
+                "required": ["name", "mountPath"],
+                "properties": {"name": {"type": "string"}, "mountPath": {"type": "string"}},
+            },
         },
         "resources": {
             "type": "object",
@@ -194,7 +208,10 @@ RAY_SERVICE_SPEC = {
     "properties": {
         "serveConfigV2": {"type": "string", "minLength": 1},
         "rayClusterConfig": RAY_CLUSTER_SPEC,
-        "upgradeStrategy": {"type": "object", "properties": {"type": {"enum": ["NewCluster", "None", "NewClusterWithIncrementalUpgrade"]}}},
+        "upgradeStrategy": {
+            "type": "object",
+            "properties": {"type": {"enum": ["NewCluster", "None", "NewClusterWithIncrementalUpgrade"]}},
+        },
         "excludeHeadPodFromServeSvc": {"type": "boolean"},
         "serveService": {"type": "object"},
         "rayClusterDeletionDelaySeconds": NON_NEG_INT,
@@ -214,7 +231,9 @@ def schema_for(kind: str) -> dict[str, Any]:
             "metadata": {
                 "type": "object",
                 "required": ["name"],
-                "properties": {"name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}},
+                "properties": {
+                    "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
+                },
             },
             "spec": SPECS[kind],
         },

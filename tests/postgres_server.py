@@ -69,7 +69,9 @@ class Postgres:
                   "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--no-sync")  # fmt: skip
         pwfile.unlink()
         options = f"-h 127.0.0.1 -p {self.port} -k {self.data} -c fsync=off"
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-w", "-l", str(self.data / "log"), "start")
+        self._run(
+            str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-w", "-l", str(self.data / "log"), "start"
+        )
         self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "mlflow")
         return self
 

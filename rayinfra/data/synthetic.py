@@ -154,7 +154,9 @@ def generate(
     )
     if history is None:
         return table
-    table = table.set_column(1, "event_time", pa.array(start_time_us + history.offsets_us, pa.timestamp("us", tz="UTC")))
+    table = table.set_column(
+        1, "event_time", pa.array(start_time_us + history.offsets_us, pa.timestamp("us", tz="UTC"))
+    )
     table = table.append_column("card_id", history.card_ids())
     return table.take(np.argsort(history.offsets_us, kind="stable"))
 

@@ -243,7 +243,9 @@ class Table:
             before = set(pa.table(self._require(since).get_add_actions(flatten=True)).column("path").to_pylist())
             paths = [p for p in paths if p not in before]
         schema = pa.schema(dt.schema().to_arrow())
-        return ds.dataset(paths, schema=schema, format="parquet", filesystem=self.filesystem()).to_table(columns=columns)
+        return ds.dataset(paths, schema=schema, format="parquet", filesystem=self.filesystem()).to_table(
+            columns=columns
+        )
 
     def history(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits, newest first: version, time, operation, rows, source, user."""
@@ -367,7 +369,6 @@ class Table:
     def filesystem(self) -> pafs.FileSystem:
         """The table's directory as an Arrow filesystem (paths in the log are relative to it)."""
         return arrow_filesystem(self.uri)
-
 
 
 def _to_arrow(data: Any, contract: Contract, source: str) -> pa.Table:

@@ -118,7 +118,9 @@ class SqliteStore:
         db = self._db()
         with db:
             db.execute("BEGIN")
-            db.executemany("INSERT OR REPLACE INTO view_events VALUES (?, ?, ?)", [(view, e, p) for e, p in records.items()])
+            db.executemany(
+                "INSERT OR REPLACE INTO view_events VALUES (?, ?, ?)", [(view, e, p) for e, p in records.items()]
+            )
 
     def watermark(self, view: str) -> int | None:
         row = self._db().execute("SELECT version FROM view_watermarks WHERE view = ?", [view]).fetchone()

@@ -410,8 +410,9 @@ def _gauges() -> dict[str, Any]:
         "consecutive": Gauge("rayinfra_drift_consecutive", "Drifted windows in a row.", tag_keys=("model",)),
         "pvalue": Gauge("rayinfra_drift_pvalue", "Per-feature p-value, last window.", tag_keys=("model", "column")),
         "live_pr_auc": Gauge("rayinfra_live_pr_auc", "PR-AUC on labelled answers (feedback).", tag_keys=("model",)),
-        "est_roc_auc": Gauge("rayinfra_est_roc_auc", "ROC-AUC estimated without labels (CBPE), last window.",
-                             tag_keys=("model",)),  # fmt: skip
+        "est_roc_auc": Gauge(
+            "rayinfra_est_roc_auc", "ROC-AUC estimated without labels (CBPE), last window.", tag_keys=("model",)
+        ),  # fmt: skip
     }
 
 

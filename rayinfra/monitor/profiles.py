@@ -56,7 +56,8 @@ def profile_dataset(ds: ray.data.Dataset, num_cpus: float = 1.0) -> DatasetProfi
         return {"profile": np.array([profile_batch(df).serialize()], dtype=object)}
 
     views = [
-        DatasetProfileView.deserialize(row["profile"]) for row in ds.map_batches(one, batch_format="pandas", num_cpus=num_cpus).take_all()
+        DatasetProfileView.deserialize(row["profile"])
+        for row in ds.map_batches(one, batch_format="pandas", num_cpus=num_cpus).take_all()
     ]
     if not views:
         raise ValueError("cannot profile an empty dataset")

@@ -26,9 +26,22 @@ _EXPORTS = {
     "cache": ["ModelCache"],
     "lineage": ["Lineage", "code_version"],
     "aliases": ["CHALLENGER", "CHAMPION"],
-    "lifecycle": ["GateResult", "LoadedModel", "alias_version", "audited_alias", "last_gate", "list_versions",
-                  "load", "promote", "register", "resolve", "rollback", "set_challenger", "unaudited_alias_moves",
-                  "verify_trail"],  # fmt: skip
+    "lifecycle": [
+        "GateResult",
+        "LoadedModel",
+        "alias_version",
+        "audited_alias",
+        "last_gate",
+        "list_versions",
+        "load",
+        "promote",
+        "register",
+        "resolve",
+        "rollback",
+        "set_challenger",
+        "unaudited_alias_moves",
+        "verify_trail",
+    ],  # fmt: skip
     "gate": ["GateSettings", "GateVerdict", "judge"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

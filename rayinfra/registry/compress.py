@@ -63,7 +63,9 @@ def compress(bundle: ModelBundle, kind: str) -> ModelBundle:
     return dataclasses.replace(bundle, model=model)
 
 
-def check(bundle: ModelBundle, kind: str, rows: pa.Table, y: np.ndarray, metric: str, tolerance: float) -> dict[str, Any]:
+def check(
+    bundle: ModelBundle, kind: str, rows: pa.Table, y: np.ndarray, metric: str, tolerance: float
+) -> dict[str, Any]:
     """The compressed model's ``metric`` against the float model's on ``rows``: ``ok`` when it
     lost at most ``tolerance``. JSON-ready, for the version's lineage."""
     score = METRICS[metric]

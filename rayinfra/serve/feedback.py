@@ -58,16 +58,18 @@ def append_feedback(
     batch_id = uuid.uuid4().hex
     _refuse(409, "were labelled by a concurrent request", ledger.claim(pairs, key_id, batch_id))
     try:
-        version = ingest_records(Table.for_spec(spec, settings), rows, source=f"feedback:{key_id}",
-                                 batch_id=f"feedback-{batch_id}")  # the audit record names the same id
+        version = ingest_records(
+            Table.for_spec(spec, settings), rows, source=f"feedback:{key_id}", batch_id=f"feedback-{batch_id}"
+        )  # the audit record names the same id
     except BaseException:
         # Every pair matched a logged prediction, and only issued ids (which have an hour) are looked up.
         ledger.release(batch_id, sorted({cast(str, issued_hour(rid)) for rid, _ in pairs}))
         raise
     audit.record("feedback", f"{len(rows)} labels appended", settings, key_id=key_id, batch_id=batch_id,
                  table=spec.dataset.table, table_version=version, requests=len({rid for rid, _ in pairs}))  # fmt: skip
-    _report_labels(spec, settings, [by_pair[p] for p in pairs], [i.label for i in items],
-                   [shadows.get(p) for p in pairs])
+    _report_labels(
+        spec, settings, [by_pair[p] for p in pairs], [i.label for i in items], [shadows.get(p) for p in pairs]
+    )
     return FeedbackResponse(appended=len(rows), table=spec.dataset.table, table_version=version)
 
 
@@ -167,5 +169,10 @@ def _report_shadow_pairs(monitor: Any, logged: list[dict[str, Any]], labels: lis
             by_versions.setdefault((shadow["model_version"], row["model_version"]), []).append((row, shadow, label))
     for (challenger, champion), triples in by_versions.items():
         monitor.add_challenger_labels.remote(
-            challenger, champion, [f"{r['request_id']}/{r['idx']}" for r, _, _ in triples], [y for _, _, y in triples],
-            [r["probability"] for r, _, _ in triples], [s["probability"] for _, s, _ in triples])
+            challenger,
+            champion,
+            [f"{r['request_id']}/{r['idx']}" for r, _, _ in triples],
+            [y for _, _, y in triples],
+            [r["probability"] for r, _, _ in triples],
+            [s["probability"] for _, s, _ in triples],
+        )

@@ -75,7 +75,9 @@ def validate(adapter: TypeAdapter, body: bytes) -> Any:
 
 def field_errors(err: ValidationError | RequestValidationError) -> list[dict[str, Any]]:
     out = []
-    errors = err.errors() if isinstance(err, RequestValidationError) else err.errors(include_url=False, include_input=False)
+    errors = (
+        err.errors() if isinstance(err, RequestValidationError) else err.errors(include_url=False, include_input=False)
+    )
     for e in errors:
         loc = [str(p) for p in e.get("loc", ())]
         record = next((int(p) for p in loc if p.isdigit()), None)

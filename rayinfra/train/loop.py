@@ -126,7 +126,9 @@ def predict(model: torch.nn.Module, data: Any, batch_size: int, device: torch.de
     return _predict_batches(model, torch_batches(data, batch_size, BATCH_DTYPES, device=device))
 
 
-def _predict_batches(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
+def _predict_batches(
+    model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]
+) -> tuple[np.ndarray, np.ndarray]:
     model.eval()
     ys, ps = [], []
     with torch.no_grad():

@@ -113,9 +113,13 @@ def prepare_data(
 
     labelled = raw.map_batches(with_split, batch_format="pyarrow", num_cpus=cpus)
     pre = Preprocessor.for_spec(spec)
-    parts = labelled.filter(expr=f"split == {TRAIN}", num_cpus=cpus).map_batches(
-        lambda b: {"stats": np.array([json.dumps(pre.partial_stats(b))])}, batch_format="pyarrow", num_cpus=cpus
-    ).take_all()
+    parts = (
+        labelled.filter(expr=f"split == {TRAIN}", num_cpus=cpus)
+        .map_batches(
+            lambda b: {"stats": np.array([json.dumps(pre.partial_stats(b))])}, batch_format="pyarrow", num_cpus=cpus
+        )
+        .take_all()
+    )
     pre.fit_from([json.loads(p["stats"]) for p in parts])
     if pre.positives == 0 or pre.positives == pre.rows:
         raise TrainingError(f"the training split of {table.uri}@{version} has a single class ({pre.rows} rows)")
@@ -326,7 +330,9 @@ def load_checkpoint(path: str) -> tuple[torch.nn.Module, Preprocessor]:
     return bundle.model, bundle.preprocessor
 
 
-def evaluate(model: torch.nn.Module, dataset: ray.data.Dataset, threshold: float, batch_size: int = 4096) -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module, dataset: ray.data.Dataset, threshold: float, batch_size: int = 4096
+) -> dict[str, float]:
     """Metrics of ``model`` on a prepared dataset, at the threshold chosen on validation."""
     y, p = predict(model, dataset, batch_size, torch.device("cpu"))
     return classification_metrics(y, p, threshold)

@@ -83,7 +83,9 @@ def tune_search(spec: Spec, settings: Settings | None = None, version: int | Non
 
     def trial(config: dict[str, Any]) -> None:
         trial_id = tune.get_context().get_trial_id()
-        trainer = build_trainer(spec, settings, data, {**base, **config}, f"{name}-{trial_id}", callbacks=[TuneReportCallback()])
+        trainer = build_trainer(
+            spec, settings, data, {**base, **config}, f"{name}-{trial_id}", callbacks=[TuneReportCallback()]
+        )
         trainer.fit()
 
     t = spec.train
@@ -124,9 +126,17 @@ def _summary(result, spec: Spec) -> TrialSummary:
     df: pd.DataFrame = result.metrics_dataframe
     metric = spec.tune.metric
     best = df[metric].max() if spec.tune.mode == "max" else df[metric].min()
-    history = df[[c for c in df.columns if c.startswith(("val_", "train_")) or c in ("epoch", CHECKPOINT_KEY)]].to_dict("records")
+    history = df[[c for c in df.columns if c.startswith(("val_", "train_")) or c in ("epoch", CHECKPOINT_KEY)]].to_dict(
+        "records"
+    )
     epochs = int(df["training_iteration"].max())
-    status = "error" if result.error else "stopped early" if epochs < int(result.config.get("epochs", spec.train.epochs)) else "completed"
+    status = (
+        "error"
+        if result.error
+        else "stopped early"
+        if epochs < int(result.config.get("epochs", spec.train.epochs))
+        else "completed"
+    )
     trial_id = str(result.metrics.get("trial_id") or str(result.path).rsplit("/", 1)[-1])
     return TrialSummary(trial_id, dict(result.config), epochs, float(best), status, history)
 

@@ -38,10 +38,14 @@ def main(address: str, workers: int) -> None:
     pg = placement_group([bundle] * workers, strategy="STRICT_SPREAD")
     ray.get(pg.ready(), timeout=150)
     scaled_up_s = time.monotonic() - t0
-    nodes = ray.get([
-        where.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)).remote()
-        for i in range(workers)
-    ])
+    nodes = ray.get(
+        [
+            where.options(
+                scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)
+            ).remote()
+            for i in range(workers)
+        ]
+    )
     during = _alive()
     remove_placement_group(pg)
     t0 = time.monotonic()

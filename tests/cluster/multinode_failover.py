@@ -31,7 +31,12 @@ EPOCHS = 4
 
 
 def _train_worker_nodes(address: str) -> list[str]:
-    workers = list_actors(address=address, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")], detail=True, limit=100)
+    workers = list_actors(
+        address=address,
+        filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+        detail=True,
+        limit=100,
+    )
     return [w.node_id for w in workers]
 
 

@@ -51,7 +51,9 @@ def main() -> None:
         spec = small_spec(**{"registry.model_name": "fraud-placement"})
         local = Settings(home=home, ray_address=cluster.address)
         out["local_home"] = ray.get(on_worker.remote(spec, local))[1]
-        out["actor_after_refusal"] = bool(list_actors(address=cluster.address, filters=[("name", "=", actor_name(spec))]))
+        out["actor_after_refusal"] = bool(
+            list_actors(address=cluster.address, filters=[("name", "=", actor_name(spec))])
+        )
         kind, monitor = ray.get(on_worker.remote(spec, local.model_copy(update={"shared_home": True})))
         ray.get(monitor.__ray_ready__.remote())
         out["pinned_node"] = _node_of(cluster.address, actor_name(spec))

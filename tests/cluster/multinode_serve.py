@@ -113,8 +113,13 @@ def main() -> None:
     cluster.wait_for_nodes()
     head = cluster.head_node.node_id
     # One machine: HOME is shared by every node here, as the drift monitor (pinned to the head) requires.
-    settings = Settings(home=Path(tempfile.mkdtemp()), ray_address=cluster.address, serve_port=free_port(), api_keys=KEY,
-                        shared_home=True)
+    settings = Settings(
+        home=Path(tempfile.mkdtemp()),
+        ray_address=cluster.address,
+        serve_port=free_port(),
+        api_keys=KEY,
+        shared_home=True,
+    )
     spec = small_spec(**{
         "registry.model_name": "fraud-multinode-serve", "train.epochs": 1,
         "serve.min_replicas": 2, "serve.max_replicas": 2, "serve.max_replicas_per_node": 1,

@@ -28,7 +28,12 @@ WORKERS = 2
 def _fake_cluster_config(gcs_address: str) -> dict:
     """The fake provider's config (Ray's fake_multi_node/example.yaml, sized for this test)."""
     head = {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0}  # trains nothing, as in cluster/aws.yaml
-    worker = {"resources": {"CPU": 1, "object_store_memory": 150 * 2**20}, "node_config": {}, "min_workers": 0, "max_workers": WORKERS}
+    worker = {
+        "resources": {"CPU": 1, "object_store_memory": 150 * 2**20},
+        "node_config": {},
+        "min_workers": 0,
+        "max_workers": WORKERS,
+    }
     provider = {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
                 "disable_launch_config_check": True, "gcs_address": gcs_address}  # fmt: skip
     empty_lists = ["cluster_synced_files", "rsync_exclude", "rsync_filter", "initialization_commands", "setup_commands",
@@ -64,7 +69,13 @@ def test_workers_are_added_for_a_training_demand_and_removed_when_idle(tmp_path)
     env = ray_env(RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1")
     extra = ("--autoscaling-config", str(path), "--object-store-memory", str(150 * 2**20))
     with head_node(num_cpus=0, extra_args=extra, env=env, port=gcs) as head:
-        driver = [sys.executable, "-m", "tests.cluster.autoscale_demand", f"{get_node_ip_address()}:{head['gcs']}", str(WORKERS)]
+        driver = [
+            sys.executable,
+            "-m",
+            "tests.cluster.autoscale_demand",
+            f"{get_node_ip_address()}:{head['gcs']}",
+            str(WORKERS),
+        ]
         out = subprocess.run(driver, check=False, cwd=ROOT, env=ray_env(), capture_output=True, text=True, timeout=420)
     assert out.returncode == 0, out.stderr[-4000:]
     [line] = [line for line in out.stdout.splitlines() if line.startswith(RESULT)]

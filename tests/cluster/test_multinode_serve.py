@@ -20,7 +20,14 @@ REPLACED_WITHIN_S = 60.0
 
 def test_serving_survives_losing_a_node_and_the_replica_is_replaced():
     # A cluster of its own needs a process of its own: this session may already run a Ray.
-    out = subprocess.run([sys.executable, "-m", "tests.cluster.multinode_serve"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=420)
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.cluster.multinode_serve"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
     assert out.returncode == 0, out.stderr[-4000:]
     [line] = [line for line in out.stdout.splitlines() if line.startswith(RESULT)]
     r = json.loads(line.removeprefix(RESULT))
@@ -38,7 +45,9 @@ def test_serving_survives_losing_a_node_and_the_replica_is_replaced():
     assert r["failed"] == len(failures)
     assert r["total"] > 500 and r["after_kill"] > 300, "too little traffic to tell anything"
     assert r["failed"] <= MAX_FAILED_SHARE * r["total"], f"{r['failed']} of {r['total']} failed: {failures[:10]}"
-    assert all(-1.0 <= start <= WINDOW_S for start, _, _ in failures), f"failures outside the kill window: {failures[:10]}"
+    assert all(-1.0 <= start <= WINDOW_S for start, _, _ in failures), (
+        f"failures outside the kill window: {failures[:10]}"
+    )
 
     # Replacement: two running champion replicas again, on the nodes left, the new one taking traffic.
     assert r["alive_nodes"] == 2  # the node really went

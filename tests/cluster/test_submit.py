@@ -75,7 +75,10 @@ def test_submit_train_registers_the_model_and_jobs_can_be_listed_and_read(cluste
     versions = registry.list_versions(spec, settings)
     assert [v["version"] for v in versions] == [1]
     assert versions[0]["tags"]["rayinfra.table_version"] == "1"
-    small = load_spec(DEMO_SPEC, {"train.epochs": 1, "train.num_workers": 1, "train.batch_size": 512, "model.params": {"hidden": [16]}})
+    small = load_spec(
+        DEMO_SPEC,
+        {"train.epochs": 1, "train.num_workers": 1, "train.batch_size": 512, "model.params": {"hidden": [16]}},
+    )
     assert versions[0]["tags"]["rayinfra.spec_hash"] == small.hash(), "the job did not get the spec overrides"
 
 
@@ -134,7 +137,9 @@ def test_a_ray_cli_client_without_the_token_is_refused(cluster):
 
 
 def test_a_client_with_the_wrong_token_is_refused(cluster, tmp_path):
-    out = _rayinfra("jobs", "list", "--address", cluster, env=_client_env(tmp_path, RAY_AUTH_TOKEN="not-the-token"), timeout=120)
+    out = _rayinfra(
+        "jobs", "list", "--address", cluster, env=_client_env(tmp_path, RAY_AUTH_TOKEN="not-the-token"), timeout=120
+    )
     assert out.returncode == EXIT_UNREACHABLE
     assert "401" in out.stdout or "auth" in out.stdout.lower()
 

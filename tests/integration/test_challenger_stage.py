@@ -54,7 +54,10 @@ def test_an_undecided_challenger_shadows_collects_pairs_and_expires(stage_home):
     deadline = time.time() + 60
     while time.time() < deadline:  # the challenger replica loads v2 and starts shadowing
         answer = requests.post(url + "/v1/predict", data=json.dumps(records[:1]), headers=headers, timeout=30).json()
-        if registry.alias_version("fraud-stage-test", registry.CHALLENGER, settings) == 2 and answer["role"] == "champion":
+        if (
+            registry.alias_version("fraud-stage-test", registry.CHALLENGER, settings) == 2
+            and answer["role"] == "champion"
+        ):
             break
     items = []
     for start in range(0, 400, 20):

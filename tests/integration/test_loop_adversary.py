@@ -99,7 +99,9 @@ def test_a_flood_of_flipped_labels_from_one_key_does_not_promote_a_worse_model(t
     assert refused > 0 and accepted > 0 and share <= CAP, (counts, accepted, refused)
     assert status["retrain"]["status"] == "SUCCEEDED", status
     gate = registry.last_gate(spec, settings)
-    print(f"attacker {accepted} labels accepted, {refused} refused, share {share:.2f}; gate: {gate}; v{before} -> v{after}")
+    print(
+        f"attacker {accepted} labels accepted, {refused} refused, share {share:.2f}; gate: {gate}; v{before} -> v{after}"
+    )
     if after != before:  # promoted (or not): either way, never a model worse on clean data
         new, old = _clean_pr_auc(spec, settings, after), _clean_pr_auc(spec, settings, before)
         print(f"clean PR-AUC: v{after} {new:.4f}, v{before} {old:.4f}")

@@ -213,14 +213,26 @@ def test_every_oversize_body_is_413_json_chunked_or_not(url):
             yield b" " * 1000
 
     for data in (b"[" + b" " * 30_000 + b"]", chunks()):
-        r = requests.post(url + "/v1/predict", data=data, timeout=30,
-                          headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+        r = requests.post(
+            url + "/v1/predict",
+            data=data,
+            timeout=30,
+            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+        )
         assert r.status_code == 413 and "larger than the limit" in r.json()["error"], r.text
-    gz = requests.post(url + "/v1/predict", data=b"x", timeout=30,
-                       headers={"Authorization": f"Bearer {KEY}", "Content-Encoding": "gzip"})
+    gz = requests.post(
+        url + "/v1/predict",
+        data=b"x",
+        timeout=30,
+        headers={"Authorization": f"Bearer {KEY}", "Content-Encoding": "gzip"},
+    )
     assert gz.status_code == 415 and gz.json()["error"].startswith("compressed")
-    text = requests.post(url + "/v1/predict", data="hi", timeout=30,
-                         headers={"Authorization": f"Bearer {KEY}", "Content-Type": "text/plain"})
+    text = requests.post(
+        url + "/v1/predict",
+        data="hi",
+        timeout=30,
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "text/plain"},
+    )
     assert text.status_code == 415
     missing = requests.get(url + "/v1/nothing-here", timeout=30)
     assert missing.status_code == 404 and set(missing.json()) == {"error", "fields"}
@@ -289,7 +301,11 @@ def test_feedback_appends_labelled_rows_through_the_contract(url, home):
     # The labels also reach the drift monitor: live quality of v1.
     deadline, quality = time.time() + 20, {}
     while time.time() < deadline and quality.get("labelled", 0) < 3:
-        quality = requests.get(url + "/v1/drift", headers={"Authorization": f"Bearer {KEY}"}, timeout=30).json().get("quality", {})
+        quality = (
+            requests.get(url + "/v1/drift", headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+            .json()
+            .get("quality", {})
+        )
         time.sleep(0.5)
     assert quality.get("labelled", 0) >= 3 and quality["version"] == 1, quality
 
@@ -545,9 +561,17 @@ def test_load_beyond_capacity_is_shed_quickly_with_503(app):
 
 def test_autoscaling_adds_a_replica_under_load_and_removes_it_after(app):
     # A 12 s look-back (Serve's default is 30 s) so the decision comes soon after the load does.
-    url = app.deployed(min_replicas=1, max_replicas=2, target_ongoing_requests=1, upscale_delay_s=1,
-                       downscale_delay_s=2, look_back_period_s=12, replica_cpus=0.25, batch_wait_timeout_s=0.05,
-                       ingress_batching=False)  # fmt: skip  (one call per request: replicas count requests, not batches)
+    url = app.deployed(
+        min_replicas=1,
+        max_replicas=2,
+        target_ongoing_requests=1,
+        upscale_delay_s=1,
+        downscale_delay_s=2,
+        look_back_period_s=12,
+        replica_cpus=0.25,
+        batch_wait_timeout_s=0.05,
+        ingress_batching=False,
+    )  # fmt: skip  (one call per request: replicas count requests, not batches)
     stop, seen = threading.Event(), []
 
     def load() -> None:
@@ -610,9 +634,11 @@ def test_serve_config_deploys_with_the_serve_cli(app, home, tmp_path):
     }
     address = ray._private.worker.get_dashboard_url()
     address = address if address.startswith("http") else f"http://{address}"
+
     def cli(*a):
         return subprocess.run([str(bin_dir / "serve"), *a, "--address", address], env=env,
                                         capture_output=True, text=True, timeout=300)  # fmt: skip
+
     deployed = cli("deploy", str(path))
     assert deployed.returncode == 0, deployed.stderr
     try:

@@ -65,7 +65,9 @@ def test_plain_delta_read_by_other_engines(filled):
 
 
 def test_schema_mismatch_is_refused(filled, spec):
-    other = spec.contract.model_copy(update={"columns": {**spec.contract.columns, "extra": spec.contract.columns["amount"]}})
+    other = spec.contract.model_copy(
+        update={"columns": {**spec.contract.columns, "extra": spec.contract.columns["amount"]}}
+    )
     with pytest.raises(TableError, match="schema does not match the contract"):
         Table(uri=filled.uri, contract=other).append([{**r, "extra": 1.0} for r in _records()])
 
@@ -143,9 +145,13 @@ def test_torch_batches_cover_every_row_once(ray_session, filled):
 
     from rayinfra.data.loader import torch_batches
 
-    batches = list(torch_batches(
-        filled.read(columns=["transaction_id", "amount"]), 128, {"transaction_id": torch.int64, "amount": torch.float32}
-    ))
+    batches = list(
+        torch_batches(
+            filled.read(columns=["transaction_id", "amount"]),
+            128,
+            {"transaction_id": torch.int64, "amount": torch.float32},
+        )
+    )
     ids = torch.cat([b["transaction_id"] for b in batches])
     assert sorted(ids.tolist()) == list(range(500))
     assert batches[0]["amount"].dtype == torch.float32 and len(batches[0]["amount"]) == 128

@@ -48,7 +48,9 @@ def test_a_seeded_run_of_a_custom_model_repeats_exactly(train_home):
 def test_killed_worker_resumes_from_the_last_checkpoint(train_home, tmp_path):
     marker = tmp_path / "killed"
     hooks = {"fail_marker": str(marker), "fail_at_epoch": 2, "fail_rank": 1}
-    out = train(small_spec(**{"train.epochs": 3, "train.num_workers": 2, "train.max_failures": 1}), train_home, test_hooks=hooks)
+    out = train(
+        small_spec(**{"train.epochs": 3, "train.num_workers": 2, "train.max_failures": 1}), train_home, test_hooks=hooks
+    )
     assert marker.exists(), "the worker was not killed"
     # Resumed from a checkpoint (the last one Ray Train had committed when the worker
     # died: epoch 1's, or epoch 0's if the kill raced its registration), not from scratch.

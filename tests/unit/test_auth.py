@@ -16,12 +16,17 @@ def _settings(tmp_path, **kw) -> Settings:
 
 def test_entries_parse_scopes_comments_and_blank_lines(tmp_path):
     path = tmp_path / "keys"
-    path.write_text("# header\n\n   # an indented comment is not a key\nk1 predict feedback  # trailing\n"
-                    f"{auth.hash_key('k2')}\n  k3 admin\n")
+    path.write_text(
+        "# header\n\n   # an indented comment is not a key\nk1 predict feedback  # trailing\n"
+        f"{auth.hash_key('k2')}\n  k3 admin\n"
+    )
     path.chmod(0o600)
     keys = {k.hash: k.scopes for k in auth.keys(_settings(tmp_path, api_keys_file=path))}
-    assert keys == {auth.hash_key("k1"): ("predict", "feedback"), auth.hash_key("k2"): ("predict",),
-                    auth.hash_key("k3"): ("admin",)}
+    assert keys == {
+        auth.hash_key("k1"): ("predict", "feedback"),
+        auth.hash_key("k2"): ("predict",),
+        auth.hash_key("k3"): ("admin",),
+    }
 
 
 def test_a_key_file_others_can_read_is_refused(tmp_path):

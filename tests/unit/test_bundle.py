@@ -118,6 +118,10 @@ def test_no_model_load_path_can_unpickle():
     risky = re.compile(
         r"weights_only\s*=\s*False|pickle\.loads?\(|pyfunc\.load_model|joblib\.load|torch\.load\((?!.*weights_only=True)"
     )
-    hits = [f"{p.relative_to(root)}: {line.strip()}" for p in root.rglob("*.py")
-            for line in p.read_text().splitlines() if risky.search(line) and "``" not in line]  # docs quote them
+    hits = [
+        f"{p.relative_to(root)}: {line.strip()}"
+        for p in root.rglob("*.py")
+        for line in p.read_text().splitlines()
+        if risky.search(line) and "``" not in line
+    ]  # docs quote them
     assert hits == []

@@ -52,4 +52,3 @@ def test_a_repeated_answer_is_paired_once():
     assert challenger.add_pairs(stage, ids, y, pc, px) == 50
     assert challenger.add_pairs(stage, ids, y, pc, px) == 0
     assert len(stage["y"]) == 50
-

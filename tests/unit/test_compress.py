@@ -25,7 +25,9 @@ def registered(tmp_path_factory):
 @pytest.mark.parametrize("kind", ["int8", "onnx"])
 def test_a_compressed_model_scores_like_the_float_one(registered, kind):
     if kind == "onnx":
-        pytest.importorskip("onnxruntime", reason="ONNX Runtime is in the compress extra (pip install rayinfra[compress])")
+        pytest.importorskip(
+            "onnxruntime", reason="ONNX Runtime is in the compress extra (pip install rayinfra[compress])"
+        )
     spec, settings, version = registered
     bundle = lifecycle.load(spec.model_name, version, settings).bundle
     rows = synthetic.generate(2000, seed=9)

@@ -39,16 +39,30 @@ def test_demo_spec_loads(spec):
         (lambda r: r["model"].update(name="transformer9000"), "model.name", "unknown model 'transformer9000'"),
         (lambda r: r["tune"].update(search_space={"learning_rate": [0.1, 0.2]}), "tune.search_space.learning_rate", ""),
         (lambda r: r["tune"]["search_space"].update(lr={"uniform": 0.1}), "tune.search_space.lr.uniform", ""),
-        (lambda r: r["serve"].update(max_batch_size=256), "serve", "max_ongoing_requests (128) must be at least max_batch_size (256)"),
+        (
+            lambda r: r["serve"].update(max_batch_size=256),
+            "serve",
+            "max_ongoing_requests (128) must be at least max_batch_size (256)",
+        ),
         (lambda r: r["features"]["numeric"].append("salary"), "(top level)", "'salary' is not a contract column"),
         (lambda r: r["features"]["numeric"].append("is_fraud"), "(top level)", "'is_fraud' is the label"),
         (lambda r: r["dataset"]["contract"].update(label="fraud"), "dataset.contract", "label column 'fraud'"),
         # Specs that used to pass here and fail in `train`, after Ray started:
-        (lambda r: r["dataset"]["contract"].pop("key"), "(top level)", "train.split: key_hash needs dataset.contract.key"),
-        (lambda r: (r["dataset"]["contract"].pop("event_time"), r["train"].update(split="event_time")), "(top level)",
-         "train.split: event_time needs dataset.contract.event_time"),
-        (lambda r: r["dataset"]["contract"]["columns"].update(is_fraud={"type": "string"}), "(top level)",
-         "'is_fraud' has type string; training needs a binary label stored as int (0/1) or bool"),
+        (
+            lambda r: r["dataset"]["contract"].pop("key"),
+            "(top level)",
+            "train.split: key_hash needs dataset.contract.key",
+        ),
+        (
+            lambda r: (r["dataset"]["contract"].pop("event_time"), r["train"].update(split="event_time")),
+            "(top level)",
+            "train.split: event_time needs dataset.contract.event_time",
+        ),
+        (
+            lambda r: r["dataset"]["contract"]["columns"].update(is_fraud={"type": "string"}),
+            "(top level)",
+            "'is_fraud' has type string; training needs a binary label stored as int (0/1) or bool",
+        ),
     ],
 )
 def test_bad_spec_names_file_and_field(tmp_path, mutate, field, says):

@@ -65,7 +65,9 @@ def test_wrong_type_in_one_row_is_pointed_at(spec):
 
 def test_wrong_type_for_a_whole_column(spec):
     batch = pa.Table.from_pylist(_records())
-    batch = batch.set_column(batch.schema.get_field_index("hour"), "hour", pa.array([str(h) for h in batch["hour"].to_pylist()]))
+    batch = batch.set_column(
+        batch.schema.get_field_index("hour"), "hour", pa.array([str(h) for h in batch["hour"].to_pylist()])
+    )
     with pytest.raises(ContractViolation, match=r"hour: wrong type \(expected int, got string\)"):
         conform(batch, spec.contract)
 
@@ -125,5 +127,7 @@ def test_large_int64_keys_are_compared_exactly(spec):
 
     batch = synthetic.generate(3, seed=0)
     ids = pa.array([2**62 + 1, 2**53 + 1, 0], pa.int64())
-    out = conform(batch.set_column(batch.schema.get_field_index("transaction_id"), "transaction_id", ids), spec.contract)
+    out = conform(
+        batch.set_column(batch.schema.get_field_index("transaction_id"), "transaction_id", ids), spec.contract
+    )
     assert out.column("transaction_id").to_pylist() == [2**62 + 1, 2**53 + 1, 0]

@@ -37,7 +37,11 @@ JSON_LEAVES = st.one_of(
     st.text(max_size=40),
     st.sampled_from(["US", "grocery", "2026-01-01T00:00:00Z", "NaN", ""]),
 )
-JSON_VALUES = st.recursive(JSON_LEAVES, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
 
 
 @pytest.fixture(scope="module")

@@ -102,7 +102,9 @@ def test_shadow_answers_are_found_only_when_asked_for(plog):
     assert plog.lookup([rid]).column("model_version").to_pylist() == [1]
     both = plog.lookup([rid], shadows=True)
     assert sorted(zip(both.column("role").to_pylist(), both.column("model_version").to_pylist())) == [
-        ("champion", 1), ("shadow", 2)]  # the challenger stage pairs them
+        ("champion", 1),
+        ("shadow", 2),
+    ]  # the challenger stage pairs them
 
 
 def test_pii_is_hashed_with_a_secret_key_or_dropped(tmp_path):
