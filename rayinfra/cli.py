@@ -8,51 +8,33 @@ and Delta take seconds to import, and ``rayinfra --help`` should not wait for th
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table as RichTable
 
-from rayinfra import submit
-from rayinfra.cli_output import DEFAULT_SPEC, console, fail, guard, rich_table
-from rayinfra.config import RAY_LOGS, Settings, load_spec
-from rayinfra.errors import EXIT_PROBLEMS_FOUND
+from rayinfra.audit_cli import audit_app
+from rayinfra.cli_output import DEFAULT_SPEC, SpecOpt, console, fail, guard, load_task, rich_table, task_table
+from rayinfra.config import RAY_LOGS, Settings
+from rayinfra.data_cli import data_app, print_summary
+from rayinfra.drift_cli import drift_app
 from rayinfra.features_cli import features_app
+from rayinfra.jobs_cli import jobs_app, submit_cmd
 from rayinfra.keys_cli import keys_app
 from rayinfra.registry.lineage import Lineage
 
 app = typer.Typer(help="rayinfra: the whole life of a model on Ray.", no_args_is_help=True)
-data_app = typer.Typer(help="Inspect and maintain Delta tables.", no_args_is_help=True)
 spec_app = typer.Typer(help="Check task specs.", no_args_is_help=True)
-jobs_app = typer.Typer(help="Jobs on a Ray cluster: list, logs, stop.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(spec_app, name="spec")
 app.add_typer(jobs_app, name="jobs")
-drift_app = typer.Typer(help="Drift of served traffic against the champion's training data.", no_args_is_help=True)
 app.add_typer(drift_app, name="drift")
 app.add_typer(keys_app, name="keys")
 app.add_typer(features_app, name="features")
-
-SpecOpt = Annotated[Path, typer.Option("--spec", "-s", help="Task spec (YAML).")]
-AddressOpt = Annotated[
-    str | None,
-    typer.Option("--address", help="Cluster dashboard (Jobs API); default RAY_ADDRESS, else http://127.0.0.1:8265."),
-]
-
-
-def _table(spec_path: Path):
-    from rayinfra.data.tables import Table
-
-    return Table.for_spec(_spec(spec_path), Settings())
-
-
-def _spec(path: Path):
-    return guard(lambda: load_spec(path))
+app.add_typer(audit_app, name="audit")
+app.command("submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(submit_cmd)
 
 
 @app.callback()
@@ -77,14 +59,14 @@ def demo(
     """The whole life of a model on embedded defaults: data, tune, serve, drift, retrain, gate, new champion."""
     from rayinfra.demo import run_demo
 
-    settings, task = Settings(), _spec(spec)
+    settings, task = Settings(), load_task(spec)
     task = task.model_copy(update={"train": task.train.model_copy(update={"seed": seed})})
     console.rule(f"rayinfra demo · everything under {settings.home}")
     if not settings.verbose:
         logs = RAY_LOGS + " on each node" if settings.ray_address else settings.home / "logs"
         console.print(f"Ray's and Serve's logs: {logs} (rayinfra -v demo shows them here)")
     result = guard(lambda: run_demo(task, settings, rows=rows, console=console, seed=seed))
-    _print_summary(_table(spec))
+    print_summary(task_table(spec))
     console.print(
         "rows streamed through Ray Data, by pinned version: "
         + ", ".join(f"v{v}: {n:,}" for v, n in result.rows_at_version.items())
@@ -160,7 +142,7 @@ def generate(
     from rayinfra.data.ingest import write_file
     from rayinfra.demo import draw
 
-    task = _spec(spec)
+    task = load_task(spec)
     guard(lambda: write_file(draw(task, rows, seed, start_id, drift=drift), out))
     console.print(f"wrote {rows:,} rows to {out}")
 
@@ -173,7 +155,7 @@ def ingest(
     """Validate files against the contract and append them to the table (one commit)."""
     from rayinfra.data.ingest import ingest_files
 
-    table = _table(spec)
+    table = task_table(spec)
     done = guard(lambda: ingest_files(table, files))
     if done.duplicate:
         console.print(f"{table.uri}: these files were ingested before; nothing added (version {done.version})")
@@ -181,49 +163,10 @@ def ingest(
         console.print(f"{table.uri} is now at version {done.version}")
 
 
-@data_app.command("history")
-def history(spec: SpecOpt = DEFAULT_SPEC, limit: int = 20) -> None:
-    """The table's commits, newest first."""
-    _print_history(_table(spec), limit)
-
-
-@data_app.command("show")
-def show(
-    spec: SpecOpt = DEFAULT_SPEC,
-    version: Annotated[int | None, typer.Option(help="Table version (default latest).")] = None,
-    rows: Annotated[int, typer.Option(help="Sample rows to print.")] = 5,
-) -> None:
-    """Summary of the table at a version, and its first rows."""
-    table = _table(spec)
-    _print_summary(table, version)
-    sample = guard(lambda: table.to_arrow(version=version).slice(0, rows).to_pandas())
-    console.print(sample.to_string(max_cols=20))
-
-
-@data_app.command("maintain")
-def maintain(spec: SpecOpt = DEFAULT_SPEC) -> None:
-    """Compact small files and write a checkpoint (keeps time travel)."""
-    out = guard(lambda: _table(spec).maintain())
-    console.print_json(json.dumps(out, default=str))
-
-
-@data_app.command("vacuum")
-def vacuum(
-    spec: SpecOpt = DEFAULT_SPEC,
-    retention_hours: Annotated[
-        int | None, typer.Option(help="Keep files newer than this (>= the table's guard).")
-    ] = None,
-    apply: Annotated[bool, typer.Option("--apply", help="Delete; without it, only list.")] = False,
-) -> None:
-    """Remove files no longer referenced by versions inside the retention period."""
-    files = guard(lambda: _table(spec).vacuum(retention_hours=retention_hours, dry_run=not apply))
-    console.print(f"{'removed' if apply else 'would remove'} {len(files)} files")
-
-
 @spec_app.command("check")
 def spec_check(path: Annotated[Path, typer.Argument(help="Spec file.")] = DEFAULT_SPEC) -> None:
     """Validate a spec; print its hash and settings."""
-    spec = _spec(path)
+    spec = load_task(path)
     settings = Settings()
     console.print(
         f"[green]ok[/] {path}: task '{spec.name}', spec hash {spec.hash()}, contract hash {spec.contract.hash()}"
@@ -255,7 +198,7 @@ def train_cmd(
     """Train on a pinned table version, log to MLflow, register, and gate against the champion."""
     from rayinfra.pipeline import train_and_register
 
-    task = _spec(spec)
+    task = load_task(spec)
     params = {"epochs": epochs} if epochs else None
     out = guard(lambda: train_and_register(task, Settings(), version=version, params=params))
     _print_outcome(out.outcome)
@@ -269,7 +212,7 @@ def retrain_cmd(spec: SpecOpt = DEFAULT_SPEC) -> None:
     """Retrain on the spec's retrain window, register, and promote only through the gate (audited)."""
     from rayinfra.pipeline import retrain
 
-    task = _spec(spec)
+    task = load_task(spec)
     out = guard(lambda: retrain(task, Settings()))
     _print_outcome(out.outcome)
     console.print(f"registered [bold]{task.model_name}[/] v{out.model_version}; gate: {out.gate.reason}")
@@ -283,7 +226,7 @@ def tune_cmd(
     """Search hyperparameters (ASHA), then register and gate the best trial."""
     from rayinfra.pipeline import tune_and_register
 
-    task = _spec(spec)
+    task = load_task(spec)
     out = guard(lambda: tune_and_register(task, Settings(), version=version))
     trials = rich_table(
         "trial",
@@ -313,7 +256,7 @@ def predict_batch(
     """Score a table version with one model version; append the predictions as one Delta commit."""
     from rayinfra.batch_predict import score_table
 
-    task = _spec(spec)
+    task = load_task(spec)
     ref = int(model) if model.isdigit() else model
     r = guard(lambda: score_table(task, Settings(), model_ref=ref, table_version=table_version, output_table=output))
     console.print(
@@ -328,7 +271,7 @@ def models_cmd(spec: SpecOpt = DEFAULT_SPEC) -> None:
     """Registered versions: aliases, test metrics, lineage."""
     from rayinfra import registry
 
-    task = _spec(spec)
+    task = load_task(spec)
     out = rich_table(
         "version",
         "aliases",
@@ -357,7 +300,7 @@ def promote(
     """Make a version the champion by hand (bypasses the gate; audited)."""
     from rayinfra import registry
 
-    guard(lambda: registry.promote(_spec(spec), version, f"manual: {reason}", Settings()))
+    guard(lambda: registry.promote(load_task(spec), version, f"manual: {reason}", Settings()))
     console.print(f"v{version} is champion")
 
 
@@ -369,56 +312,8 @@ def rollback(
     """Give the champion alias back to the previous champion (audited)."""
     from rayinfra import registry
 
-    version = guard(lambda: registry.rollback(_spec(spec), reason, Settings()))
+    version = guard(lambda: registry.rollback(load_task(spec), reason, Settings()))
     console.print(f"rolled back: v{version} is champion again")
-
-
-@drift_app.command("status")
-def drift_status(
-    spec: SpecOpt = DEFAULT_SPEC,
-    windows: Annotated[int, typer.Option(help="Recent windows to list.")] = 10,
-) -> None:
-    """Windows, drifted columns and the run of drifted windows (read from the monitor's state on disk)."""
-    from rayinfra.monitor.monitor import describe, read_state
-
-    task = _spec(spec)
-    state = read_state(task, Settings())
-    if state is None:
-        raise fail(f"no drift monitor state for model '{task.model_name}' yet: serve it and send traffic first")
-    s = describe(task, state)
-    console.print(
-        f"[bold]{s['model']}[/] reference v{s['reference_version']}: {s['windows']} windows, "
-        f"{s['consecutive_drifted']}/{s['windows_to_trigger']} drifted in a row "
-        f"({'[red]drift holds[/]' if s['drift_holds'] else 'no sustained drift'}); open window {s['open_window_rows']} rows"
-    )
-    metric = task.monitor.quality_metric
-    out = rich_table("closed (UTC)", "rows", "ref", "share", f"est {metric}", f"realized {metric}", "drifted columns")
-    for w in state["windows"][-windows:]:
-        when = datetime.fromtimestamp(w["closed_at"], tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-        quality = w.get("quality") or {}
-        est, live = (quality.get(f"{kind}_{metric}") for kind in ("est", "live"))
-        out.add_row(when, str(w["rows"]), f"v{w['reference_version']}", f"{w['share']:.2f}",
-                    "" if est is None else f"{est:.3f}", "" if live is None else f"{live:.3f}",
-                    ", ".join(w["drifted_columns"]))  # fmt: skip
-    console.print(out)
-    _print_gate_status(task)
-
-
-def _print_gate_status(task) -> None:
-    """The newest gate verdict (interval, counts, reason) and the challenger stage, if any."""
-    from rayinfra import registry
-    from rayinfra.monitor.monitor import read_stage
-
-    gate = guard(lambda: registry.last_gate(task, Settings()))
-    if gate:
-        console.print(f"gate on v{gate.get('candidate')}: {gate.get('reason')}", soft_wrap=True, highlight=False)
-    for move in guard(lambda: registry.unaudited_alias_moves(task, Settings())):
-        console.print(f"[bold red]alias moved outside rayinfra:[/] {move}", soft_wrap=True, highlight=False)
-    stage = read_stage(task, Settings())
-    if stage is not None:
-        last = (stage.get("history") or [{}])[-1]
-        console.print(f"challenger v{stage['version']}: {stage.get('outcome') or 'collecting labels'}, "
-                      f"{len(stage.get('y', []))} labelled pairs, interval {last.get('interval')}", highlight=False)  # fmt: skip
 
 
 @app.command("report")
@@ -430,41 +325,9 @@ def report_cmd(
     estimated and realized quality, gate verdicts, lineage; from what rayinfra keeps."""
     from rayinfra.report import write_report
 
-    task = _spec(spec)
+    task = load_task(spec)
     path = guard(lambda: write_report(task, Settings(), out))
     console.print(f"report: {path}")
-
-
-audit_app = typer.Typer(help="The audit log: `rayinfra audit` lists the newest entries; `verify` checks its chain.")
-app.add_typer(audit_app, name="audit")
-
-
-@audit_app.callback(invoke_without_command=True)
-def audit_cmd(ctx: typer.Context, limit: int = 20) -> None:
-    """The newest entries of the audit log."""
-    from rayinfra import audit
-
-    if ctx.invoked_subcommand is not None:
-        return
-    out = rich_table("time", "actor", "action", "model", "version", "reason")
-    for e in audit.entries(Settings())[-limit:]:
-        out.add_row(e["time"], e["actor"], e["action"], str(e.get("model", "")), str(e.get("version", "")), e["reason"])
-    console.print(out)
-
-
-@audit_app.command("verify")
-def audit_verify(spec: SpecOpt = DEFAULT_SPEC) -> None:
-    """Check the audit log's hash chain and the model's aliases: exit 1 when a record was edited,
-    deleted or cut off, or an alias was moved outside rayinfra (no audit record)."""
-    from rayinfra import audit, registry
-
-    task = _spec(spec)
-    problems = guard(lambda: registry.verify_trail(task, Settings()))
-    for problem in problems:
-        console.print(f"[bold red]problem:[/] {problem}", highlight=False, soft_wrap=True)
-    if problems:
-        raise typer.Exit(code=EXIT_PROBLEMS_FOUND)
-    console.print(f"audit log intact: {len(audit.entries(Settings()))} records ({audit.audit_path(Settings())})")
 
 
 @app.command("serve")
@@ -481,7 +344,7 @@ def serve_cmd(
     from rayinfra.serve import auth
     from rayinfra.serve.app import deploy
 
-    task, settings = _spec(spec), Settings()
+    task, settings = load_task(spec), Settings()
     if detach and not settings.ray_address:
         raise fail("--detach needs a running cluster (RAY_ADDRESS); a local Ray stops when this command exits")
     init_ray(settings)
@@ -502,93 +365,6 @@ def serve_cmd(
             pass
 
 
-@app.command("submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def submit_cmd(
-    ctx: typer.Context,
-    stage: Annotated[
-        str, typer.Argument(help="train, tune, batch-predict or retrain; arguments after -- go to the job.")
-    ],
-    spec: SpecOpt = DEFAULT_SPEC,
-    address: AddressOpt = None,
-    no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the job id and return; do not follow.")] = False,
-) -> None:
-    """Run a stage as a Ray job on a cluster; follow its logs; exit with its outcome (0: succeeded)."""
-    _spec(spec)  # a broken spec fails here, before anything is uploaded
-    request = _submit_guard(lambda: submit.build_request(stage, spec, ctx.args))
-    client = _submit_guard(lambda: submit.client(address))
-    job_id = _submit_guard(lambda: submit.submit(request, client))
-    console.print(f"submitted {stage} as job {job_id}: {request.entrypoint}", highlight=False, soft_wrap=True)
-    if no_wait:
-        console.print(f"follow it with: rayinfra jobs logs {job_id} --follow", highlight=False, soft_wrap=True)
-        return
-    try:
-        status = submit.follow(client, job_id, lambda text: typer.echo(text, nl=False))
-    except KeyboardInterrupt:
-        console.print(
-            f"\nstopped following; the job goes on (rayinfra jobs stop {job_id} ends it)",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(130) from None
-    console.print(f"job {job_id} {status}", highlight=False, soft_wrap=True)
-    raise typer.Exit(submit.exit_code(status))
-
-
-@jobs_app.command("list")
-def jobs_list(address: AddressOpt = None, limit: int = 20) -> None:
-    """Submitted jobs, newest first."""
-    client = _submit_guard(lambda: submit.client(address))
-    found = _submit_guard(client.list_jobs)
-    out = RichTable()
-    for column in ("job", "status", "started (UTC)"):  # ids whole, even on a narrow terminal
-        out.add_column(column, no_wrap=True)
-    out.add_column("entrypoint", overflow="fold")
-    for job in sorted(found, key=lambda j: j.start_time or 0, reverse=True)[:limit]:
-        started = (
-            datetime.fromtimestamp(job.start_time / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-            if job.start_time
-            else ""
-        )
-        out.add_row(job.submission_id or job.job_id or "", job.status.value, started, job.entrypoint)
-    console.print(out)
-
-
-@jobs_app.command("logs")
-def jobs_logs(
-    job_id: Annotated[str, typer.Argument(help="The id `rayinfra submit` printed.")],
-    address: AddressOpt = None,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Stream until the job ends; exit with its outcome.")
-    ] = False,
-) -> None:
-    """A job's logs."""
-    client = _submit_guard(lambda: submit.client(address))
-    if follow:
-        status = _submit_guard(lambda: submit.follow(client, job_id, lambda text: typer.echo(text, nl=False)))
-        raise typer.Exit(submit.exit_code(status))
-    typer.echo(_submit_guard(lambda: client.get_job_logs(job_id)), nl=False)
-
-
-@jobs_app.command("stop")
-def jobs_stop(
-    job_id: Annotated[str, typer.Argument(help="The id `rayinfra submit` printed.")],
-    address: AddressOpt = None,
-) -> None:
-    """Stop a job and wait (up to a minute) until it has stopped."""
-    client = _submit_guard(lambda: submit.client(address))
-    if not _submit_guard(lambda: client.stop_job(job_id)):
-        console.print(
-            f"job {job_id} had already ended: {client.get_job_status(job_id).value}", highlight=False, soft_wrap=True
-        )
-        return
-    console.print(f"job {job_id} {submit.wait(client, job_id, timeout_s=60)}", highlight=False, soft_wrap=True)
-
-
-def _submit_guard(fn):
-    """``_guard`` for a call to the Jobs API: a cluster out of reach or a refused token exits 4."""
-    return guard(lambda: submit.api_call(fn))
-
-
 def _print_outcome(outcome) -> None:
     m = outcome.test_metrics
     console.print(
@@ -596,28 +372,3 @@ def _print_outcome(outcome) -> None:
         f"PR-AUC {m['pr_auc']:.3f} (base rate {m['positive_rate']:.3f}), precision {m['precision']:.3f} / "
         f"recall {m['recall']:.3f} at threshold {m['threshold']:.3f}, log loss {m['log_loss']:.3f}"
     )
-
-
-# ---------------------------------------------------------------------------- output
-def _print_summary(table, version: int | None = None) -> None:
-    s = guard(lambda: table.summary(version))
-    console.print(
-        f"[bold]{s['uri']}[/] version {s['version']}: {s['rows']:,} rows in {s['files']} files "
-        f"({s['bytes'] / 2**20:.1f} MiB), contract {s['contract']}"
-    )
-
-
-def _print_history(table, limit: int) -> None:
-    out = rich_table("version", "time (UTC)", "operation", "rows added", "source", "user")
-    for c in guard(lambda: table.history(limit)):
-        when = datetime.fromtimestamp(c["timestamp"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-        added = (c.get("operationMetrics") or {}).get("num_added_rows", "")
-        out.add_row(
-            str(c["version"]),
-            when,
-            c.get("operation", ""),
-            str(added),
-            c.get("rayinfra.source", ""),
-            c.get("rayinfra.user", ""),
-        )
-    console.print(out)

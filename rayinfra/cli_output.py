@@ -5,18 +5,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from rayinfra.config import Settings, Spec, load_spec
 from rayinfra.errors import EXIT_BAD_INPUT, RayinfraError
+
+if TYPE_CHECKING:
+    from rayinfra.data.tables import Table
 
 console = Console()
 # The demo task on feature views: what `make demo` builds, and every command's default spec.
 DEFAULT_SPEC = Path("jobs/specs/fraud_cards.yaml")
 T = TypeVar("T")
+
+
+SpecOpt = Annotated[Path, typer.Option("--spec", "-s", help="Task spec (YAML).")]
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
@@ -40,3 +47,15 @@ def rich_table(*columns: str, title: str | None = None) -> RichTable:
     for column in columns:
         out.add_column(column, overflow="fold")
     return out
+
+
+def load_task(path: Path) -> Spec:
+    """The spec at ``path``; a broken one is one error line naming the field, exit 2."""
+    return guard(lambda: load_spec(path))
+
+
+def task_table(path: Path) -> Table:
+    """The Delta table of the spec at ``path``."""
+    from rayinfra.data.tables import Table  # deltalake: only the commands that read a table import it
+
+    return Table.for_spec(load_task(path), Settings())

@@ -121,7 +121,8 @@ def test_cli_lists_models_and_the_audit_log(spec, train_home, first, tmp_path, m
     monkeypatch.setenv("RAYINFRA_HOME", str(train_home.home))
     from rich.console import Console
 
-    monkeypatch.setattr("rayinfra.cli.console", Console(width=200))  # no truncated cells
+    for module in ("rayinfra.cli", "rayinfra.audit_cli"):  # no truncated cells
+        monkeypatch.setattr(f"{module}.console", Console(width=200))
     runner = CliRunner()
     models = runner.invoke(app, ["models", "--spec", str(path)], catch_exceptions=False, terminal_width=200)
     assert models.exit_code == 0 and "champion" in models.output and "transactions@1" in models.output
