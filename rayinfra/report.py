@@ -25,7 +25,7 @@ from rayinfra import audit, registry
 from rayinfra.config import Settings, Spec
 from rayinfra.monitor.monitor import read_state
 from rayinfra.registry.lineage import Lineage
-from rayinfra.serve.predlog import log_table
+from rayinfra.serve.served_tables import log_table
 
 MOVES = ("promote", "rollback", "challenger", "challenger_reject", "challenger_expired")
 BUCKETS = 80  # the answering timeline is drawn in about this many time steps

@@ -24,31 +24,15 @@ import pyarrow.dataset as ds
 from deltalake import CommitProperties
 from deltalake.exceptions import CommitFailedError
 
-from rayinfra.config import ColumnSpec, Contract, Settings, Spec
+from rayinfra.config import Settings, Spec
 from rayinfra.data.contract import arrow_schema
 from rayinfra.data.tables import Table
-from rayinfra.serve.predlog import PARTITION, create_partitioned, files_for
 from rayinfra.serve.request_ids import issued_hour
+from rayinfra.serve.served_tables import LEDGER_CONTRACT, PARTITION, create_partitioned, files_for, ledger_table
 
 Pair = tuple[str, int]  # (request id, record index)
 
-LEDGER_CONTRACT = Contract(
-    columns={
-        "request_id": ColumnSpec(type="string"),
-        "idx": ColumnSpec(type="int", min=0),
-        "key_id": ColumnSpec(type="string", description="short id of the API key that sent the label"),
-        "batch_id": ColumnSpec(type="string", description="the feedback call that claimed it"),
-        "ts": ColumnSpec(type="timestamp", description="when the label arrived"),
-        PARTITION: ColumnSpec(type="string", description="hour the request id was issued (UTC), the partition"),
-    },
-    event_time="ts",
-)
 MERGE_RETRIES = 5
-
-
-def ledger_table(spec: Spec, settings: Settings) -> Table:
-    return Table(uri=settings.table_uri(f"{spec.dataset.table}_feedback_labels"), contract=LEDGER_CONTRACT,
-                 maintenance_every=spec.dataset.maintenance_every, checkpoint_every=spec.dataset.checkpoint_every)  # fmt: skip
 
 
 class LabelLedger:

@@ -34,76 +34,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from deltalake import DeltaTable
 from ray.serve import metrics
 
-from rayinfra.config import ColumnSpec, Contract, Settings, Spec
+from rayinfra.config import Settings, Spec
 from rayinfra.data.contract import ContractViolation, arrow_schema
 from rayinfra.data.tables import Table
 from rayinfra.serve.request_ids import hour_of, issued_hour
+from rayinfra.serve.served_tables import LOG_CONTRACT, PARTITION, create_partitioned, files_for, ledger_table, log_table
 
 log = logging.getLogger(__name__)
 
-PARTITION = "issued_hour"
-LOG_CONTRACT = Contract(
-    columns={
-        "request_id": ColumnSpec(type="string"),
-        "idx": ColumnSpec(type="int", min=0),
-        "ts": ColumnSpec(type="timestamp"),
-        "role": ColumnSpec(type="category", categories=["champion", "challenger", "shadow"]),
-        "model_version": ColumnSpec(type="int", min=0),
-        "probability": ColumnSpec(type="float", min=0, max=1),
-        "prediction": ColumnSpec(type="int", min=0, max=1),
-        "record": ColumnSpec(type="string", description="the request record as JSON (after the PII rules)"),
-        PARTITION: ColumnSpec(type="string", description="hour the request id was issued (UTC), the partition"),
-    },
-    event_time="ts",
-)
 EXPIRE_EVERY_S = 3600.0  # retention is in days: checking once an hour is plenty
-
-
-def log_table(spec: Spec, settings: Settings) -> Table:
-    return Table(uri=settings.table_uri(f"{spec.dataset.table}_prediction_log"), contract=LOG_CONTRACT,
-                 maintenance_every=spec.dataset.maintenance_every, checkpoint_every=spec.dataset.checkpoint_every)  # fmt: skip
-
-
-def create_partitioned(table: Table, partition: str = PARTITION) -> None:
-    """Create ``table`` partitioned by ``partition`` if it does not exist (appends keep the layout)."""
-    if table.exists():
-        return
-    try:
-        DeltaTable.create(table.uri, arrow_schema(table.contract), mode="ignore", partition_by=[partition],
-                          configuration={"delta.checkpointInterval": str(table.checkpoint_every)},
-                          storage_options=table.storage_options)  # fmt: skip
-    except Exception:
-        if not table.exists():  # another replica may have created it first
-            raise
-
-
-def files_for(table: DeltaTable, request_ids: Iterable[str]) -> list[str]:
-    """The data files of ``table`` that can hold these ids: their hour partition, then their id range.
-
-    Both come from the Delta log's per-file statistics, so no data file is opened to
-    decide. Ids not in the issued layout match no file.
-    """
-    by_hour: dict[str, list[str]] = {}
-    for rid in request_ids:
-        hour = issued_hour(rid)
-        if hour is not None:
-            by_hour.setdefault(hour, []).append(rid)
-    if not by_hour:
-        return []
-    actions = pa.table(table.get_add_actions(flatten=True))
-    if actions.num_rows == 0:
-        return []
-    actions = actions.filter(pc.is_in(actions[f"partition.{PARTITION}"], pa.array(list(by_hour))))
-    files = []
-    for row in actions.select(["path", f"partition.{PARTITION}", "min.request_id", "max.request_id"]).to_pylist():
-        low, high = row["min.request_id"], row["max.request_id"]
-        ids = by_hour[row[f"partition.{PARTITION}"]]
-        if low is None or high is None or any(low <= rid <= high for rid in ids):
-            files.append(row["path"])
-    return files
 
 
 def expire_partitions(table: Table, retention_days: int, now: dt.datetime | None = None) -> int:
@@ -191,8 +132,6 @@ class PredictionLog:
     @classmethod
     def for_spec(cls, spec: Spec, settings: Settings) -> PredictionLog:
         """The log of ``spec``'s served traffic, with its buffer bound, PII rules and retention."""
-        from rayinfra.serve.label_ledger import ledger_table  # it builds on this module
-
         p = spec.predlog
         redact = redactor(p.pii, pii_key(settings)) if p.pii else None
         plog = cls(log_table(spec, settings), spec.serve.log_flush_s, max_rows=p.max_buffer_rows, redact=redact,
