@@ -19,7 +19,7 @@ def drift_status(
     windows: Annotated[int, typer.Option(help="Recent windows to list.")] = 10,
 ) -> None:
     """Windows, drifted columns and the run of drifted windows (read from the monitor's state on disk)."""
-    from rayinfra.monitor.monitor import describe, read_state
+    from rayinfra.monitor.store import describe, read_state
 
     task = load_task(spec)
     state = read_state(task, Settings())
@@ -47,7 +47,7 @@ def drift_status(
 def _print_gate_status(task) -> None:
     """The newest gate verdict (interval, counts, reason) and the challenger stage, if any."""
     from rayinfra import registry
-    from rayinfra.monitor.monitor import read_stage
+    from rayinfra.monitor.store import read_stage
 
     gate = guard(lambda: registry.last_gate(task, Settings()))
     if gate:

@@ -280,7 +280,7 @@ def _challenger_stage(spec: Spec, client: _Client, console: Console, result: Loo
 
 
 def _windows(spec: Spec, settings: Settings) -> list[dict[str, Any]]:
-    from rayinfra.monitor.monitor import read_state
+    from rayinfra.monitor.store import read_state
 
     state = read_state(spec, settings)
     return state["windows"] if state else []

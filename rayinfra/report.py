@@ -23,7 +23,7 @@ from plotly.offline import get_plotlyjs
 
 from rayinfra import audit, registry
 from rayinfra.config import Settings, Spec
-from rayinfra.monitor.monitor import read_state
+from rayinfra.monitor.store import read_state
 from rayinfra.registry.lineage import Lineage
 from rayinfra.serve.served_tables import log_table
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any, cast
 
 import ray
@@ -29,23 +28,18 @@ from rayinfra.monitor.labels import live_quality
 from rayinfra.monitor.policy import TERMINAL, Action, PolicyState
 from rayinfra.monitor.profiles import PREDICTION
 from rayinfra.monitor.retrain import job_status, stop_job, submit_retrain
+from rayinfra.monitor.store import CHALLENGER_FILE, describe, state_dir
 from rayinfra.registry.gate import GateSettings
 from rayinfra.registry.lineage import Lineage
 from rayinfra.runtime import head_actor_options
 
 log = logging.getLogger(__name__)
 
-CHALLENGER_FILE = "challenger.json"
-
 NAMESPACE = "rayinfra"
 
 
 def actor_name(spec: Spec) -> str:
     return f"drift-monitor:{spec.model_name}"
-
-
-def state_dir(spec: Spec, settings: Settings) -> Path:
-    return settings.home / "monitor" / spec.model_name
 
 
 def registered(spec: Spec, settings: Settings, version: int) -> dict[str, Any]:
@@ -61,37 +55,6 @@ def registered(spec: Spec, settings: Settings, version: int) -> dict[str, Any]:
     lineage = Lineage.from_tags(tags)
     test = {n: lineage.test_metrics[n] for n in names if n in lineage.test_metrics}
     return {"test": test, "threshold": lineage.threshold, "calibrator": lineage.calibrator}
-
-
-def describe(spec: Spec, state: dict[str, Any]) -> dict[str, Any]:
-    """The monitor's status from its state (the actor's, or the file's when no actor runs)."""
-    last = state["windows"][-1] if state["windows"] else None
-    return {
-        "model": spec.model_name,
-        "reference_version": state["reference_version"],
-        "windows": state["windows_total"],
-        "open_window_rows": state["window_rows"],
-        "consecutive_drifted": state["consecutive"],
-        "windows_to_trigger": spec.monitor.windows_to_trigger,
-        "drift_holds": state["consecutive"] >= spec.monitor.windows_to_trigger,
-        "last_window": last,
-        "retrain": state.get("retrain"),
-        "retrains": len(state.get("retrains", [])),
-    }
-
-
-def read_stage(spec: Spec, settings: Settings) -> dict[str, Any] | None:
-    """The challenger stage as the monitor last saved it (None when none ran): version, outcome,
-    labelled pairs ``y`` and the verdict ``history`` (each with its interval)."""
-    return store.read_json(state_dir(spec, settings) / CHALLENGER_FILE, None)
-
-
-def read_state(spec: Spec, settings: Settings) -> dict[str, Any] | None:
-    """The monitor's state from disk (no Ray needed); None before its first window."""
-    folder = state_dir(spec, settings)
-    if not (folder / "state.json").exists():
-        return None
-    return store.load_state(folder, spec.monitor.keep_windows)
 
 
 class DriftMonitor:

@@ -24,9 +24,12 @@ from rayinfra import durable
 if TYPE_CHECKING:
     from whylogs.core import DatasetProfileView
 
+    from rayinfra.config import Settings, Spec
+
 log = logging.getLogger(__name__)
 
 STATE, WINDOWS, QUALITY, WINDOW = "state.json", "windows.jsonl", "quality.json", "window.bin"
+CHALLENGER_FILE = "challenger.json"
 
 
 def new_state() -> dict[str, Any]:
@@ -96,3 +99,39 @@ def load_view(path: Path) -> DatasetProfileView | None:
         path.replace(path.with_name(f"{path.name}.corrupt-{int(time.time())}"))
         log.error("drift monitor: %s is unreadable; moved aside, its rows are not counted", path)
         return None
+
+
+# ------------------------------------------------ read without the actor (CLI, report)
+def state_dir(spec: Spec, settings: Settings) -> Path:
+    return settings.home / "monitor" / spec.model_name
+
+
+def describe(spec: Spec, state: dict[str, Any]) -> dict[str, Any]:
+    """The monitor's status from its state (the actor's, or the file's when no actor runs)."""
+    last = state["windows"][-1] if state["windows"] else None
+    return {
+        "model": spec.model_name,
+        "reference_version": state["reference_version"],
+        "windows": state["windows_total"],
+        "open_window_rows": state["window_rows"],
+        "consecutive_drifted": state["consecutive"],
+        "windows_to_trigger": spec.monitor.windows_to_trigger,
+        "drift_holds": state["consecutive"] >= spec.monitor.windows_to_trigger,
+        "last_window": last,
+        "retrain": state.get("retrain"),
+        "retrains": len(state.get("retrains", [])),
+    }
+
+
+def read_stage(spec: Spec, settings: Settings) -> dict[str, Any] | None:
+    """The challenger stage as the monitor last saved it (None when none ran): version, outcome,
+    labelled pairs ``y`` and the verdict ``history`` (each with its interval)."""
+    return read_json(state_dir(spec, settings) / CHALLENGER_FILE, None)
+
+
+def read_state(spec: Spec, settings: Settings) -> dict[str, Any] | None:
+    """The monitor's state from disk (no Ray needed); None before its first window."""
+    folder = state_dir(spec, settings)
+    if not (folder / "state.json").exists():
+        return None
+    return load_state(folder, spec.monitor.keep_windows)
