@@ -18,6 +18,7 @@ import typer
 from rayinfra.audit_cli import audit_app
 from rayinfra.cli_output import DEFAULT_SPEC, SpecOpt, console, fail, guard, load_task, rich_table, task_table
 from rayinfra.config import RAY_LOGS, Settings
+from rayinfra.cost_cli import cost_cmd
 from rayinfra.data_cli import data_app, print_summary
 from rayinfra.drift_cli import drift_app
 from rayinfra.features_cli import features_app
@@ -35,6 +36,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(features_app, name="features")
 app.add_typer(audit_app, name="audit")
 app.command("submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(submit_cmd)
+app.command("cost")(cost_cmd)
 
 
 @app.callback()

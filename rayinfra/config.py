@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rayinfra.cost.definitions import CostSpec, Prices
 from rayinfra.errors import RayinfraError
 from rayinfra.features.definitions import NUMERIC_ONLY, Entity, FeatureView
 
@@ -473,6 +474,7 @@ class Spec(_Section):
     feature_views: dict[str, FeatureView] = Field(
         default_factory=dict, description="Aggregates of the table's events per entity (Feast's feature views)."
     )
+    cost: CostSpec = CostSpec()
 
     @model_validator(mode="after")
     def _feature_views_fit_contract(self) -> Spec:
@@ -704,6 +706,9 @@ class Settings(BaseSettings):
         description="What answers on SERVE_PORT: 'haproxy' (Ray 2.60's HAProxy in front of ingress replicas that "
         "serve HTTP themselves: the fast path) or 'proxy' (Serve's Python proxy). Fixed when Ray starts: a local "
         "Ray takes it from here; a cluster from the environment of `ray start` (cluster/env/*.env).",
+    )
+    prices: Prices = Field(
+        default_factory=Prices, description="$ per core-hour, GPU-hour and GiB-hour (JSON); estimates to edit."
     )
     api_keys: str | None = Field(
         None,

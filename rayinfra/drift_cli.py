@@ -41,6 +41,8 @@ def drift_status(
                     "" if est is None else f"{est:.3f}", "" if live is None else f"{live:.3f}",
                     ", ".join(w["drifted_columns"]))  # fmt: skip
     console.print(out)
+    if s["retrain_refused"]:
+        console.print(f"[bold yellow]retrain not submitted:[/] {s['retrain_refused']}", soft_wrap=True, highlight=False)
     _print_gate_status(task)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,8 @@ import pyarrow as pa
 
 from rayinfra import audit, registry
 from rayinfra.config import Settings, Spec
+from rayinfra.cost.accounting import account, training_usage
+from rayinfra.cost.ledger import Kind
 from rayinfra.data.split import TEST
 from rayinfra.data.tables import Table
 from rayinfra.monitor import estimate
@@ -131,8 +134,10 @@ def train_and_register(
     the champion's data.
     """
     settings = settings or Settings()
+    started = time.time()
     if not recent:
-        return register_and_gate(spec, settings, train(spec, settings, version=version, params=params))
+        out = register_and_gate(spec, settings, train(spec, settings, version=version, params=params))
+        return _accounted("train", spec, settings, out, started)
     init_ray(settings)
     t = spec.train
     ResourceLayout.current().check_train(t.num_workers, t.use_gpu, t.cpus_per_worker)  # before any data work
@@ -140,7 +145,16 @@ def train_and_register(
     data = prepare_data(spec, settings, inputs.window.table_version, inputs.window, inputs.preprocessor)
     params = {**(inputs.params or {}), **(params or {})}
     outcome = train(spec, settings, params=params, data=data, init_state=inputs.init_state)
-    return register_and_gate(spec, settings, outcome, recent=True)
+    return _accounted("retrain", spec, settings, register_and_gate(spec, settings, outcome, recent=True), started)
+
+
+def _accounted(
+    kind: Kind, spec: Spec, settings: Settings, out: Registered, started: float, trials: int = 1
+) -> Registered:
+    """``out``, after its resources are in the cost ledger and its cost on its MLflow run."""
+    usage = training_usage(kind, spec, ResourceLayout.current(), started, out.model_version, out.outcome.name, trials)
+    account(usage, settings, registry.client(settings), out.run_id)
+    return out
 
 
 def retrain(spec: Spec, settings: Settings, environ: Mapping[str, str] | None = None) -> Registered:
@@ -173,6 +187,10 @@ class Tuned:
 def tune_and_register(spec: Spec, settings: Settings | None = None, version: int | None = None) -> Tuned:
     """Search, log the search as a parent MLflow run with a child per trial, register the best."""
     settings = settings or Settings()
+    started = time.time()
     search = tune_search(spec, settings, version)
     parent = registry.log_search(spec, search, settings)
-    return Tuned(search, register_and_gate(spec, settings, search.best, parent_run_id=parent))
+    registered = register_and_gate(spec, settings, search.best, parent_run_id=parent)
+    # The whole search is the version's cost: every trial, kept or stopped, held its share.
+    _accounted("tune", spec, settings, registered, started, search.concurrency)
+    return Tuned(search, registered)

@@ -22,6 +22,7 @@ import ray
 
 from rayinfra import audit, durable, registry
 from rayinfra.config import Settings, Spec
+from rayinfra.cost.budget import retrain_refusal
 from rayinfra.monitor import challenger, estimate, labels, policy, store
 from rayinfra.monitor.drift import column_drift, window_drift
 from rayinfra.monitor.labels import live_quality
@@ -105,8 +106,15 @@ class DriftMonitor:
                 if status in TERMINAL:
                     self._finished(job, now)
         self._judge_challenger(now)
-        self.decision = policy.decide(self._policy_state(), now, self.spec.monitor)
+        state = self._policy_state()
+        self.decision = policy.decide(state, now, self.spec.monitor)
+        if self.decision.reason == state.budget_refusal and not self.state.get("budget_refused"):
+            # Audited once per refusal: the next submitted job clears it.
+            audit.record("retrain_refused", self.decision.reason, self.settings, model=self.spec.model_name,
+                         consecutive=self.state["consecutive"])  # fmt: skip
+            self.state["budget_refused"], changed = self.decision.reason, True
         if self.decision.action is Action.START:
+            self.state["budget_refused"] = None
             self._start(now, self.decision.attempt)
             changed = True
         elif self.decision.action is Action.STOP:
@@ -119,8 +127,9 @@ class DriftMonitor:
     def _policy_state(self) -> PolicyState:
         s = self.state
         drop = self._drop()[0] if self.spec.monitor.trigger == "drift_and_drop" else None
+        refusal = retrain_refusal(self.spec, self.settings) if self.spec.cost.train_budget_usd is not None else None
         return PolicyState(consecutive=s["consecutive"], labels=self._labels(), job=s["retrain"],
-                           last_retrain_at=s["last_retrain_at"], quality_drop=drop)  # fmt: skip
+                           last_retrain_at=s["last_retrain_at"], quality_drop=drop, budget_refusal=refusal)  # fmt: skip
 
     def _labels(self) -> int:
         """Distinct labelled answers of the current champion (feedback) the monitor has seen."""

@@ -46,6 +46,7 @@ class PolicyState:
     job: dict[str, Any] | None  # the latest retraining job: status, attempt, submitted_at, retry_at
     last_retrain_at: float | None  # when the last run of attempts ended (success or given up)
     quality_drop: float | None = None  # reference quality minus current (realized or estimated); None: unknown
+    budget_refusal: str | None = None  # why the training budget cannot pay for a retrain now (`cost.budget`)
 
 
 def decide(state: PolicyState, now: float, m: MonitorSpec) -> Decision:
@@ -70,11 +71,16 @@ def decide(state: PolicyState, now: float, m: MonitorSpec) -> Decision:
         if now < job["retry_at"]:
             left = job["retry_at"] - now
             return Decision(Action.WAIT, f"retry {job['attempt'] + 1} of a {job['status'].lower()} job in {left:.0f}s")
-        return Decision(Action.START, f"retry after a {job['status'].lower()} job", job["attempt"] + 1)
+        return _paid(state, Decision(Action.START, f"retry after a {job['status'].lower()} job", job["attempt"] + 1))
     ready_at = (state.last_retrain_at or 0.0) + m.cooldown_s
     if now < ready_at:
         return Decision(Action.WAIT, f"cooldown: {ready_at - now:.0f}s left")
-    return Decision(Action.START, f"drift held for {state.consecutive} windows", 1)
+    return _paid(state, Decision(Action.START, f"drift held for {state.consecutive} windows", 1))
+
+
+def _paid(state: PolicyState, start: Decision) -> Decision:
+    """``start``, unless the training budget cannot pay for it: then nothing is submitted."""
+    return Decision(Action.WAIT, state.budget_refusal) if state.budget_refusal else start
 
 
 def _trigger_wait(state: PolicyState, m: MonitorSpec) -> str | None:

@@ -119,6 +119,7 @@ def describe(spec: Spec, state: dict[str, Any]) -> dict[str, Any]:
         "drift_holds": state["consecutive"] >= spec.monitor.windows_to_trigger,
         "last_window": last,
         "retrain": state.get("retrain"),
+        "retrain_refused": state.get("budget_refused"),  # the training budget's reason, until a job runs
         "retrains": len(state.get("retrains", [])),
     }
 

@@ -1,0 +1,1 @@
+"""What each model costs: resource-seconds per job and version, prices, and budgets."""

@@ -1,0 +1,48 @@
+"""Recording what a training job held: its Ray resources over its wall time, priced later.
+
+A training run holds, for its whole wall time, what `ResourceLayout` reserves for it: its
+Train workers' CPUs (and GPUs), the trial's CPU and Ray Data's share. A Tune search holds
+that per trial, times the trials it runs side by side. This is what a cluster bills (a
+reserved core costs the same busy or idle); the MLflow run of the version gets the figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from rayinfra.config import Settings, Spec
+from rayinfra.cost.ledger import Kind, Usage, held, record
+from rayinfra.runtime import TRIAL_CPU, ResourceLayout
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+
+def training_usage(
+    kind: Kind, spec: Spec, layout: ResourceLayout, started: float, version: int, job: str, concurrency: int = 1
+) -> Usage:
+    """What ``kind`` (train, retrain, tune) of ``spec`` held from ``started`` until now."""
+    t = spec.train
+    worker = layout.train_worker(t.num_workers, t.use_gpu, t.cpus_per_worker)
+    per_run = t.num_workers * worker["CPU"] + TRIAL_CPU
+    cpus = per_run * concurrency + layout.data_cpus
+    gpus = t.num_workers * worker.get("GPU", 0.0) * concurrency
+    return held(kind, spec.model_name, job, started, time.time(), cpus, gpus, version=version)
+
+
+def account(usage: Usage, settings: Settings, client: MlflowClient | None = None, run_id: str | None = None) -> float:
+    """Append ``usage`` to the ledger and, given a run, log its cost on it; returns the cost."""
+    record(usage, settings)
+    cost = usage.cost(settings)
+    if client is not None and run_id is not None:
+        try:
+            for name, value in (("cost_usd", cost), ("cpu_seconds", usage.cpu_s), ("wall_seconds", usage.wall_s)):
+                client.log_metric(run_id, f"{usage.kind}_{name}", value)
+            client.set_tag(run_id, "rayinfra.cost_prices", settings.prices.model_dump_json())
+        except Exception:  # the ledger has it; a tracking hiccup must not fail a finished run
+            log.exception("could not log the cost of %s on run %s", usage.job, run_id)
+    return cost
