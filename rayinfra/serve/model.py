@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import ray
 from ray import serve
 from ray.serve import metrics
 
 from rayinfra import registry
 from rayinfra.config import Settings, Spec
+from rayinfra.cost.serving import ServingMeter
 from rayinfra.data.contract import ARROW_TYPES
 from rayinfra.errors import RayinfraError
 from rayinfra.features.materializer import get_materializer
@@ -50,6 +52,14 @@ REGISTRY_PATIENCE = {
 def replica_options(num_cpus: float) -> dict[str, Any]:
     """Ray actor options of a model replica: its CPUs and a registry client that gives up quickly."""
     return {"num_cpus": num_cpus, "runtime_env": {"env_vars": dict(REGISTRY_PATIENCE)}}
+
+
+def _held_cpus() -> float:
+    """The CPUs Ray assigned this replica (what its serving time costs); 0 outside a Ray worker."""
+    try:
+        return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0))
+    except (AssertionError, RuntimeError):  # Ray asserts it runs in a worker: a test built the class directly
+        return 0.0
 
 
 class ModelServer:
@@ -94,6 +104,7 @@ class ModelServer:
         if role == registry.CHAMPION and self.loaded is None:
             why = f" (its alias points at v{self.unaudited}, a move the audit log lacks)" if self.unaudited else ""
             raise NoModel(f"model '{spec.model_name}' has no audited champion{why}: train and promote one first")
+        self.meter = ServingMeter(spec.model_name, f"{spec.name}:{role}", _held_cpus(), self.settings)
         self._stop = threading.Event()
         threading.Thread(target=self._watch, name=f"watch-{role}", daemon=True).start()
         self.profiler = None
@@ -133,6 +144,7 @@ class ModelServer:
             features, defaulted = self._with_views(pa.concat_tables(tables))
         if self.profiler is not None:  # profiled on another thread, as the model saw them
             self.profiler.submit(features.select(self.spec.features.all), probs, loaded.version)
+        self.meter.answered(loaded.version, len(probs))
         start = 0
         for i in good:
             n = len(requests[i])
@@ -215,6 +227,10 @@ class ModelServer:
                     self._version_gauge.set(self.loaded.version, tags={"role": self.role})
             except Exception:  # the registry may be briefly unreachable: keep serving what we have
                 log.exception("%s: could not check the registry", self.role)
+            try:
+                self.meter.tick(self.loaded.version if self.loaded else None)
+            except OSError:  # the ledger's disk: the interval is counted again at the next tick
+                log.exception("%s: could not write the cost ledger", self.role)
 
     def _refresh(self) -> None:
         try:

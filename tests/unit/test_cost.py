@@ -106,3 +106,22 @@ def test_rayinfra_cost_shows_the_ledger_as_a_table_and_json(settings, monkeypatc
     assert max(len(line) for line in shown.output.splitlines()) <= 80
     data = json.loads(CliRunner().invoke(app, ["cost", "--spec", str(DEMO_SPEC), "--json"]).output)
     assert data["versions"][0]["train"] == pytest.approx(0.10) and data["prices"]["core_hour"] == 0.05
+
+
+def test_a_replicas_meter_charges_each_interval_to_the_version_that_answered(settings):
+    from rayinfra.cost.serving import ServingMeter
+
+    now = [1000.0]
+    meter = ServingMeter("m", "task:champion", cpus=0.5, settings=settings, flush_s=60, clock=lambda: now[0])
+    meter.answered(1, 40)
+    now[0] = 1030.0
+    assert meter.tick(1) is None  # not due
+    now[0] = 1060.0
+    first = meter.tick(1)
+    assert (first.version, first.predictions, first.cpu_s) == (1, 40, pytest.approx(30.0))
+    meter.answered(1, 5)
+    now[0] = 1070.0
+    meter.answered(2, 7)  # a reload: v1's part of the interval is written before v2 counts
+    now[0] = 1080.0
+    meter.tick(2, force=True)
+    assert [(u.version, u.predictions, u.cpu_s) for u in entries(settings)] == [(1, 40, 30.0), (1, 5, 5.0), (2, 7, 5.0)]
