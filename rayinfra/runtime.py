@@ -182,6 +182,9 @@ def init_ray(settings: Settings | None = None, **overrides: Any) -> ResourceLayo
         # Replica access lines and Train reports stay in Ray's log folder unless asked for:
         # a demo printed ~3,400 lines, nearly all of them these.
         kwargs["log_to_driver"] = settings.verbose
+        if not settings.verbose:  # "Started a local Ray instance" and the like: Ray's own log has them
+            kwargs["logging_level"] = logging.WARNING
+            _mute_known_notices()
         # Serve reads these in the processes Ray starts now; this process's later children
         # (a test's multi-node cluster, a job's subprocess) should not inherit them.
         with _environment(serve_env(settings)):
@@ -280,6 +283,17 @@ def link_logs(home: Path, target: Path) -> Path | None:
     return link
 
 
+# Warnings that say nothing a rayinfra user can act on, each printed once per process: that a
+# local Ray has token auth on (rayinfra relies on it, and the README says so), and that Ray
+# Data shortens a long operator name in its progress bar.
+KNOWN_NOTICES = ("ray._private.authentication.authentication_token_setup", "ray.data._internal.progress.utils")
+
+
+def _mute_known_notices() -> None:
+    for name in KNOWN_NOTICES:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def quiet_ray_libraries(settings: Settings) -> None:
     """Keep Ray's libraries' chatter in Ray's log folder unless ``settings.verbose``.
 
@@ -302,6 +316,7 @@ def quiet_ray_libraries(settings: Settings) -> None:
         data_logging.configure_logging()
     for name in ("ray.serve", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    _mute_known_notices()
 
 
 def check_shared_home(settings: Settings, nodes: list[dict] | None = None) -> None:
