@@ -7,7 +7,8 @@ Every file under cluster/ is also held to the security and state rules: no secre
 no 0.0.0.0 bind in any of them, no SQLite store; HOME on shared storage and declared
 so; the dashboard (Jobs API) on 127.0.0.1 or behind the NetworkPolicy; MLflow behind
 its basic-auth app on PostgreSQL; the online store on a private address with a password;
-IMDSv2 on AWS; non-root, capability-free pods with resource limits and secrets from
+IMDSv2 on AWS; a spot / preemptible CPU worker type, the on-demand one's twin, that
+scales to zero; non-root, capability-free pods with resource limits and secrets from
 Kubernetes Secrets."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 from redis.connection import parse_url
 
 from rayinfra.config import Settings
+from rayinfra.cost.definitions import INSTANCES
 from rayinfra.runtime import FAST_PATH_ENV
 from tests.conftest import ROOT
 from tests.kuberay_schema import POD_TEMPLATE, STR_MAP, schema_for
@@ -130,6 +132,63 @@ def test_cloud_configs_have_cpu_and_gpu_worker_types(name):
     assert {"cpu_worker", "gpu_worker"} <= set(types)
     assert types["gpu_worker"]["docker"]["worker_image"].endswith("-gpu")
     assert types["cpu_worker"]["max_workers"] >= 1 and types["gpu_worker"]["max_workers"] >= 1
+
+
+# The node_config keys that buy spot / preemptible capacity, by cloud.
+MARKET_KEYS = {"aws": {"InstanceMarketOptions"}, "gcp": {"scheduling"}}
+
+
+def _is_spot(name: str, node_config: dict) -> bool:
+    if name == "aws":
+        return node_config.get("InstanceMarketOptions", {}).get("MarketType") == "spot"
+    scheduling = node_config.get("scheduling", [])
+    scheduling = scheduling if isinstance(scheduling, list) else [scheduling]
+    return any(s.get("preemptible") is True or s.get("provisioningModel") == "SPOT" for s in scheduling)
+
+
+@pytest.mark.parametrize("name", ["aws", "gcp"])
+def test_cloud_configs_have_a_spot_cpu_worker_type_that_scales_to_zero(name):
+    config = _launcher(name)
+    types = config["available_node_types"]
+    spot, on_demand = types["cpu_spot_worker"], types["cpu_worker"]
+    assert _is_spot(name, spot["node_config"])
+    assert spot["min_workers"] == 0 and spot["max_workers"] >= 1  # none while idle
+    assert isinstance(config["idle_timeout_minutes"], int) and config["idle_timeout_minutes"] > 0
+    # The on-demand type stays, with the node rayinfra's resource layout reads at start.
+    assert on_demand["min_workers"] >= 1 and not _is_spot(name, on_demand["node_config"])
+    # The head (drivers, MLflow, the online store, Serve's proxy) is never reclaimed.
+    assert not _is_spot(name, types[config["head_node_type"]]["node_config"])
+
+
+@pytest.mark.parametrize("name", ["aws", "gcp"])
+def test_the_spot_worker_is_the_on_demand_worker_but_for_its_market(name):
+    types = _launcher(name)["available_node_types"]
+    spot, on_demand = types["cpu_spot_worker"], types["cpu_worker"]
+    # Same machine, disks, service account / instance profile and image, same setup.
+    market = MARKET_KEYS[name]
+    assert {k: v for k, v in spot["node_config"].items() if k not in market} == {
+        k: v for k, v in on_demand["node_config"].items() if k not in market
+    }
+    for key in ("resources", "docker", "initialization_commands", "worker_setup_commands", "labels"):
+        assert spot.get(key) == on_demand.get(key), key
+    assert "docker" not in spot  # the top-level CPU image, as cpu_worker runs
+
+
+@pytest.mark.parametrize("name", ["aws", "gcp"])
+def test_every_cloud_node_type_has_a_price_for_its_market(name):
+    # rayinfra's cost estimates price the instances these configs launch, spot ones too.
+    for node_type, spec in _launcher(name)["available_node_types"].items():
+        config = spec["node_config"]
+        price = INSTANCES[f"{name}:{config['InstanceType' if name == 'aws' else 'machineType']}"]
+        assert price["spot" if _is_spot(name, config) else "on_demand"] > 0, node_type
+
+
+def test_the_aws_spot_worker_has_the_same_imdsv2_options():
+    types = _launcher("aws")["available_node_types"]
+    options = types["cpu_spot_worker"]["node_config"]["MetadataOptions"]
+    assert options == {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1}
+    assert all(t["node_config"]["MetadataOptions"] == options for t in types.values())
+    assert types["cpu_spot_worker"]["node_config"]["IamInstanceProfile"] == {"Name": "rayinfra-node"}
 
 
 def test_the_mlflow_script_starts_the_guarded_server_from_the_secrets_file():
@@ -270,8 +329,9 @@ def test_aws_nodes_require_imdsv2():
         (lambda c: c.update(idle_timeout_minute=5), jsonschema.ValidationError),  # a typo
         (lambda c: c.update(head_node_type="ray.head.missing"), ValueError),
         (lambda c: c["available_node_types"]["cpu_worker"].update(min_workers=10), ValueError),  # > max_workers
+        (lambda c: c["available_node_types"]["cpu_spot_worker"].pop("node_config"), jsonschema.ValidationError),
     ],
-    ids=["wrong-type", "unknown-key", "unknown-head-type", "min-above-max"],
+    ids=["wrong-type", "unknown-key", "unknown-head-type", "min-above-max", "spot-type-without-node-config"],
 )
 def test_a_broken_launcher_config_is_caught(mutate, error):
     config = _launcher("aws")
