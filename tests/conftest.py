@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,6 +95,13 @@ def small_spec(**overrides):
 
     base = {"train.epochs": 2, "train.num_workers": 1, "train.batch_size": 512, "model.params": {"hidden": [32]}}
     return load_spec(DEMO_SPEC, {**base, **overrides})
+
+
+def run_module(module: str, timeout: float) -> subprocess.CompletedProcess:
+    """Run ``python -m module`` from the project root: a cluster of its own needs a process of
+    its own (this session may already run a Ray)."""
+    return subprocess.run([sys.executable, "-m", module], check=False, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
 
 
 def free_port() -> int:

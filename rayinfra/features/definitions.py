@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat
@@ -87,7 +87,7 @@ class FeatureView(_Definition):
         5.0, description="Longest delay from an event's arrival (ingest, feedback) to its online effect."
     )
 
-    @property
+    @cached_property  # the definition never changes (frozen): hashed once, not per lookup
     def digest(self) -> str:
         """The definition's version: a hash of everything that decides its values (columns,
         functions, windows, TTL, defaults). Lineage records it; the online store keys by it."""

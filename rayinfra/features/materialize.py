@@ -32,17 +32,9 @@ class FeatureError(RayinfraError, ValueError):
 
 
 def record_space(name: str, view: FeatureView) -> str:
-    """Where a view's records live in the store: its name and a hash of its definition, so a
+    """Where a view's records live in the store: its name and its definition's version, so a
     changed definition (columns, windows, TTL) starts a fresh space, materialized from scratch."""
-    known = _SPACES.get((name, id(view)))
-    if known is not None and known[0] is view:  # views are frozen: one hash per object, not per lookup
-        return known[1]
-    space = f"{name}@{view.digest}"
-    _SPACES[(name, id(view))] = (view, space)
-    return space
-
-
-_SPACES: dict[tuple[str, int], tuple[FeatureView, str]] = {}
+    return f"{name}@{view.digest}"
 
 
 def lookup(

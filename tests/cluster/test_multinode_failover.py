@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import run_module
 
 pytestmark = pytest.mark.slow
 
 
 def test_training_survives_losing_a_worker_node():
-    # A cluster of its own needs a process of its own: this session may already run a Ray.
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.cluster.multinode_failover"],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    out = run_module("tests.cluster.multinode_failover", timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     print(result)

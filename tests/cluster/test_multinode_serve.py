@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from tests.cluster.multinode_serve import RESULT
-from tests.conftest import ROOT
+from tests.conftest import run_module
 
 pytestmark = pytest.mark.slow
 
@@ -19,15 +17,7 @@ REPLACED_WITHIN_S = 60.0
 
 
 def test_serving_survives_losing_a_node_and_the_replica_is_replaced():
-    # A cluster of its own needs a process of its own: this session may already run a Ray.
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.cluster.multinode_serve"],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=420,
-    )
+    out = run_module("tests.cluster.multinode_serve", timeout=420)
     assert out.returncode == 0, out.stderr[-4000:]
     [line] = [line for line in out.stdout.splitlines() if line.startswith(RESULT)]
     r = json.loads(line.removeprefix(RESULT))
