@@ -576,6 +576,24 @@ class Spec(_Section):
         return len(self.table_features) < len(self.features.all)
 
     @property
+    def as_of_column(self) -> str | None:
+        """The request column its feature-view lookups are as of (the event's time, when sent):
+        a payment is judged on the card's events before it, as each training row was."""
+        return self.contract.event_time if self.uses_views else None
+
+    @property
+    def replica_columns(self) -> list[str]:
+        """What the ingress hands the model replicas: the request's features and, on views, the
+        time their lookups are as of (null: the replica's clock)."""
+        return [*self.request_features, *([self.as_of_column] if self.as_of_column else [])]
+
+    @property
+    def views_horizon_s(self) -> int:
+        """How far back the model's feature views reach: an older event cannot be looked up."""
+        used = set(self.features.all)
+        return max((v.horizon_s for v in self.feature_views.values() if used & set(v.features)), default=0)
+
+    @property
     def entity_keys(self) -> list[str]:
         """The join keys of the feature views the model reads: a prediction request carries them."""
         used = set(self.features.all)

@@ -24,16 +24,28 @@ from rayinfra.data.tables import Table
 
 DEMO_CARDS = 3_000  # the demo's card population: 100,000 payments in 30 days, about one a card a day
 DAY_US = 86_400_000_000
+# On feature views the demo's history ends this long before now, and the loop's traffic fills
+# the gap in event-time order: each payment's views see the card's earlier payments, as in
+# training, however much faster than real time the demo sends them.
+TRAFFIC_DAYS = 12.0
 
 
-def draw(spec: Spec, n: int, seed: int, start_id: int, drift: float = 0.0, days: float = 30.0) -> pa.Table:
+def history_end_us() -> int:
+    """Where the demo's history ends (microseconds since the epoch): the loop's traffic follows."""
+    return time.time_ns() // 1000 - int(TRAFFIC_DAYS * DAY_US)
+
+
+def draw(spec: Spec, n: int, seed: int, start_id: int, drift: float = 0.0, days: float = 30.0,
+         end_us: int | None = None) -> pa.Table:  # fmt: skip
     """``n`` demo transactions for ``spec``. A spec on feature views gets card histories (the
-    same cards in every draw) that end now: its views' TTLs count from the serving clock."""
+    same cards in every draw) over ``days`` up to ``end_us`` (default: `history_end_us`), in
+    event-time order."""
     if not spec.uses_views:
         return synthetic.generate(n, seed=seed, drift=drift, start_id=start_id)
-    start = time.time_ns() // 1000 - int(days * DAY_US)
-    return synthetic.generate(n, seed=seed, drift=drift, start_id=start_id, cards=DEMO_CARDS, start_time_us=start,
-                              days=days)  # fmt: skip
+    start = (end_us if end_us is not None else history_end_us()) - int(days * DAY_US)
+    table = synthetic.generate(n, seed=seed, drift=drift, start_id=start_id, cards=DEMO_CARDS, start_time_us=start,
+                               days=days)  # fmt: skip
+    return table.sort_by(spec.contract.event_time or "event_time")
 
 
 @dataclass

@@ -22,7 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rayinfra import registry
 from rayinfra.config import MAX_LABELS, Settings, Spec
 from rayinfra.data.tables import Table
-from rayinfra.demo import DEMO_CARDS, draw
+from rayinfra.demo import DAY_US, DEMO_CARDS, draw, history_end_us
+from rayinfra.features.materialize import materialize
 from rayinfra.monitor.retrain import TERMINAL
 from rayinfra.report import write_report
 
@@ -136,10 +137,27 @@ class _Client:
         return requests.get(self.url + "/v1/drift", headers=self.headers, timeout=60).json()
 
 
-def _records(spec: Spec, n: int, seed: int, drift: float, start_id: int) -> tuple[list[dict], list[int]]:
+class TrafficClock:
+    """The demo's traffic time on feature views: each batch of payments follows the last one,
+    after the history, about one a card a day (the history's pace), never past now."""
+
+    def __init__(self) -> None:
+        self.at_us = history_end_us()
+
+    def advance(self, n: int) -> tuple[float, int]:
+        """The span (days) and end (µs) for ``n`` more payments."""
+        now = time.time_ns() // 1000
+        end = min(now, self.at_us + int(n / DEMO_CARDS * DAY_US))
+        days, self.at_us = max(end - self.at_us, 1) / DAY_US, end
+        return days, end
+
+
+def _records(spec: Spec, n: int, seed: int, drift: float, start_id: int,
+             clock: TrafficClock) -> tuple[list[dict], list[int]]:  # fmt: skip
     """``n`` records as a client sends them, and their labels. On feature views a client sends
-    the raw event and the card, not aggregates: the platform computes those."""
-    frame = draw(spec, n, seed, start_id, drift=drift, days=max(1.0, n / DEMO_CARDS)).to_pandas()
+    the raw event, its time and the card, not aggregates: the platform computes those."""
+    days, end = clock.advance(n)
+    frame = draw(spec, n, seed, start_id, drift=drift, days=days, end_us=end).to_pandas()
     labels = frame["is_fraud"].astype(int).tolist()
     keep = [*spec.request_features, spec.contract.key, spec.contract.event_time] if spec.uses_views else frame.columns
     frame = frame[[c for c in frame.columns if c in keep and c != spec.contract.label]]
@@ -170,15 +188,21 @@ def label_items(answers: list[dict], labels: list[int]) -> list[dict]:
 
 
 def send(client: _Client, records: list[dict], labels: list[int] | None = None,
-         advance: Callable[[int], None] | None = None) -> int:  # fmt: skip
-    """Send records in requests of 20 (4 at a time); with labels, send them back as feedback."""
-    answers = predict_all(client, records, advance=advance)
-    if labels is None:
-        return 0
-    items = label_items(answers, labels)
+         advance: Callable[[int], None] | None = None, settle: Callable[[], Any] | None = None) -> int:  # fmt: skip
+    """Send records in requests of 20 (4 at a time); with labels, send them back as feedback,
+    one commit per 1,000. With ``settle`` (feature views), labels go back every 500 records and
+    ``settle`` runs after each commit, so the next records' lookups see the earlier payments."""
+    step = 500 if settle is not None and labels is not None else max(len(records), 1)
     appended = 0
-    for i in range(0, len(items), 1000):  # one commit per 1,000 labels
-        appended += client.feedback(items[i : i + 1000])["appended"]
+    for start in range(0, len(records), step):
+        answers = predict_all(client, records[start : start + step], advance=advance)
+        if labels is None:
+            continue
+        items = label_items(answers, labels[start : start + step])
+        for i in range(0, len(items), 1000):
+            appended += client.feedback(items[i : i + 1000])["appended"]
+        if settle is not None:
+            settle()
     return appended
 
 
@@ -213,14 +237,17 @@ def run_loop(
 
     start = table.delta().count() + 10_000_000  # fresh ids for traffic
     seeds = start + seed * 1_000_003  # traffic seeds: another demo seed, other traffic
+    clock = TrafficClock()
+    # On feature views the labelled payments reach the online store before the next ones are sent.
+    settle = (lambda: materialize(spec, settings)) if spec.uses_views else None
     with _Stage(console, result, "normal traffic", "1,500 records like the training data") as stage:
-        records, _ = _records(spec, 1500, seed=seeds, drift=0.0, start_id=start)
+        records, _ = _records(spec, 1500, seeds, 0.0, start, clock)
         send(client, records, advance=stage.count(len(records), "records sent"))
 
     with _Stage(console, result, "drifted traffic", f"{drifted_rows:,} drifted records, then their labels") as stage:
-        records, labels = _records(spec, drifted_rows, seed=seeds + 1, drift=1.0, start_id=start + 2000)
+        records, labels = _records(spec, drifted_rows, seeds + 1, 1.0, start + 2000, clock)
         result.drift_started = time.time()
-        appended = send(client, records, labels, advance=stage.count(len(records), "drifted records sent"))
+        appended = send(client, records, labels, stage.count(len(records), "drifted records sent"), settle)
         console.print(f"feedback: {appended:,} labelled rows appended; table now at v{table.version()}")
 
     with _Stage(console, result, "drift → retrain job", "the DriftMonitor decides, the Jobs API runs it") as stage:
@@ -245,12 +272,12 @@ def run_loop(
     if result.gate:
         console.print(f"gate: {result.gate['reason']}")
     if result.gate and result.gate.get("verdict") == "inconclusive":
-        _challenger_stage(spec, client, console, result, start, seeds)
+        _challenger_stage(spec, client, console, result, (start, seeds, clock), settle)
 
     with _Stage(console, result, "gate → serving", "the new champion answers (hot reload)"):
         result.champion_after = registry.alias_version(spec.model_name, registry.CHAMPION, settings)
         if result.champion_after != result.champion_before:
-            probe, _ = _records(spec, RECORDS_PER_REQUEST, seed=seeds + 3, drift=1.0, start_id=start + 9_000_000)
+            probe, _ = _records(spec, RECORDS_PER_REQUEST, seeds + 3, 1.0, start + 9_000_000, clock)
             _wait(lambda: client.predict(probe), lambda b: b["model_version"] == result.champion_after, 60, "reload")
             result.new_version_at = time.time()
             console.print(f"v{result.champion_after} is champion and serving (was v{result.champion_before})")
@@ -258,18 +285,20 @@ def run_loop(
             console.print(f"not healed: {result.why_not_healed()}; v{result.champion_before} keeps serving")
 
     with _Stage(console, result, "after the switch", f"{AFTER_SWITCH_ROWS:,} more drifted records") as stage:
-        records, _ = _records(spec, AFTER_SWITCH_ROWS, seed=seeds + 4, drift=1.0, start_id=start + 8_000_000)
+        records, _ = _records(spec, AFTER_SWITCH_ROWS, seeds + 4, 1.0, start + 8_000_000, clock)
         send(client, records, advance=stage.count(len(records), "records sent"))
     return result
 
 
-def _challenger_stage(spec: Spec, client: _Client, console: Console, result: LoopResult, start: int,
-                      seeds: int) -> None:  # fmt: skip
-    """The gate could not decide: the candidate shadows the champion and live labels judge it."""
+def _challenger_stage(spec: Spec, client: _Client, console: Console, result: LoopResult,
+                      traffic: tuple[int, int, TrafficClock], settle: Callable[[], Any] | None) -> None:  # fmt: skip
+    """The gate could not decide: the candidate shadows the champion and live labels judge it.
+    ``traffic``: the loop's first traffic id, its seed, and its clock."""
+    start, seeds, clock = traffic
     deadline = spec.registry.challenger_deadline_s
     with _Stage(console, result, "challenger stage", f"{CHALLENGER_ROWS:,} more labelled records, shadowed") as stage:
-        records, labels = _records(spec, CHALLENGER_ROWS, seed=seeds + 5, drift=1.0, start_id=start + 6_000_000)
-        send(client, records, labels, advance=stage.count(len(records), "labelled records sent"))
+        records, labels = _records(spec, CHALLENGER_ROWS, seeds + 5, 1.0, start + 6_000_000, clock)
+        send(client, records, labels, stage.count(len(records), "labelled records sent"), settle)
         stage.waiting("the challenger stage's verdict")
         status = _wait(lambda: client.drift(), lambda s: (s.get("challenger") or {}).get("outcome") is not None,
                        deadline + 60, "the challenger stage's verdict")  # fmt: skip

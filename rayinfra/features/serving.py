@@ -1,8 +1,10 @@
 """Feature views at serving time: a batch's records gain their views' values, read once per batch.
 
 Used by the model replicas, where Serve forms the batch, right before scoring: the values
-the model scores are the values the drift profiler sees. Lookups are at the replica's clock
-(now): the online store holds each entity's events up to its last materialization.
+the model scores are the values the drift profiler sees. A record's lookups are as of its
+event time when the client sent one (the ingress bounds it), else the replica's clock; either
+way they see only events strictly before that time, as each training row did. The online
+store holds each entity's events up to its last materialization.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class FeatureLookup:
         used = set(spec.features.all)
         self.views = {n: v for n, v in spec.feature_views.items() if used & set(v.features)}
         self.keys = {n: spec.entities[v.entity].join_key for n, v in self.views.items()}
+        self.as_of = spec.as_of_column
         self.store = store or open_store(settings.online_store, settings.home, spec.dataset.table)
 
     def add(
@@ -36,7 +39,7 @@ class FeatureLookup:
     ) -> tuple[pa.Table, np.ndarray, dict[tuple[str, str], int]]:
         """``records`` with the views' features; per record, whether any view fell back to its
         defaults (an entity unknown, or not seen within the view's TTL); lookups by (view, status)."""
-        now = np.full(records.num_rows, now_ns if now_ns is not None else time.time_ns(), dtype=np.int64)
+        now = self._as_of(records, now_ns if now_ns is not None else time.time_ns())
         defaulted = np.zeros(records.num_rows, dtype=bool)
         counts = {}
         for name, view in self.views.items():
@@ -48,6 +51,14 @@ class FeatureLookup:
             for code, label in enumerate(STATUS):
                 counts[(name, label)] = int(np.count_nonzero(status == code))
         return records, defaulted, counts
+
+    def _as_of(self, records: pa.Table, now_ns: int) -> np.ndarray:
+        """Each record's lookup time: its event time if sent (never past now), else now."""
+        now = np.full(records.num_rows, now_ns, dtype=np.int64)
+        if self.as_of is None or self.as_of not in records.column_names:
+            return now
+        sent = pc.cast(pc.cast(records.column(self.as_of), pa.timestamp("ns", tz="UTC")), pa.int64())
+        return np.minimum(sent.fill_null(now_ns).to_numpy(zero_copy_only=False), now)
 
     def defaults(self, records: pa.Table) -> tuple[pa.Table, np.ndarray, dict[tuple[str, str], int]]:
         """What `add` gives when the store cannot be read: every view's default, every record flagged."""

@@ -15,6 +15,7 @@ them like any other write, and the audit log names the key that sent each batch.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import uuid
@@ -117,7 +118,7 @@ def row_from_log(spec: Spec, logged: dict[str, Any], label: int) -> dict[str, An
             key = feedback_key(logged["request_id"], logged["idx"])
             row[name] = str(key) if column.type in ("string", "category") else key
         elif name == contract.event_time:
-            row[name] = logged["ts"]  # when the server answered, whatever the request said
+            row[name] = _event_time(spec, record, logged["ts"])
         elif name in record:
             row[name] = record[name]
         elif column.nullable:
@@ -130,6 +131,17 @@ def row_from_log(spec: Spec, logged: dict[str, Any], label: int) -> dict[str, An
                        f"{logged['request_id']}[{logged['idx']}] did not carry (send them with the prediction)",
                        fields)  # fmt: skip
     return row
+
+
+def _event_time(spec: Spec, record: dict[str, Any], answered: Any) -> Any:
+    """When the labelled event happened: on feature views, the time its features were looked
+    up as of (the one the request sent, which the ingress bounded), so the training row sees
+    what serving saw; otherwise when the server answered, whatever the request said."""
+    sent = record.get(spec.as_of_column) if spec.as_of_column else None
+    if sent is None:
+        return answered
+    when = dt.datetime.fromisoformat(sent)
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def _report_labels(spec: Spec, settings: Settings, logged: list[dict[str, Any]], labels: list[int],

@@ -66,7 +66,7 @@ class Ingress:
         self._champion_batch.set_batch_wait_timeout_s(s.batch_wait_timeout_s)  # type: ignore[attr-defined]
         self.plog = PredictionLog.for_spec(spec, settings)
         self.guard = FeedbackGuard(spec)
-        self._features = set(spec.request_features)
+        self._features = set(spec.replica_columns)
         self._challenger_version: int | None = None
         self._challenger_checked = 0.0
 

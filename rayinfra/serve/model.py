@@ -70,7 +70,7 @@ class ModelServer:
 
         torch.set_num_threads(max(1, threads))  # replicas share a few cores; oversubscribing costs more
         self.spec, self.settings, self.role = spec, settings.held_by(f"the {role} replica"), role
-        self.schema = pa.schema([(n, ARROW_TYPES[spec.contract.columns[n].type]) for n in spec.request_features])
+        self.schema = pa.schema([(n, ARROW_TYPES[spec.contract.columns[n].type]) for n in spec.replica_columns])
         self.views = FeatureLookup(spec, settings) if spec.uses_views else None
         if self.views is not None and role == registry.CHAMPION:
             get_materializer(spec, settings)  # keeps the online store within the views' freshness bound

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, create_model
 
 from rayinfra.config import ColumnSpec, Spec
 from rayinfra.errors import RayinfraError
@@ -23,6 +24,8 @@ from rayinfra.errors import RayinfraError
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # Model inputs are floats: an int feature past 2**53 could not reach the model exactly.
 FEATURE_INT_LIMIT = 2**53
+# How far a client's clock may run ahead of the server's: an event time past it is refused.
+CLOCK_SKEW_S = 300
 
 PYTHON_TYPES: dict[str, Any] = {"int": int, "float": float, "bool": StrictBool, "string": str,
                                 "category": str, "timestamp": dt.datetime}  # fmt: skip
@@ -32,7 +35,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _field(spec: ColumnSpec, required: bool, feature: bool = False) -> tuple[Any, Any]:
+def _field(spec: ColumnSpec, required: bool, feature: bool = False,
+           check: Callable[[Any], Any] | None = None) -> tuple[Any, Any]:  # fmt: skip
     kind = PYTHON_TYPES[spec.type]
     constraints: dict[str, Any] = {"description": spec.description or None}
     if spec.type in ("int", "float", "timestamp"):
@@ -49,9 +53,28 @@ def _field(spec: ColumnSpec, required: bool, feature: bool = False) -> tuple[Any
         annotated = Annotated[kind, Field(**constraints), BeforeValidator(_whole_float_to_int)]
     else:
         annotated = Annotated[kind, Field(**constraints)]
+    if check is not None:
+        annotated = Annotated[annotated, AfterValidator(check)]
     if spec.nullable or not required:
         return Optional[annotated], (... if required else None)  # noqa: UP045 (create_model wants a type)
     return annotated, ...
+
+
+def _within_reach(horizon_s: int) -> Callable[[dt.datetime], dt.datetime]:
+    """A check that an event time lies where feature views can be looked up: not past the
+    server's clock (beyond `CLOCK_SKEW_S`), not older than the views reach. Naive times are UTC."""
+
+    def check(value: dt.datetime) -> dt.datetime:
+        when = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        now = dt.datetime.now(dt.UTC)
+        if when > now + dt.timedelta(seconds=CLOCK_SKEW_S):
+            raise ValueError(f"{when.isoformat()} is in the future (the server's clock reads {now.isoformat()})")
+        if when < now - dt.timedelta(seconds=horizon_s):
+            raise ValueError(f"{when.isoformat()} is older than the feature views reach ({horizon_s / 86400:g} "
+                             "days): its features cannot be looked up")  # fmt: skip
+        return when
+
+    return check
 
 
 def _whole_float_to_int(value: Any) -> Any:
@@ -72,6 +95,9 @@ def record_model(spec: Spec) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for name in spec.request_features:  # feature views' values are looked up, never sent
         fields[name] = _field(contract.columns[name], required=True, feature=name not in spec.entity_keys)
+    if spec.as_of_column:  # the views are looked up as of the event's time: one they can reach
+        fields[spec.as_of_column] = _field(contract.columns[spec.as_of_column], required=False,
+                                           check=_within_reach(spec.views_horizon_s))  # fmt: skip
     for name, column in contract.columns.items():  # ids, times, metadata: optional, logged, never scored
         if name not in fields and name != contract.label:
             fields[name] = _field(column, required=False)

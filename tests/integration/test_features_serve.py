@@ -83,6 +83,15 @@ def test_a_model_on_feature_views_trains_point_in_time_and_serves_looked_up_valu
         assert _post(url, [new_card]).json()["features_defaulted"] == [], "the new card never became known"
         print(f"an ingested event reached the online store in {waited:.1f} s")
         assert waited < 15  # the bound is 5 s; a busy 2-core machine gets slack
+        # A payment's lookups are as of its own time when sent: before the card's first payment
+        # (60 s ago) the card is unknown; a time the views cannot reach is refused, naming it.
+        def at(seconds: float) -> dict:
+            return {**new_card, "event_time": (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)).isoformat()}
+
+        assert _post(url, [at(-120), at(-30), new_card]).json()["features_defaulted"] == [0]
+        for late, problem in ((3_600, "in the future"), (-31 * 86_400, "older than the feature views reach")):
+            refused = _post(url, [at(-30), at(late)])
+            assert refused.status_code == 422 and "event_time" in refused.text and problem in refused.text
     finally:
         serve.shutdown()
         ray.kill(ray.get_actor(actor_name(spec), namespace="rayinfra"))  # detached: it would outlive the test

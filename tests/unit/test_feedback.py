@@ -210,3 +210,21 @@ def test_retention_expires_old_predictions_and_their_labels(env):
     ledger = LabelLedger.for_spec(spec, settings)
     assert set(ledger.holders([(old, 0), (new, 0)])) == {(new, 0)}
     assert plog.lookup([old]).num_rows == 0 and plog.lookup([new]).num_rows == 1
+
+
+def test_on_feature_views_a_labelled_row_keeps_the_time_its_features_were_looked_up_as_of():
+    import json
+
+    from rayinfra.config import load_spec
+    from rayinfra.data import synthetic
+    from rayinfra.serve.feedback import row_from_log
+    from tests.conftest import ROOT
+
+    answered = dt.datetime.now(dt.UTC)
+    sent = dt.datetime(2026, 11, 20, 8, 30, tzinfo=dt.UTC)
+    for path, expected in (("fraud_cards.yaml", sent), ("fraud.yaml", answered)):  # no views: the server's time
+        spec = load_spec(ROOT / "jobs/specs" / path)
+        record = synthetic.generate(1, seed=1, cards=10).select(spec.request_features).to_pylist()[0]
+        logged = {"request_id": "r1", "idx": 0, "ts": answered,
+                  "record": json.dumps({**record, "event_time": sent}, default=str)}  # as the log keeps it
+        assert row_from_log(spec, logged, 1)["event_time"] == expected, path
