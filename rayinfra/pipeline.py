@@ -149,10 +149,11 @@ def train_and_register(
 
 
 def _accounted(
-    kind: Kind, spec: Spec, settings: Settings, out: Registered, started: float, trials: int = 1
+    kind: Kind, spec: Spec, settings: Settings, out: Registered, started: float, concurrency: int = 1, runs: int = 1
 ) -> Registered:
     """``out``, after its resources are in the cost ledger and its cost on its MLflow run."""
-    usage = training_usage(kind, spec, ResourceLayout.current(), started, out.model_version, out.outcome.name, trials)
+    layout, name = ResourceLayout.current(), out.outcome.name
+    usage = training_usage(kind, spec, layout, started, out.model_version, name, concurrency, runs)
     account(usage, settings, registry.client(settings), out.run_id)
     return out
 
@@ -192,5 +193,5 @@ def tune_and_register(spec: Spec, settings: Settings | None = None, version: int
     parent = registry.log_search(spec, search, settings)
     registered = register_and_gate(spec, settings, search.best, parent_run_id=parent)
     # The whole search is the version's cost: every trial, kept or stopped, held its share.
-    _accounted("tune", spec, settings, registered, started, search.concurrency)
+    _accounted("tune", spec, settings, registered, started, search.concurrency, max(1, len(search.trials)))
     return Tuned(search, registered)

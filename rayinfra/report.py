@@ -3,8 +3,9 @@
 Every chart comes from a store that outlives the run, so `rayinfra report` can rebuild it
 at any time: the prediction log (which version answered, when), the drift monitor's
 windows (drift per column, estimated and realized quality), the audit log (gate verdicts
-with their intervals, alias moves) and the registry (lineage). Charts are Plotly, with
-its JavaScript embedded once: the file opens offline.
+with their intervals, alias moves), the registry (lineage) and the cost ledger (what each
+version cost to train and to serve). Charts are Plotly, with its JavaScript embedded once:
+the file opens offline.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from plotly.offline import get_plotlyjs
 
 from rayinfra import audit, registry
 from rayinfra.config import Settings, Spec
+from rayinfra.cost.budget import by_version
 from rayinfra.monitor.store import read_state
 from rayinfra.registry.lineage import Lineage
 from rayinfra.serve.served_tables import log_table
 
 MOVES = ("promote", "rollback", "challenger", "challenger_reject", "challenger_expired")
 BUCKETS = 80  # the answering timeline is drawn in about this many time steps
+COST_KINDS = (("train", "training run"), ("tune", "Tune search"), ("retrain", "retrain jobs"), ("serve", "serving"))
 
 
 @dataclass
@@ -42,6 +45,8 @@ class ReportData:
     moves: list[dict[str, Any]] = field(default_factory=list)  # audited alias moves of this model
     versions: list[dict[str, Any]] = field(default_factory=list)  # registry rows with lineage
     summary: dict[str, Any] = field(default_factory=dict)
+    costs: list[dict[str, Any]] = field(default_factory=list)  # `budget.by_version` rows
+    prices: str = ""  # the rates the costs are at, and their date
 
 
 def collect(spec: Spec, settings: Settings, summary: dict[str, Any] | None = None) -> ReportData:
@@ -57,6 +62,9 @@ def collect(spec: Spec, settings: Settings, summary: dict[str, Any] | None = Non
         moves=[e for e in entries if e["action"] in MOVES],
         versions=registry.list_versions(spec, settings),
         summary=summary or {},
+        costs=by_version(spec, settings),
+        prices=f"${settings.prices.core_hour:g}/core-hour, ${settings.prices.gpu_hour:g}/GPU-hour "
+        f"(estimates as of {settings.prices.as_of}; RAYINFRA_PRICES sets them)",
     )
 
 
@@ -89,18 +97,12 @@ def write_report(
 
 
 def render(data: ReportData) -> str:
-    """The HTML page: summary, the four charts, lineage."""
+    """The HTML page: summary, the four charts, cost, lineage."""
     charts = [("versions", "Which version answered", _versions(data)),
               ("drift", "Drift per window and column", _drift(data)),
               ("quality", "Estimated and realized quality", _quality(data)),
               ("gate", "Gate verdicts", _gates(data))]  # fmt: skip
-    divs = "".join(
-        f"<section><h2>{html.escape(title)}</h2>"
-        + (fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{key}", config={"responsive": True})
-           if fig is not None else f"<p class='empty' id='chart-{key}'>nothing recorded yet</p>")
-        + "</section>"
-        for key, title, fig in charts
-    )  # fmt: skip
+    divs = "".join(f"<section><h2>{html.escape(title)}</h2>{_figure(key, fig)}</section>" for key, title, fig in charts)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
@@ -108,8 +110,15 @@ def render(data: ReportData) -> str:
         "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}"
         "th,td{text-align:left;padding:2px 10px 2px 0;font-size:14px}.empty{color:#888}</style></head><body>"
         f"<h1>rayinfra · {html.escape(data.model)}</h1><p>generated {when}</p>{_table(data.summary)}{divs}"
+        f"<section><h2>Cost per version</h2>{_cost(data)}</section>"
         f"<section><h2>Lineage</h2>{_lineage(data.versions)}</section></body></html>"
     )
+
+
+def _figure(key: str, fig: go.Figure | None) -> str:
+    if fig is None:
+        return f"<p class='empty' id='chart-{key}'>nothing recorded yet</p>"
+    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{key}", config={"responsive": True})
 
 
 def _versions(data: ReportData) -> go.Figure | None:
@@ -172,6 +181,32 @@ def _gates(data: ReportData) -> go.Figure | None:
     return _layout(fig, "candidate minus champion, with the bootstrap interval")
 
 
+def _cost(data: ReportData) -> str:
+    """What each version cost, by kind, as a stacked bar chart and a table of the figures."""
+    if not data.costs:
+        return _figure("cost", None)
+    labels = [_version_label(r["version"]) for r in data.costs]
+    fig = go.Figure()
+    for kind, name in COST_KINDS:
+        if any(r[kind] for r in data.costs):
+            fig.add_bar(x=labels, y=[r[kind] for r in data.costs], name=name)
+    fig.update_layout(barmode="stack", yaxis={"tickprefix": "$"})
+    chart = _figure("cost", _layout(fig, "$ per version: training by kind, and serving") if fig.data else None)
+    rows = [{"version": label, "training": _usd(r["training"]), "train": _usd(r["train"]), "tune": _usd(r["tune"]),
+             "retrain": _usd(r["retrain"]), "serving": _usd(r["serve"]), "CPU-hours": f"{r['cpu_s'] / 3600:.3f}",
+             "answers": f"{r['predictions']:,}", "$ per 1,000 predictions": _usd(r["per_1k_predictions"])}
+            for label, r in zip(labels, data.costs, strict=True)]  # fmt: skip
+    return f"{chart}<p>{html.escape(data.prices)}</p>{_rows_table('cost', rows)}"
+
+
+def _version_label(version: int | None) -> str:
+    return "unattributed" if version is None else f"v{version}"  # a job whose run made no version
+
+
+def _usd(value: float | None) -> str:
+    return "" if value is None else f"${value:.4f}"
+
+
 def _layout(fig: go.Figure, subtitle: str) -> go.Figure:
     return fig.update_layout(height=360, margin={"l": 60, "r": 20, "t": 40, "b": 40}, title={"text": subtitle,
                              "font": {"size": 13}}, legend={"orientation": "h"})  # fmt: skip
@@ -186,9 +221,13 @@ def _lineage(versions: list[dict[str, Any]]) -> str:
         rows.append({"version": f"v{v['version']}", "aliases": ", ".join(v["aliases"]), "data": lineage.table_ref,
                      "test PR-AUC": lineage.metric("pr_auc"), "test ROC-AUC": lineage.metric("roc_auc"),
                      "code": (lineage.code_version or "")[:12], "run": lineage.train_run or ""})  # fmt: skip
+    return _rows_table("lineage", rows)
+
+
+def _rows_table(key: str, rows: list[dict[str, Any]]) -> str:
     head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in r.values()) + "</tr>" for r in rows)
-    return f"<table id='lineage'><tr>{head}</tr>{body}</table>"
+    return f"<table id='{key}'><tr>{head}</tr>{body}</table>"
 
 
 def _table(summary: dict[str, Any]) -> str:

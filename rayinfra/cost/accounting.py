@@ -22,16 +22,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def training_usage(
-    kind: Kind, spec: Spec, layout: ResourceLayout, started: float, version: int, job: str, concurrency: int = 1
-) -> Usage:
-    """What ``kind`` (train, retrain, tune) of ``spec`` held from ``started`` until now."""
+def training_resources(spec: Spec, layout: ResourceLayout, concurrency: int = 1) -> tuple[float, float]:
+    """The CPUs and GPUs training ``spec`` holds with ``concurrency`` runs (trials) side by side."""
     t = spec.train
     worker = layout.train_worker(t.num_workers, t.use_gpu, t.cpus_per_worker)
     per_run = t.num_workers * worker["CPU"] + TRIAL_CPU
-    cpus = per_run * concurrency + layout.data_cpus
-    gpus = t.num_workers * worker.get("GPU", 0.0) * concurrency
-    return held(kind, spec.model_name, job, started, time.time(), cpus, gpus, version=version)
+    return per_run * concurrency + layout.data_cpus, t.num_workers * worker.get("GPU", 0.0) * concurrency
+
+
+def training_usage(
+    kind: Kind, spec: Spec, layout: ResourceLayout, started: float, version: int, job: str, concurrency: int = 1,
+    runs: int = 1,
+) -> Usage:  # fmt: skip
+    """What ``kind`` (train, retrain, tune) of ``spec`` held from ``started`` until now, over ``runs`` runs."""
+    cpus, gpus = training_resources(spec, layout, concurrency)
+    return held(kind, spec.model_name, job, started, time.time(), cpus, gpus, version=version, runs=runs)
 
 
 def account(usage: Usage, settings: Settings, client: MlflowClient | None = None, run_id: str | None = None) -> float:

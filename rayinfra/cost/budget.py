@@ -1,7 +1,13 @@
-"""What a model has cost, version by version, and whether its budget covers more training."""
+"""What a model has cost, version by version, and whether its budget covers more training.
+
+The guards here read the ledger and the spec and decide; the callers apply them: the drift
+monitor (a retrain), `tune_search` (how many trials, and when to stop), the Serve app
+(the champion's ``max_replicas``).
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import defaultdict
@@ -9,8 +15,15 @@ from typing import Any
 
 from rayinfra.config import Settings, Spec
 from rayinfra.cost.ledger import TRAINING, entries
+from rayinfra.errors import RayinfraError
 
+log = logging.getLogger(__name__)
 DAY_S = 86_400.0
+EPS = 1e-9  # 0.15 / 0.05 is 2.999...: a budget that pays exactly n must count n
+
+
+class BudgetError(RayinfraError, RuntimeError):
+    """Training the budget cannot pay for: nothing was started."""
 
 
 def training_spent(spec: Spec, settings: Settings, now: float | None = None) -> float:
@@ -40,13 +53,84 @@ def retrain_refusal(spec: Spec, settings: Settings, now: float | None = None) ->
     )
 
 
+def per_run_estimate(spec: Spec, settings: Settings) -> float:
+    """What one training run (one Tune trial) should cost: the mean over the model's last three
+    training entries, a Tune search's cost shared among its trials; 0 when none is on record."""
+    runs = [u.cost(settings) / max(1, u.runs) for u in entries(settings, spec.model_name) if u.kind in TRAINING][-3:]
+    return sum(runs) / len(runs) if runs else 0.0
+
+
+def affordable_runs(budget: float | None, spent: float, per_run: float, wanted: int) -> int:
+    """How many of ``wanted`` runs, at ``per_run`` each, the rest of ``budget`` pays for."""
+    if budget is None:
+        return wanted
+    left = budget - spent
+    if left <= 0:
+        return 0
+    # Nothing on record to price a run by: the stopper of the sweep watches what it spends.
+    return wanted if per_run <= 0 else min(wanted, math.floor(left / per_run + EPS))
+
+
+def grid_size(spec: Spec) -> int:
+    """Trials per Tune sample: every grid dimension's values are crossed with each sample."""
+    return math.prod(len(d.grid) for d in spec.tune.search_space.values() if d.grid)
+
+
+def tune_samples(spec: Spec, settings: Settings, now: float | None = None) -> int:
+    """The spec's ``tune.num_samples``, capped at the trials the rest of the training budget
+    pays for; `BudgetError` (naming the budget, the spend, the estimate) when it pays for none."""
+    budget, wanted, grid = spec.cost.train_budget_usd, spec.tune.num_samples, grid_size(spec)
+    if budget is None:
+        return wanted
+    spent, per_trial = training_spent(spec, settings, now), per_run_estimate(spec, settings)
+    samples = affordable_runs(budget, spent, per_trial * grid, wanted)
+    figures = (
+        f"training budget: ${spent:.4f} of ${budget:.4f} spent in {spec.cost.period_days:g} days, and a trial "
+        f"costs about ${per_trial:.4f}" + (f" ({grid} trials per sample: the grid)" if grid > 1 else "")
+    )
+    if samples == 0:
+        raise BudgetError(f"{figures}: no Tune trial fits; raise cost.train_budget_usd or wait for the period to roll")
+    if samples < wanted:
+        log.warning("%s: tune.num_samples %d cut to %d", figures, wanted, samples)
+    return samples
+
+
+def sweep_over_budget(budget: float | None, spent_before: float, usd_per_s: float, elapsed_s: float) -> bool:
+    """Whether a sweep that found ``spent_before`` spent and holds ``usd_per_s`` of resources
+    has, ``elapsed_s`` in, used up the budget (its own spend reaches the ledger only at its end)."""
+    return budget is not None and spent_before + usd_per_s * max(0.0, elapsed_s) >= budget
+
+
+def _replicas_paid(spec: Spec, settings: Settings, replica_cpus: float) -> int | None:
+    """Model replicas the serving budget pays for per hour (maybe 0); None: no budget, or free."""
+    per_hour = spec.cost.serve_budget_usd_per_hour
+    replica_hour = settings.prices.of(replica_cpus * 3600)
+    if per_hour is None or replica_hour <= 0:
+        return None
+    return math.floor(per_hour / replica_hour + EPS)
+
+
 def serve_replica_cap(spec: Spec, settings: Settings, replica_cpus: float) -> int | None:
     """The most model replicas the serving budget pays for per hour (at least 1); None: no budget."""
-    per_hour = spec.cost.serve_budget_usd_per_hour
-    if per_hour is None:
-        return None
-    replica_hour = settings.prices.of(replica_cpus * 3600)
-    return max(1, math.floor(per_hour / replica_hour)) if replica_hour > 0 else None
+    paid = _replicas_paid(spec, settings, replica_cpus)
+    return None if paid is None else max(1, paid)
+
+
+def serve_max_replicas(spec: Spec, settings: Settings) -> int:
+    """The champion's ``max_replicas``: the spec's, capped at what the serving budget pays per
+    hour, never below ``min_replicas`` (nor 1). A budget short of even those is logged, not
+    obeyed: a model that cannot hold its minimum serves nothing, which no budget meant."""
+    s = spec.serve
+    paid = _replicas_paid(spec, settings, s.replica_cpus)
+    if paid is None:
+        return s.max_replicas
+    least = max(1, s.min_replicas)
+    if paid < least:
+        log.warning("serving budget $%g/hour pays %d replica(s) of %g CPUs at $%g/core-hour: "
+                    "keeping serve.min_replicas (%d replica(s)); raise cost.serve_budget_usd_per_hour",
+                    spec.cost.serve_budget_usd_per_hour, paid, s.replica_cpus, settings.prices.core_hour,
+                    least)  # fmt: skip
+    return max(least, min(s.max_replicas, paid))
 
 
 def by_version(spec: Spec, settings: Settings) -> list[dict[str, Any]]:

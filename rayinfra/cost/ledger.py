@@ -36,6 +36,7 @@ class Usage:
     memory_gb_s: float = 0.0
     version: int | None = None  # the model version it made (training) or served
     predictions: int = 0  # serving: answers given in the interval
+    runs: int = 1  # training runs it covers: a Tune search's trials (a budget prices one trial from it)
 
     @property
     def wall_s(self) -> float:
@@ -82,8 +83,9 @@ def entries(settings: Settings, model: str | None = None, since: float | None = 
 
 def held(
     kind: Kind, model: str, job: str, started: float, ended: float, cpus: float, gpus: float = 0.0,
-    memory_gb: float = 0.0, version: int | None = None,
+    memory_gb: float = 0.0, version: int | None = None, runs: int = 1,
 ) -> Usage:  # fmt: skip
     """The usage of resources held at a constant amount from ``started`` until ``ended``."""
     seconds = max(0.0, ended - started)
-    return Usage(kind, model, job, started, ended, cpus * seconds, gpus * seconds, memory_gb * seconds, version)
+    return Usage(kind, model, job, started, ended, cpus * seconds, gpus * seconds, memory_gb * seconds, version,
+                 runs=runs)  # fmt: skip

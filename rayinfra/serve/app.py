@@ -19,6 +19,7 @@ from ray.serve import Application, Deployment
 
 from rayinfra import registry
 from rayinfra.config import Settings, Spec, load_spec
+from rayinfra.cost.budget import serve_max_replicas
 from rayinfra.features.materialize import materialize
 from rayinfra.runtime import quiet_ray_libraries
 from rayinfra.serve import auth
@@ -34,9 +35,10 @@ def _spec_path(path: str) -> Path:
     return p if p.is_absolute() or p.exists() else PROJECT_ROOT / p
 
 
-def autoscaling(spec: Spec) -> dict[str, Any]:
+def autoscaling(spec: Spec, settings: Settings) -> dict[str, Any]:
     s = spec.serve
-    return {"min_replicas": s.min_replicas, "initial_replicas": max(1, s.min_replicas), "max_replicas": s.max_replicas,
+    return {"min_replicas": s.min_replicas, "initial_replicas": max(1, s.min_replicas),
+            "max_replicas": serve_max_replicas(spec, settings),  # the serving budget's cap
             "target_ongoing_requests": s.target_ongoing_requests, "upscale_delay_s": s.upscale_delay_s,
             "downscale_delay_s": s.downscale_delay_s, "look_back_period_s": s.look_back_period_s}  # fmt: skip
 
@@ -72,7 +74,7 @@ def application(spec: Spec, settings: Settings | None = None) -> Application:
         serve.deployment(
             ModelServer,
             name="champion",
-            autoscaling_config=autoscaling(spec),
+            autoscaling_config=autoscaling(spec, settings),
             **model_opts,  # type: ignore[arg-type]
         ),
     )

@@ -4,19 +4,27 @@ In Ray 2.60 (Train V2) a Tune trial is a function that builds and fits a
 `TorchTrainer`; Train reports each epoch to Tune through `TuneReportCallback`, and
 ASHA stops trials that trail at a rung. The data is read and preprocessed once, for
 all trials. Concurrency comes from the cluster's `ResourceLayout`.
+
+A training budget (``cost.train_budget_usd``) bounds a search twice: before it, the trials
+the rest of the budget pays for cap ``num_samples`` (none: `BudgetError`, nothing starts);
+during it, `BudgetStopper` ends the search once what it holds has spent the rest.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from ray.tune import Callback
+from ray.tune import Callback, Stopper
 from rich.console import Console
 
 from rayinfra.config import SearchDim, Settings, Spec
+from rayinfra.cost.accounting import training_resources
+from rayinfra.cost.budget import sweep_over_budget, training_spent, tune_samples
 from rayinfra.runtime import TRIAL_CPU, ResourceLayout, init_ray
 from rayinfra.train.trainer import (
     PreparedData,
@@ -30,6 +38,7 @@ from rayinfra.train.trainer import (
 )
 
 CHECKPOINT_KEY = "checkpoint_path"  # what TuneReportCallback adds to a trial's metrics
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,6 +83,8 @@ def tune_search(spec: Spec, settings: Settings | None = None, version: int | Non
     from ray.tune.schedulers import ASHAScheduler
 
     settings = settings or Settings()
+    started = time.time()  # the ledger charges the search from here: so does its budget stopper
+    num_samples = tune_samples(spec, settings)  # before any work: a search the budget refuses starts nothing
     init_ray(settings)
     ResourceLayout.current().check_train(spec.train.num_workers, spec.train.use_gpu, spec.train.cpus_per_worker)
     t0 = time.perf_counter()
@@ -99,7 +110,7 @@ def tune_search(spec: Spec, settings: Settings | None = None, version: int | Non
         tune_config=tune.TuneConfig(
             metric=spec.tune.metric,
             mode=spec.tune.mode,
-            num_samples=spec.tune.num_samples,
+            num_samples=num_samples,
             max_concurrent_trials=concurrency,
             scheduler=ASHAScheduler(
                 time_attr="training_iteration",
@@ -109,7 +120,11 @@ def tune_search(spec: Spec, settings: Settings | None = None, version: int | Non
             ),
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=settings.storage_path, verbose=0, callbacks=[_Progress(spec)]
+            name=name,
+            storage_path=settings.storage_path,
+            verbose=0,
+            callbacks=[_Progress(spec)],
+            stop=BudgetStopper.for_search(spec, settings, layout, concurrency, started),
         ),
     )
     grid = tuner.fit()
@@ -161,6 +176,41 @@ def _best_outcome(spec: Spec, data: PreparedData, grid, trials: list[TrialSummar
         resumed_at=0,
         model=model,
     )
+
+
+class BudgetStopper(Stopper):
+    """Ends the search, running trials too, once the training budget is spent: what the ledger
+    held when it started plus what its resources have cost since (its own ledger entry comes
+    only at its end). Trials stopped this way keep their checkpoints: the best is still picked."""
+
+    def __init__(
+        self, budget: float, spent_before: float, usd_per_s: float, started: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:  # fmt: skip
+        self.budget, self.spent_before, self.usd_per_s, self.clock = budget, spent_before, usd_per_s, clock
+        self.started, self.stopped = clock() if started is None else started, False
+
+    @classmethod
+    def for_search(
+        cls, spec: Spec, settings: Settings, layout: ResourceLayout, concurrency: int, started: float
+    ) -> BudgetStopper | None:
+        """The stopper of ``spec``'s search; None without a training budget."""
+        budget = spec.cost.train_budget_usd
+        if budget is None:
+            return None
+        cpus, gpus = training_resources(spec, layout, concurrency)
+        return cls(budget, training_spent(spec, settings, started), settings.prices.of(cpus, gpus), started)
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False  # the budget is the search's, not a trial's: stop_all decides
+
+    def stop_all(self) -> bool:
+        elapsed = self.clock() - self.started
+        if not self.stopped and sweep_over_budget(self.budget, self.spent_before, self.usd_per_s, elapsed):
+            self.stopped = True  # Tune asks every step: say it once
+            log.warning("training budget $%.4f spent ($%.4f before the search, about $%.4f by it): search stopped",
+                        self.budget, self.spent_before, self.usd_per_s * elapsed)  # fmt: skip
+        return self.stopped
 
 
 class _Progress(Callback):

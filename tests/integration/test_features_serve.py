@@ -83,6 +83,7 @@ def test_a_model_on_feature_views_trains_point_in_time_and_serves_looked_up_valu
         assert _post(url, [new_card]).json()["features_defaulted"] == [], "the new card never became known"
         print(f"an ingested event reached the online store in {waited:.1f} s")
         assert waited < 15  # the bound is 5 s; a busy 2-core machine gets slack
+
         # A payment's lookups are as of its own time when sent: before the card's first payment
         # (60 s ago) the card is unknown; a time the views cannot reach is refused, naming it.
         def at(seconds: float) -> dict:

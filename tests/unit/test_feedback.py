@@ -225,6 +225,10 @@ def test_on_feature_views_a_labelled_row_keeps_the_time_its_features_were_looked
     for path, expected in (("fraud_cards.yaml", sent), ("fraud.yaml", answered)):  # no views: the server's time
         spec = load_spec(ROOT / "jobs/specs" / path)
         record = synthetic.generate(1, seed=1, cards=10).select(spec.request_features).to_pylist()[0]
-        logged = {"request_id": "r1", "idx": 0, "ts": answered,
-                  "record": json.dumps({**record, "event_time": sent}, default=str)}  # as the log keeps it
+        logged = {
+            "request_id": "r1",
+            "idx": 0,
+            "ts": answered,
+            "record": json.dumps({**record, "event_time": sent}, default=str),
+        }  # as the log keeps it
         assert row_from_log(spec, logged, 1)["event_time"] == expected, path
