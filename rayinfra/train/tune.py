@@ -26,6 +26,7 @@ from rayinfra.config import SearchDim, Settings, Spec
 from rayinfra.cost.accounting import training_resources
 from rayinfra.cost.budget import sweep_over_budget, training_spent, tune_samples
 from rayinfra.runtime import TRIAL_CPU, ResourceLayout, init_ray
+from rayinfra.train.leaked_groups import LeakedGroups
 from rayinfra.train.trainer import (
     PreparedData,
     TrainingError,
@@ -123,7 +124,11 @@ def tune_search(spec: Spec, settings: Settings | None = None, version: int | Non
             name=name,
             storage_path=settings.storage_path,
             verbose=0,
-            callbacks=[_Progress(spec)],
+            # A stopped trial's worker group can outlive it (Ray 2.60): remove it, or the next trial waits.
+            callbacks=[
+                _Progress(spec),
+                LeakedGroups([layout.train_worker(t.num_workers, t.use_gpu, t.cpus_per_worker)] * t.num_workers),
+            ],
             stop=BudgetStopper.for_search(spec, settings, layout, concurrency, started),
         ),
     )

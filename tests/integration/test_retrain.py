@@ -163,3 +163,24 @@ def test_a_job_past_its_deadline_is_stopped_on_the_cluster(home):
     while str(client.get_job_status(job["job_id"]).value) != "STOPPED" and time.time() < deadline:
         time.sleep(1)
     assert str(client.get_job_status(job["job_id"]).value) == "STOPPED"
+
+
+def test_a_retrain_the_training_budget_cannot_pay_is_refused_audited_and_shown(home):
+    from rayinfra import submit
+    from rayinfra.cost.budget import training_spent
+    from rayinfra.monitor.retrain import jobs_address
+
+    spec = small_spec(**BASE, **{"cost.train_budget_usd": 1e-6, "cost.period_days": 1})
+    assert training_spent(spec, home) > 1e-6  # the fixture's training run is in the ledger
+    jobs_before = {j.submission_id for j in submit.client(jobs_address()).list_jobs()}
+    audited = len(_actions(home, "retrain_submitted"))
+    monitor = _fresh_monitor(spec, home)
+    for i in range(4):  # sustained drift, past windows_to_trigger
+        ray.get(monitor.add.remote(_drifted(spec, 1000, 600 + i), 1000, 1))
+    status = ray.get(monitor.status.remote())
+    assert status["consecutive_drifted"] >= 2 and status["retrain"] is None
+    assert "training budget" in status["retrain_refused"] and status["decision"]["action"] == "wait"
+    assert {j.submission_id for j in submit.client(jobs_address()).list_jobs()} == jobs_before  # nothing submitted
+    assert len(_actions(home, "retrain_submitted")) == audited
+    refused = _actions(home, "retrain_refused")
+    assert len(refused) == 1 and "training budget" in refused[0]["reason"]  # once, however many windows drift

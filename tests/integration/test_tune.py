@@ -31,3 +31,20 @@ def test_asha_stops_poor_trials_and_the_best_is_registered(train_home, capsys):
     children = c.search_runs([c.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     assert len(children) == 4  # one per trial, plus the best model's run
     assert c.get_run(parent).data.params["trials"] == "3"
+
+
+def test_a_train_shaped_group_left_without_actors_is_found_and_removed(ray_session):
+    import ray
+    from ray.util.placement_group import placement_group
+
+    from rayinfra.train import leaked_groups
+
+    pg = placement_group([{"CPU": 0.07}])
+    ray.get(pg.ready(), timeout=60)
+    shape = leaked_groups.bundle_shape([{"CPU": 0.07}])
+    found = [g for g in leaked_groups._groups() if g.id == pg.id.hex()]
+    assert found == [leaked_groups.Group(pg.id.hex(), shape, occupied=False)]
+    callback = leaked_groups.LeakedGroups([{"CPU": 0.07}])
+    callback.empty_since = {pg.id.hex(): 0.0}  # empty since long ago
+    callback.on_step_begin(0, [])
+    assert ray.util.placement_group_table(pg)["state"] == "REMOVED"
