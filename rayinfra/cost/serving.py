@@ -2,28 +2,65 @@
 
 Every ``flush_s`` seconds, and whenever the replica switches versions, the interval goes to
 the cost ledger as one `Usage` of kind ``serve``: replica-seconds (cores x seconds held) and
-the predictions answered, charged to the version that answered them.
+the predictions answered, charged to the version that answered them. The same interval is
+added to Prometheus counters (serving $, core-seconds, predictions per model version), so a
+dashboard divides one by another for $ per 1,000 predictions.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from rayinfra.config import Settings
 from rayinfra.cost.ledger import Usage, record
 
+log = logging.getLogger(__name__)
 FLUSH_S = 60.0
+Metrics = Mapping[str, Any]  # "cost", "core_seconds", "predictions" -> an object with Ray's Counter.inc
+_METRICS: dict[str, Any] = {}
+
+
+def serving_metrics() -> Metrics:
+    """The replica's cost counters, made on the first flush (a unit test's meter injects its own).
+    Serve's metric classes tag them with the application, deployment and replica."""
+    if not _METRICS:
+        from ray.serve import metrics
+
+        keys = ("model", "model_version")
+        _METRICS["cost"] = metrics.Counter(
+            "rayinfra_serving_cost_usd", "Serving cost ($) of replica-seconds held, at the price table's rates.",
+            tag_keys=keys,  # type: ignore[arg-type]  # Ray types it Tuple[str]
+        )  # fmt: skip
+        _METRICS["core_seconds"] = metrics.Counter(
+            "rayinfra_serving_core_seconds", "CPU cores Ray assigned the replica, times seconds held.",
+            tag_keys=keys,  # type: ignore[arg-type]
+        )  # fmt: skip
+        _METRICS["predictions"] = metrics.Counter(
+            "rayinfra_serving_predictions", "Records answered (predictions), by the version that answered.",
+            tag_keys=keys,  # type: ignore[arg-type]
+        )  # fmt: skip
+    return _METRICS
+
+
+def export(usage: Usage, usd: float, made: Metrics) -> None:
+    """Add a flushed interval to the counters (Ray's Counter refuses an increment of 0)."""
+    tags = {"model": usage.model, "model_version": "none" if usage.version is None else str(usage.version)}
+    for key, value in (("cost", usd), ("core_seconds", usage.cpu_s), ("predictions", usage.predictions)):
+        if value > 0:
+            made[key].inc(value, tags=tags)
 
 
 class ServingMeter:
     def __init__(
         self, model: str, job: str, cpus: float, settings: Settings, flush_s: float = FLUSH_S,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, metrics: Callable[[], Metrics] = serving_metrics,
     ) -> None:  # fmt: skip
         self.model, self.job, self.cpus, self.settings, self.flush_s = model, job, cpus, settings, flush_s
-        self._clock, self._lock = clock, threading.Lock()
+        self._clock, self._lock, self._metrics = clock, threading.Lock(), metrics
         self._since, self._answers = clock(), 0
         self._version: int | None = None
 
@@ -54,4 +91,8 @@ class ServingMeter:
         self._since, self._answers = now, 0
         if next_version is not None:
             self._version = next_version
+        try:
+            export(usage, usage.cost(self.settings), self._metrics())
+        except Exception:  # the ledger has the interval; a metrics failure must not fail the answer that flushed it
+            log.exception("%s: could not export the serving cost metrics", self.job)
         return usage

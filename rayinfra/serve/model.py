@@ -56,6 +56,8 @@ def replica_options(num_cpus: float) -> dict[str, Any]:
 
 def _held_cpus() -> float:
     """The CPUs Ray assigned this replica (what its serving time costs); 0 outside a Ray worker."""
+    if not ray.is_initialized():  # a test built the class directly: get_runtime_context would start Ray
+        return 0.0
     try:
         return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0))
     except (AssertionError, RuntimeError):  # Ray asserts it runs in a worker: a test built the class directly

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from unittest.mock import Mock
 
 import pytest
 from typer.testing import CliRunner
@@ -112,7 +113,9 @@ def test_a_replicas_meter_charges_each_interval_to_the_version_that_answered(set
     from rayinfra.cost.serving import ServingMeter
 
     now = [1000.0]
-    meter = ServingMeter("m", "task:champion", cpus=0.5, settings=settings, flush_s=60, clock=lambda: now[0])
+    counters = {key: Mock() for key in ("cost", "core_seconds", "predictions")}  # Ray's, outside a replica
+    meter = ServingMeter("m", "task:champion", cpus=0.5, settings=settings, flush_s=60, clock=lambda: now[0],
+                         metrics=lambda: counters)  # fmt: skip
     meter.answered(1, 40)
     now[0] = 1030.0
     assert meter.tick(1) is None  # not due
