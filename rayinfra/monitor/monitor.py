@@ -128,8 +128,10 @@ class DriftMonitor:
         s = self.state
         drop = self._drop()[0] if self.spec.monitor.trigger == "drift_and_drop" else None
         refusal = retrain_refusal(self.spec, self.settings) if self.spec.cost.train_budget_usd is not None else None
+        judging = self.stage["version"] if self.stage and self.stage["outcome"] is None else None
         return PolicyState(consecutive=s["consecutive"], labels=self._labels(), job=s["retrain"],
-                           last_retrain_at=s["last_retrain_at"], quality_drop=drop, budget_refusal=refusal)  # fmt: skip
+                           last_retrain_at=s["last_retrain_at"], quality_drop=drop, budget_refusal=refusal,
+                           judging=judging)  # fmt: skip
 
     def _labels(self) -> int:
         """Distinct labelled answers of the current champion (feedback) the monitor has seen."""

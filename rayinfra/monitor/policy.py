@@ -47,6 +47,7 @@ class PolicyState:
     last_retrain_at: float | None  # when the last run of attempts ended (success or given up)
     quality_drop: float | None = None  # reference quality minus current (realized or estimated); None: unknown
     budget_refusal: str | None = None  # why the training budget cannot pay for a retrain now (`cost.budget`)
+    judging: int | None = None  # the version live labels are judging (an open challenger stage)
 
 
 def decide(state: PolicyState, now: float, m: MonitorSpec) -> Decision:
@@ -67,6 +68,8 @@ def decide(state: PolicyState, now: float, m: MonitorSpec) -> Decision:
         return Decision(Action.WAIT, wait)
     if state.labels < m.min_labels:
         return Decision(Action.WAIT, f"{state.labels} of {m.min_labels} labels of the new traffic")
+    if state.judging is not None:  # a new candidate would end that stage unjudged, and start it over
+        return Decision(Action.WAIT, f"v{state.judging} is being judged on live labels (the challenger stage)")
     if job and job["status"] != "SUCCEEDED" and job.get("retry_at") is not None:
         if now < job["retry_at"]:
             left = job["retry_at"] - now

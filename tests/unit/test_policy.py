@@ -41,6 +41,13 @@ def test_cooldown_after_the_last_run():
     assert decide(state(last=T0 - 601), T0, M).action is Action.START
 
 
+def test_no_new_candidate_while_live_labels_judge_the_last_one():
+    judged = PolicyState(consecutive=3, labels=10, job=None, last_retrain_at=T0 - 601, judging=2)
+    d = decide(judged, T0, M)
+    assert d.action is Action.WAIT and "v2 is being judged" in d.reason  # past the cooldown, drift holds: still waits
+    assert decide(state(last=T0 - 601), T0, M).action is Action.START  # the stage over: a retrain may start
+
+
 def test_one_job_at_a_time():
     for status in ("PENDING", "RUNNING", "UNKNOWN"):
         assert decide(state(consecutive=9, job=job(status)), T0 + 60, M).action is Action.NONE
