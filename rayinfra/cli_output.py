@@ -18,11 +18,10 @@ if TYPE_CHECKING:
     from rayinfra.data.tables import Table
 
 console = Console()
-# The demo task: what `make demo` builds, and every command's default spec. Its feature-views
-# twin (`rayinfra demo --spec jobs/specs/fraud_cards.yaml`) heals less reliably so far: the
-# `features` commands default to it.
-DEFAULT_SPEC = Path("jobs/specs/fraud.yaml")
-VIEWS_SPEC = Path("jobs/specs/fraud_cards.yaml")
+# The demo task: what `make demo` builds, and every command's default spec: card payments
+# whose per-card aggregates the platform computes (feature views). `jobs/specs/fraud.yaml` is
+# the same task with client-sent aggregates.
+DEFAULT_SPEC = Path("jobs/specs/fraud_cards.yaml")
 T = TypeVar("T")
 
 

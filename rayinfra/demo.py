@@ -27,7 +27,7 @@ DAY_US = 86_400_000_000
 # On feature views the demo's history ends this long before now, and the loop's traffic fills
 # the gap in event-time order: each payment's views see the card's earlier payments, as in
 # training, however much faster than real time the demo sends them.
-TRAFFIC_DAYS = 12.0
+TRAFFIC_DAYS = 14.0
 
 
 def history_end_us() -> int:

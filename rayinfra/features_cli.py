@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rayinfra.cli_output import VIEWS_SPEC, console, guard, rich_table
+from rayinfra.cli_output import DEFAULT_SPEC, console, guard, rich_table
 from rayinfra.config import Settings, load_spec
 from rayinfra.features.materialize import materialize, online_values, view_status
 
@@ -17,7 +17,7 @@ SpecOpt = Annotated[Path, typer.Option("--spec", "-s", help="Task spec (YAML) wi
 
 
 @features_app.command("list")
-def list_cmd(spec: SpecOpt = VIEWS_SPEC) -> None:
+def list_cmd(spec: SpecOpt = DEFAULT_SPEC) -> None:
     """The spec's feature views: their features, and how far the online store is materialized."""
     for v in guard(lambda: view_status(load_spec(spec), Settings())):
         done = v.materialized
@@ -32,7 +32,7 @@ def list_cmd(spec: SpecOpt = VIEWS_SPEC) -> None:
 
 
 @features_app.command("materialize")
-def materialize_cmd(spec: SpecOpt = VIEWS_SPEC) -> None:
+def materialize_cmd(spec: SpecOpt = DEFAULT_SPEC) -> None:
     """Bring the online store up to the table's latest version (incremental; safe to repeat)."""
     done = guard(lambda: materialize(load_spec(spec), Settings()))
     if not done:
@@ -47,7 +47,7 @@ def materialize_cmd(spec: SpecOpt = VIEWS_SPEC) -> None:
 @features_app.command("get")
 def get_cmd(
     entities: Annotated[list[str], typer.Argument(help="Entity keys (e.g. card ids).")],
-    spec: SpecOpt = VIEWS_SPEC,
+    spec: SpecOpt = DEFAULT_SPEC,
 ) -> None:
     """The values a request would get now, with each entity's status (fresh, unknown, stale)."""
     rows = guard(lambda: online_values(load_spec(spec), Settings(), entities))

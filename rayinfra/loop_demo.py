@@ -37,7 +37,7 @@ LOOP_OVERRIDES: dict[str, Any] = {
     "monitor.cooldown_s": 120, "monitor.backoff_s": 10, "monitor.max_retries": 1,
     "registry.challenger_deadline_s": 240,
 }  # fmt: skip
-CHALLENGER_ROWS = 10_000  # more labelled drifted traffic, when the gate leaves the candidate to the challenger stage
+CHALLENGER_ROWS = 15_000  # more labelled drifted traffic, when the gate leaves the candidate to the challenger stage
 AFTER_SWITCH_ROWS = 2_000  # traffic after the switch, so the timeline shows the new version answering
 RECORDS_PER_REQUEST = 20
 # Drifted, labelled traffic the demo sends: a fifth of the demo table, enough for a

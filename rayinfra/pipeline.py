@@ -149,11 +149,14 @@ def train_and_register(
 
 
 def _accounted(
-    kind: Kind, spec: Spec, settings: Settings, out: Registered, started: float, concurrency: int = 1, runs: int = 1
-) -> Registered:
-    """``out``, after its resources are in the cost ledger and its cost on its MLflow run."""
+    kind: Kind, spec: Spec, settings: Settings, out: Registered, started: float, concurrency: int = 1, runs: int = 1,
+    worker_cpu_s: float | None = None,
+) -> Registered:  # fmt: skip
+    """``out``, after its resources are in the cost ledger and its cost on its MLflow run;
+    ``worker_cpu_s``: its workers' CPU time, when not its own run's (a search's trials)."""
     layout, name = ResourceLayout.current(), out.outcome.name
-    usage = training_usage(kind, spec, layout, started, out.model_version, name, concurrency, runs)
+    used = out.outcome.worker_cpu_s if worker_cpu_s is None else worker_cpu_s
+    usage = training_usage(kind, spec, layout, started, out.model_version, name, concurrency, runs, used)
     account(usage, settings, registry.client(settings), out.run_id)
     return out
 
@@ -193,5 +196,6 @@ def tune_and_register(spec: Spec, settings: Settings | None = None, version: int
     parent = registry.log_search(spec, search, settings)
     registered = register_and_gate(spec, settings, search.best, parent_run_id=parent)
     # The whole search is the version's cost: every trial, kept or stopped, held its share.
-    _accounted("tune", spec, settings, registered, started, search.concurrency, max(1, len(search.trials)))
+    used = sum(t.worker_cpu_s for t in search.trials)
+    _accounted("tune", spec, settings, registered, started, search.concurrency, max(1, len(search.trials)), used)
     return Tuned(search, registered)

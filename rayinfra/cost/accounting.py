@@ -32,11 +32,13 @@ def training_resources(spec: Spec, layout: ResourceLayout, concurrency: int = 1)
 
 def training_usage(
     kind: Kind, spec: Spec, layout: ResourceLayout, started: float, version: int, job: str, concurrency: int = 1,
-    runs: int = 1,
+    runs: int = 1, worker_cpu_s: float = 0.0,
 ) -> Usage:  # fmt: skip
-    """What ``kind`` (train, retrain, tune) of ``spec`` held from ``started`` until now, over ``runs`` runs."""
+    """What ``kind`` (train, retrain, tune) of ``spec`` held from ``started`` until now, over ``runs``
+    runs, and the CPU time its Train workers used (``worker_cpu_s``, measured in them)."""
     cpus, gpus = training_resources(spec, layout, concurrency)
-    return held(kind, spec.model_name, job, started, time.time(), cpus, gpus, version=version, runs=runs)
+    return held(kind, spec.model_name, job, started, time.time(), cpus, gpus, version=version, runs=runs,
+                worker_cpu_s=worker_cpu_s)  # fmt: skip
 
 
 def account(usage: Usage, settings: Settings, client: MlflowClient | None = None, run_id: str | None = None) -> float:
@@ -45,7 +47,9 @@ def account(usage: Usage, settings: Settings, client: MlflowClient | None = None
     cost = usage.cost(settings)
     if client is not None and run_id is not None:
         try:
-            for name, value in (("cost_usd", cost), ("cpu_seconds", usage.cpu_s), ("wall_seconds", usage.wall_s)):
+            figures = (("cost_usd", cost), ("cpu_seconds", usage.cpu_s), ("wall_seconds", usage.wall_s),
+                       ("worker_cpu_seconds", usage.worker_cpu_s))  # fmt: skip
+            for name, value in figures:
                 client.log_metric(run_id, f"{usage.kind}_{name}", value)
             client.set_tag(run_id, "rayinfra.cost_prices", settings.prices.model_dump_json())
         except Exception:  # the ledger has it; a tracking hiccup must not fail a finished run

@@ -37,6 +37,9 @@ class Usage:
     version: int | None = None  # the model version it made (training) or served
     predictions: int = 0  # serving: answers given in the interval
     runs: int = 1  # training runs it covers: a Tune search's trials (a budget prices one trial from it)
+    # Training: CPU seconds its Train workers' processes really used (measured in them), beside
+    # cpu_s, what it held and is priced on (a held core costs the same busy or idle).
+    worker_cpu_s: float = 0.0
 
     @property
     def wall_s(self) -> float:
@@ -83,9 +86,9 @@ def entries(settings: Settings, model: str | None = None, since: float | None = 
 
 def held(
     kind: Kind, model: str, job: str, started: float, ended: float, cpus: float, gpus: float = 0.0,
-    memory_gb: float = 0.0, version: int | None = None, runs: int = 1,
+    memory_gb: float = 0.0, version: int | None = None, runs: int = 1, worker_cpu_s: float = 0.0,
 ) -> Usage:  # fmt: skip
     """The usage of resources held at a constant amount from ``started`` until ``ended``."""
     seconds = max(0.0, ended - started)
     return Usage(kind, model, job, started, ended, cpus * seconds, gpus * seconds, memory_gb * seconds, version,
-                 runs=runs)  # fmt: skip
+                 runs=runs, worker_cpu_s=worker_cpu_s)  # fmt: skip

@@ -129,8 +129,10 @@ def reference_profile(name: str, version: int, settings: Settings | None = None)
 
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    """An epoch's metrics as MLflow takes them: finite numbers; not the epoch, nor a time (``*_at``)."""
     return {
         k: float(v)
         for k, v in metrics.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch" and np.isfinite(v)
-    }
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch" and not k.endswith("_at")
+        and np.isfinite(v)
+    }  # fmt: skip

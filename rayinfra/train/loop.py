@@ -6,6 +6,10 @@ weights, preprocessor, threshold, epoch and metric history as JSON) plus the
 optimizer state (tensors, loaded with ``weights_only=True``). Every rank reports, as
 Ray Train requires. A restarted worker group resumes from the last checkpoint, not
 from epoch 0.
+
+Each report also carries ``worker_cpu_s``: the CPU time the workers' processes (all their
+threads: torch's, Ray Data's iterator) have used in this loop, summed over ranks and over
+earlier attempts; the cost ledger records it beside the resources the run held.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     import ray.train
     import ray.train.torch
 
+    cpu_at_start, started_at = _process_cpu(), time.time()
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     device = ray.train.torch.get_device()
@@ -52,6 +57,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
     start, history = _resume(model, opt)
+    cpu_before = history[-1].get("worker_cpu_s", 0.0) if history else 0.0  # earlier attempts' workers
     cache = config.get("cache", False)
     train_data = EpochData(ray.train.get_dataset_shard("train"), config["batch_size"], device, cache, shuffle=True)
     val_data = EpochData(ray.train.get_dataset_shard("val"), config["batch_size"], device, cache, shuffle=False)
@@ -74,6 +80,8 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
             "train_loss": total / max(rows, 1),
             "train_rows": rows,
             "train_seconds": time.perf_counter() - started,
+            "loop_started_at": started_at,
+            "worker_cpu_s": cpu_before + _sum_over_ranks(_process_cpu() - cpu_at_start, device),
         }
         if rank == 0:
             y, p = _predict_batches(model, val_data.batches(epoch))
@@ -157,6 +165,21 @@ def _report(metrics, model, opt, pre, epoch, history, config, rank) -> None:
             torch.save(opt.state_dict(), Path(tmp) / OPTIMIZER_FILE)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _process_cpu() -> float:
+    """CPU seconds this process has used (user and system, all threads)."""
+    t = os.times()
+    return t.user + t.system
+
+
+def _sum_over_ranks(value: float, device: torch.device) -> float:
+    """``value`` summed over the worker group (every rank must call it: a collective)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(total)
+    return float(total.item())
 
 
 def _resume(model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list[dict[str, Any]]]:

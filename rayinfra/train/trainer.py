@@ -70,6 +70,11 @@ class TrainOutcome:
     model: torch.nn.Module
     seconds: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def worker_cpu_s(self) -> float:
+        """CPU seconds the run's Train workers used (summed over ranks), from its last report."""
+        return float(self.history[-1].get("worker_cpu_s", 0.0)) if self.history else 0.0
+
 
 # ----------------------------------------------------------------------------- data
 def prepare_data(

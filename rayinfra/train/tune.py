@@ -51,6 +51,11 @@ class TrialSummary:
     status: str
     history: list[dict[str, Any]]
 
+    @property
+    def worker_cpu_s(self) -> float:
+        """CPU seconds the trial's Train workers used, from its last report (stopped early: so far)."""
+        return float(self.history[-1].get("worker_cpu_s", 0.0)) if self.history else 0.0
+
 
 @dataclass
 class TuneOutcome:
@@ -146,9 +151,9 @@ def _summary(result, spec: Spec) -> TrialSummary:
     df: pd.DataFrame = result.metrics_dataframe
     metric = spec.tune.metric
     best = df[metric].max() if spec.tune.mode == "max" else df[metric].min()
-    history = df[[c for c in df.columns if c.startswith(("val_", "train_")) or c in ("epoch", CHECKPOINT_KEY)]].to_dict(
-        "records"
-    )
+    history = df[
+        [c for c in df.columns if c.startswith(("val_", "train_")) or c in ("epoch", "worker_cpu_s", CHECKPOINT_KEY)]
+    ].to_dict("records")
     epochs = int(df["training_iteration"].max())
     status = (
         "error"
