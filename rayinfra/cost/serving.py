@@ -1,4 +1,8 @@
-"""A model replica's meter: the CPUs Ray gave it over time, and the answers it gave, per version.
+"""A Serve replica's meter: the CPUs Ray gave it over time, and the answers it gave, per version.
+
+Model replicas count their predictions; the ingress counts none (each answer is counted once,
+where it was computed) but charges its own cores to the version it relayed, so a version's
+serving cost includes its share of the door.
 
 Every ``flush_s`` seconds, and whenever the replica switches versions, the interval goes to
 the cost ledger as one `Usage` of kind ``serve``: replica-seconds (cores x seconds held) and
@@ -14,6 +18,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import ray
 
 from rayinfra.config import Settings
 from rayinfra.cost.ledger import Usage, record
@@ -54,6 +60,16 @@ def export(usage: Usage, usd: float, made: Metrics) -> None:
             made[key].inc(value, tags=tags)
 
 
+def held_cpus() -> float:
+    """The CPUs Ray assigned this Serve replica (what its serving time costs); 0 outside a Ray worker."""
+    if not ray.is_initialized():  # a test built the class directly: get_runtime_context would start Ray
+        return 0.0
+    try:
+        return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0))
+    except (AssertionError, RuntimeError):  # Ray asserts it runs in a worker: a test built the class directly
+        return 0.0
+
+
 class ServingMeter:
     def __init__(
         self, model: str, job: str, cpus: float, settings: Settings, flush_s: float = FLUSH_S,
@@ -65,10 +81,12 @@ class ServingMeter:
         self._version: int | None = None
 
     def answered(self, version: int, records: int) -> None:
-        """Count ``records`` answered by ``version`` (the hot path: a lock and an add)."""
+        """Count ``records`` answered by ``version`` (the hot path: a lock, a clock read and an
+        add); an interval that is due (time, or a version switch) goes to the ledger first."""
         with self._lock:
-            if version != self._version and self._version is not None:
-                self._flush_locked(self._clock())
+            now = self._clock()
+            if self._version is not None and (version != self._version or now - self._since >= self.flush_s):
+                self._flush_locked(now)
             self._version = version
             self._answers += records
 

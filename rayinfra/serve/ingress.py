@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException
 
 from rayinfra import registry
 from rayinfra.config import Settings, Spec
+from rayinfra.cost.serving import ServingMeter, held_cpus
 from rayinfra.serve import auth
 from rayinfra.serve.feedback_guard import FeedbackGuard
 from rayinfra.serve.http import declared, error_response, field_errors, read_json_body, validate
@@ -65,6 +66,8 @@ class Ingress:
         self._champion_batch.set_max_batch_size(s.max_batch_size)  # type: ignore[attr-defined]
         self._champion_batch.set_batch_wait_timeout_s(s.batch_wait_timeout_s)  # type: ignore[attr-defined]
         self.plog = PredictionLog.for_spec(spec, settings)
+        # The door's cores, charged to the version each answer came from (its records counted there).
+        self.meter = ServingMeter(spec.model_name, f"{spec.name}:ingress", held_cpus(), self.settings)
         self.guard = FeedbackGuard(spec)
         self._features = set(spec.replica_columns)
         self._challenger_version: int | None = None
@@ -155,6 +158,7 @@ class Ingress:
         role, answer = await self._answer(records)
         request_id = new_request_id()  # time-ordered: the log finds it in one hour's files
         self.plog.add(request_id, role, answer["version"], records, answer["predictions"], extras)
+        self.meter.answered(answer["version"], 0)
         if self.spec.serve.traffic.mode == "shadow" and await self._challenger_ready():
             asyncio.get_running_loop().create_task(self._shadow(request_id, records))
         response = PredictResponse(request_id=request_id, model=self.spec.model_name, model_version=answer["version"],
@@ -254,6 +258,8 @@ class Ingress:
     def __del__(self) -> None:
         if hasattr(self, "plog"):
             self.plog.close()
+        if hasattr(self, "meter"):
+            self.meter.tick(None, force=True)
 
 
 def _check_count(items: list, what: str, limit: int) -> None:

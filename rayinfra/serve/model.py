@@ -18,13 +18,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import ray
 from ray import serve
 from ray.serve import metrics
 
 from rayinfra import registry
 from rayinfra.config import Settings, Spec
-from rayinfra.cost.serving import ServingMeter
+from rayinfra.cost.serving import ServingMeter, held_cpus
 from rayinfra.data.contract import ARROW_TYPES
 from rayinfra.errors import RayinfraError
 from rayinfra.features.materializer import get_materializer
@@ -52,16 +51,6 @@ REGISTRY_PATIENCE = {
 def replica_options(num_cpus: float) -> dict[str, Any]:
     """Ray actor options of a model replica: its CPUs and a registry client that gives up quickly."""
     return {"num_cpus": num_cpus, "runtime_env": {"env_vars": dict(REGISTRY_PATIENCE)}}
-
-
-def _held_cpus() -> float:
-    """The CPUs Ray assigned this replica (what its serving time costs); 0 outside a Ray worker."""
-    if not ray.is_initialized():  # a test built the class directly: get_runtime_context would start Ray
-        return 0.0
-    try:
-        return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0))
-    except (AssertionError, RuntimeError):  # Ray asserts it runs in a worker: a test built the class directly
-        return 0.0
 
 
 class ModelServer:
@@ -106,7 +95,7 @@ class ModelServer:
         if role == registry.CHAMPION and self.loaded is None:
             why = f" (its alias points at v{self.unaudited}, a move the audit log lacks)" if self.unaudited else ""
             raise NoModel(f"model '{spec.model_name}' has no audited champion{why}: train and promote one first")
-        self.meter = ServingMeter(spec.model_name, f"{spec.name}:{role}", _held_cpus(), self.settings)
+        self.meter = ServingMeter(spec.model_name, f"{spec.name}:{role}", held_cpus(), self.settings)
         self._stop = threading.Event()
         threading.Thread(target=self._watch, name=f"watch-{role}", daemon=True).start()
         self.profiler = None

@@ -101,3 +101,47 @@ def test_key_hash_split_is_stable_and_proportional():
     assert abs(shares[0] - 0.7) < 0.02 and abs(shares[1] - 0.15) < 0.02
     # A row's split depends on its key only, not on which batch it arrives in.
     assert (splitter.assign(data.slice(100, 50)) == a[100:150]).all()
+
+
+def test_recorded_worker_cpu_seconds_are_within_ten_percent_of_what_the_processes_used(train_home):
+    """The ledger's worker CPU of a run against the CPU the kernel counted for its Train worker
+    processes, sampled from outside every 50 ms over the loop's window."""
+    import threading
+    import time
+
+    import psutil
+
+    from rayinfra.cost.ledger import entries
+    from rayinfra.pipeline import train_and_register
+
+    samples: dict[int, list[tuple[float, float]]] = {}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            for p in psutil.process_iter(["cmdline"]):
+                try:
+                    if " ".join(p.info["cmdline"] or []).startswith("ray::RayTrainWorker"):
+                        t = p.cpu_times()
+                        samples.setdefault(p.pid, []).append((time.time(), t.user + t.system))
+                except psutil.Error:
+                    pass
+            stop.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    spec = small_spec(**{"train.epochs": 4, "train.num_workers": 2, "registry.model_name": "fraud-cpu-test"})
+    try:
+        registered = train_and_register(spec, train_home)
+    finally:
+        stop.set()
+        sampler.join()
+    recorded = entries(train_home, spec.model_name)[-1].worker_cpu_s
+    started = registered.outcome.history[0]["loop_started_at"]
+    assert len(samples) == 2, samples.keys()  # both workers seen
+    used = 0.0
+    for series in samples.values():
+        before = [cpu for t, cpu in series if t <= started] or [series[0][1]]
+        used += series[-1][1] - before[-1]
+    print(f"recorded {recorded:.2f} CPU-s, the processes used {used:.2f} CPU-s")
+    assert recorded > 1.0 and abs(recorded - used) <= 0.1 * used

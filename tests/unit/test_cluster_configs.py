@@ -428,6 +428,15 @@ def test_rayservice_serves_what_serve_configs_holds():
         assert serve["applications"] == yaml.safe_load(served.read_text())["applications"]
 
 
+@pytest.mark.parametrize("name", ["fraud.yaml", "fraud_cards.yaml"])
+def test_each_serve_config_serves_a_spec_that_loads_under_its_own_name(name):
+    from rayinfra.config import load_spec
+
+    [app] = yaml.safe_load((ROOT / "serve_configs" / name).read_text())["applications"]
+    spec = load_spec(ROOT / app["args"]["spec"])
+    assert app["name"] == spec.name and app["import_path"] == "rayinfra.serve.app:build_app"
+
+
 # ------------------------------------------------------------------ KubeRay: doors and pods
 def _pod_templates(doc: dict) -> list[tuple[str, dict]]:
     """Every pod template a manifest makes: head, worker groups, a RayJob's submitter."""

@@ -128,3 +128,22 @@ def test_a_replicas_meter_charges_each_interval_to_the_version_that_answered(set
     now[0] = 1080.0
     meter.tick(2, force=True)
     assert [(u.version, u.predictions, u.cpu_s) for u in entries(settings)] == [(1, 40, 30.0), (1, 5, 5.0), (2, 7, 5.0)]
+
+
+def test_a_meter_without_a_watcher_flushes_a_due_interval_when_it_next_answers(settings):
+    """The ingress has no watcher thread: its meter writes a due interval on the next answer,
+    charging its cores to the version it relayed and counting no prediction (the replica did)."""
+    from rayinfra.cost.serving import ServingMeter
+
+    now = [0.0]
+    counters = {key: Mock() for key in ("cost", "core_seconds", "predictions")}
+    door = ServingMeter("m", "task:ingress", cpus=0.1, settings=settings, flush_s=60, clock=lambda: now[0],
+                        metrics=lambda: counters)  # fmt: skip
+    door.answered(3, 0)
+    now[0] = 59.0
+    door.answered(3, 0)
+    assert entries(settings) == []  # not due yet
+    now[0] = 61.0
+    door.answered(3, 0)
+    [usage] = entries(settings)
+    assert (usage.job, usage.version, usage.predictions, usage.cpu_s) == ("task:ingress", 3, 0, pytest.approx(6.1))
