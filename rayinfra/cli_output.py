@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from rayinfra.config import Settings, Spec, load_spec
+from rayinfra.config import DEMO_SPEC, Settings, Spec, load_spec
 from rayinfra.errors import EXIT_BAD_INPUT, RayinfraError
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ console = Console()
 # The demo task: what `make demo` builds, and every command's default spec: card payments
 # whose per-card aggregates the platform computes (feature views). `jobs/specs/fraud.yaml` is
 # the same task with client-sent aggregates.
-DEFAULT_SPEC = Path("jobs/specs/fraud_cards.yaml")
+DEFAULT_SPEC = DEMO_SPEC
 T = TypeVar("T")
 
 

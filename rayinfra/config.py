@@ -38,6 +38,8 @@ ColumnType = Literal["int", "float", "bool", "string", "category", "timestamp"]
 NUMERIC_TYPES = ("int", "float", "bool")
 CATEGORICAL_TYPES = ("category", "string")
 SPEC_ENV_PREFIX = "RAYINFRA_SPEC__"
+# The demo task (`make demo`), every command's default spec; relative to the project root.
+DEMO_SPEC = Path("jobs/specs/fraud_cards.yaml")
 
 
 class SpecError(RayinfraError, ValueError):

@@ -13,11 +13,8 @@ from rayinfra.cli_output import DEFAULT_SPEC, SpecOpt, console, guard, load_task
 from rayinfra.config import Settings, Spec
 from rayinfra.cost.budget import by_version, retrain_estimate, training_spent
 from rayinfra.cost.clouds import CONFIGS, estimate
+from rayinfra.cost.definitions import usd
 from rayinfra.cost.ledger import TRAINING, entries
-
-
-def _usd(value: float | None) -> str:
-    return "" if value is None else f"${value:.4f}"
 
 
 def _usd_small(value: float | None) -> str:
@@ -68,13 +65,13 @@ def cost_cmd(
     out = rich_table("version", "train", "tune", "retrain", "CPU-h", "serve", "answers", "per 1k")
     for r in rows:
         version = "" if r["version"] is None else f"v{r['version']}"
-        out.add_row(version, _usd(r["train"]), _usd(r["tune"]), _usd(r["retrain"]), f"{r['cpu_s'] / 3600:.3f}",
-                    _usd(r["serve"]), f"{r['predictions']:,}", _usd(r["per_1k_predictions"]))  # fmt: skip
+        out.add_row(version, usd(r["train"]), usd(r["tune"]), usd(r["retrain"]), f"{r['cpu_s'] / 3600:.3f}",
+                    usd(r["serve"]), f"{r['predictions']:,}", usd(r["per_1k_predictions"]))  # fmt: skip
     console.print(out)
     limit = "no training budget" if budget is None else f"budget ${budget:.4f}"
     console.print(
-        f"training in the last {task.cost.period_days:g} days: {_usd(spent)} "
-        f"({limit}); a retrain costs about {_usd(next_run)}",
+        f"training in the last {task.cost.period_days:g} days: {usd(spent)} "
+        f"({limit}); a retrain costs about {usd(next_run)}",
         highlight=False,
     )
 

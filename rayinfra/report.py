@@ -25,6 +25,7 @@ from plotly.offline import get_plotlyjs
 from rayinfra import audit, registry
 from rayinfra.config import Settings, Spec
 from rayinfra.cost.budget import by_version
+from rayinfra.cost.definitions import usd
 from rayinfra.monitor.store import read_state
 from rayinfra.registry.lineage import Lineage
 from rayinfra.serve.served_tables import log_table
@@ -192,19 +193,15 @@ def _cost(data: ReportData) -> str:
             fig.add_bar(x=labels, y=[r[kind] for r in data.costs], name=name)
     fig.update_layout(barmode="stack", yaxis={"tickprefix": "$"})
     chart = _figure("cost", _layout(fig, "$ per version: training by kind, and serving") if fig.data else None)
-    rows = [{"version": label, "training": _usd(r["training"]), "train": _usd(r["train"]), "tune": _usd(r["tune"]),
-             "retrain": _usd(r["retrain"]), "serving": _usd(r["serve"]), "CPU-hours": f"{r['cpu_s'] / 3600:.3f}",
-             "answers": f"{r['predictions']:,}", "$ per 1,000 predictions": _usd(r["per_1k_predictions"])}
+    rows = [{"version": label, "training": usd(r["training"]), "train": usd(r["train"]), "tune": usd(r["tune"]),
+             "retrain": usd(r["retrain"]), "serving": usd(r["serve"]), "CPU-hours": f"{r['cpu_s'] / 3600:.3f}",
+             "answers": f"{r['predictions']:,}", "$ per 1,000 predictions": usd(r["per_1k_predictions"])}
             for label, r in zip(labels, data.costs, strict=True)]  # fmt: skip
     return f"{chart}<p>{html.escape(data.prices)}</p>{_rows_table('cost', rows)}"
 
 
 def _version_label(version: int | None) -> str:
     return "unattributed" if version is None else f"v{version}"  # a job whose run made no version
-
-
-def _usd(value: float | None) -> str:
-    return "" if value is None else f"${value:.4f}"
 
 
 def _layout(fig: go.Figure, subtitle: str) -> go.Figure:

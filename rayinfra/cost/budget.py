@@ -33,10 +33,26 @@ def training_spent(spec: Spec, settings: Settings, now: float | None = None) -> 
 
 
 def retrain_estimate(spec: Spec, settings: Settings) -> float:
-    """What one more retrain should cost: the mean of the model's last three training runs
+    """What one more retrain should cost: the mean of the model's last three training entries
     (one Tune search counts as one), 0 when none is on record."""
-    runs = [u.cost(settings) for u in entries(settings, spec.model_name) if u.kind in TRAINING][-3:]
-    return sum(runs) / len(runs) if runs else 0.0
+    return _recent_mean(spec, settings, per_run=False)
+
+
+def per_run_estimate(spec: Spec, settings: Settings) -> float:
+    """What one training run (one Tune trial) should cost: the same mean, a Tune search's cost
+    shared among its trials; 0 when none is on record."""
+    return _recent_mean(spec, settings, per_run=True)
+
+
+def _recent_mean(spec: Spec, settings: Settings, per_run: bool) -> float:
+    training = [u for u in entries(settings, spec.model_name) if u.kind in TRAINING][-3:]
+    costs = [u.cost(settings) / (max(1, u.runs) if per_run else 1) for u in training]
+    return sum(costs) / len(costs) if costs else 0.0
+
+
+def spent_line(spec: Spec, spent: float, budget: float) -> str:
+    """The budget's state, as refusals and warnings say it."""
+    return f"training budget: ${spent:.4f} of ${budget:.4f} spent in {spec.cost.period_days:g} days"
 
 
 def retrain_refusal(spec: Spec, settings: Settings, now: float | None = None) -> str | None:
@@ -47,17 +63,7 @@ def retrain_refusal(spec: Spec, settings: Settings, now: float | None = None) ->
     spent, next_run = training_spent(spec, settings, now), retrain_estimate(spec, settings)
     if spent + next_run <= budget:
         return None
-    return (
-        f"training budget: ${spent:.4f} of ${budget:.4f} spent in {spec.cost.period_days:g} days, "
-        f"and a retrain costs about ${next_run:.4f}"
-    )
-
-
-def per_run_estimate(spec: Spec, settings: Settings) -> float:
-    """What one training run (one Tune trial) should cost: the mean over the model's last three
-    training entries, a Tune search's cost shared among its trials; 0 when none is on record."""
-    runs = [u.cost(settings) / max(1, u.runs) for u in entries(settings, spec.model_name) if u.kind in TRAINING][-3:]
-    return sum(runs) / len(runs) if runs else 0.0
+    return f"{spent_line(spec, spent, budget)}, and a retrain costs about ${next_run:.4f}"
 
 
 def affordable_runs(budget: float | None, spent: float, per_run: float, wanted: int) -> int:
@@ -84,9 +90,8 @@ def tune_samples(spec: Spec, settings: Settings, now: float | None = None) -> in
         return wanted
     spent, per_trial = training_spent(spec, settings, now), per_run_estimate(spec, settings)
     samples = affordable_runs(budget, spent, per_trial * grid, wanted)
-    figures = (
-        f"training budget: ${spent:.4f} of ${budget:.4f} spent in {spec.cost.period_days:g} days, and a trial "
-        f"costs about ${per_trial:.4f}" + (f" ({grid} trials per sample: the grid)" if grid > 1 else "")
+    figures = f"{spent_line(spec, spent, budget)}, and a trial costs about ${per_trial:.4f}" + (
+        f" ({grid} trials per sample: the grid)" if grid > 1 else ""
     )
     if samples == 0:
         raise BudgetError(f"{figures}: no Tune trial fits; raise cost.train_budget_usd or wait for the period to roll")
@@ -108,12 +113,6 @@ def _replicas_paid(spec: Spec, settings: Settings, replica_cpus: float) -> int |
     if per_hour is None or replica_hour <= 0:
         return None
     return math.floor(per_hour / replica_hour + EPS)
-
-
-def serve_replica_cap(spec: Spec, settings: Settings, replica_cpus: float) -> int | None:
-    """The most model replicas the serving budget pays for per hour (at least 1); None: no budget."""
-    paid = _replicas_paid(spec, settings, replica_cpus)
-    return None if paid is None else max(1, paid)
 
 
 def serve_max_replicas(spec: Spec, settings: Settings) -> int:

@@ -64,3 +64,8 @@ class CostSpec(BaseModel):
     serve_budget_usd_per_hour: PositiveFloat | None = Field(
         None, description="Caps serve.max_replicas at what this buys per hour at the settings' prices."
     )
+
+
+def usd(value: float | None) -> str:
+    """A cost as tables show it ($ to four decimals; blank when unknown)."""
+    return "" if value is None else f"${value:.4f}"

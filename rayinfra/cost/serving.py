@@ -71,46 +71,55 @@ def held_cpus() -> float:
 
 
 class ServingMeter:
+    """Counts a replica's answers per version and, once an interval is due, writes its held
+    cores to the ledger: one `Usage` per version that answered, the cores shared among them by
+    their share of the calls (an idle interval goes to the version loaded)."""
+
     def __init__(
         self, model: str, job: str, cpus: float, settings: Settings, flush_s: float = FLUSH_S,
         clock: Callable[[], float] = time.time, metrics: Callable[[], Metrics] = serving_metrics,
     ) -> None:  # fmt: skip
         self.model, self.job, self.cpus, self.settings, self.flush_s = model, job, cpus, settings, flush_s
         self._clock, self._lock, self._metrics = clock, threading.Lock(), metrics
-        self._since, self._answers = clock(), 0
-        self._version: int | None = None
+        self._since = clock()
+        self._calls: dict[int, int] = {}  # version -> answers given (calls) in this interval
+        self._records: dict[int, int] = {}  # version -> records (predictions) in them
+        self._last: int | None = None
 
     def answered(self, version: int, records: int) -> None:
-        """Count ``records`` answered by ``version`` (the hot path: a lock, a clock read and an
-        add); an interval that is due (time, or a version switch) goes to the ledger first."""
+        """Count one answer of ``records`` by ``version`` (the hot path: a lock, a clock read and
+        two adds); an interval that is due goes to the ledger first (the ingress has no watcher)."""
         with self._lock:
             now = self._clock()
-            if self._version is not None and (version != self._version or now - self._since >= self.flush_s):
-                self._flush_locked(now)
-            self._version = version
-            self._answers += records
+            if now - self._since >= self.flush_s:
+                self._flush_locked(now, version)
+            self._calls[version] = self._calls.get(version, 0) + 1
+            self._records[version] = self._records.get(version, 0) + records
+            self._last = version
 
-    def tick(self, version: int | None, force: bool = False) -> Usage | None:
-        """Write the interval to the ledger when it is due (or the version changed, or ``force``)."""
+    def tick(self, version: int | None, force: bool = False) -> list[Usage]:
+        """Write the interval to the ledger when it is due (or ``force``); ``version``: the one
+        loaded, charged for an interval nobody was answered in."""
         now = self._clock()
         with self._lock:
-            due = force or now - self._since >= self.flush_s or (version != self._version and self._version is not None)
-            if not due:
-                return None
-            if self._version is None:
-                self._version = version
-            return self._flush_locked(now, next_version=version)
+            if not force and now - self._since < self.flush_s:
+                return []
+            return self._flush_locked(now, version)
 
-    def _flush_locked(self, now: float, next_version: int | None = None) -> Usage:
-        seconds = max(0.0, now - self._since)
-        usage = Usage("serve", self.model, self.job, self._since, now, cpu_s=self.cpus * seconds,
-                      version=self._version, predictions=self._answers)  # fmt: skip
-        record(usage, self.settings)
-        self._since, self._answers = now, 0
-        if next_version is not None:
-            self._version = next_version
+    def _flush_locked(self, now: float, loaded: int | None) -> list[Usage]:
+        idle: dict[int | None, int] = {loaded if loaded is not None else self._last: 0}
+        seconds, calls = max(0.0, now - self._since), dict(self._calls) or idle
+        total = sum(calls.values())
+        usages = [Usage("serve", self.model, self.job, self._since, now,
+                        cpu_s=self.cpus * seconds * (n / total if total else 1.0), version=version,
+                        predictions=self._records.get(version, 0) if version is not None else 0)
+                  for version, n in calls.items()]  # fmt: skip
+        for usage in usages:
+            record(usage, self.settings)
+        self._since, self._calls, self._records = now, {}, {}
         try:
-            export(usage, usage.cost(self.settings), self._metrics())
+            for usage in usages:
+                export(usage, usage.cost(self.settings), self._metrics())
         except Exception:  # the ledger has the interval; a metrics failure must not fail the answer that flushed it
             log.exception("%s: could not export the serving cost metrics", self.job)
-        return usage
+        return usages

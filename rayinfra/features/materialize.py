@@ -65,16 +65,20 @@ def apply_rows(
     names = [str(ids[s]) for s in starts]
     space = record_space(name, view)
     stored = dict(zip(names, store.get(space, names), strict=True))
-    horizon = view.horizon_s * NS
+    horizon, now = view.horizon_s * NS, _now_ns()  # `time` here is the column
     merged = {}
     for s, e, entity_id in zip(starts, [*starts[1:], len(ids)], names, strict=True):
         new = EntityEvents(keys[s:e], times[s:e], values[s:e])
         old = stored[entity_id]
         width = len(view.columns)
         base = EntityEvents.from_bytes(old, width) if old is not None else EntityEvents(*_empty(width))
-        merged[entity_id] = base.merge(new, horizon).to_bytes()
+        merged[entity_id] = base.merge(new, horizon, now).to_bytes()
     store.put(space, merged)
     return len(merged)
+
+
+def _now_ns() -> int:
+    return time.time_ns()
 
 
 def _empty(columns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -92,16 +96,18 @@ def materialize(spec: Spec, settings: Settings, store: OnlineStore | None = None
     if not (contract.event_time and contract.key):  # the spec's validator requires both: never here
         raise ValueError("feature views need dataset.contract.event_time and .key")
     version, done = table.version(), {}
-    for name, view in spec.feature_views.items():
-        since = store.watermark(record_space(name, view))
-        if not view.online or since == version:
-            continue
-        entity = spec.entities[view.entity]
-        columns = list(dict.fromkeys([entity.join_key, contract.event_time, contract.key, *view.columns]))
-        rows = table.rows_added(since, version, columns=columns)
-        touched = apply_rows(name, view, entity, store, rows, contract.event_time, contract.key)
-        store.set_watermark(record_space(name, view), version)
-        done[name] = {"from": -1 if since is None else since, "to": version, "rows": rows.num_rows, "entities": touched}
+    with store.writer():  # one materialization at a time: the watermarks are read under the lock
+        for name, view in spec.feature_views.items():
+            since = store.watermark(record_space(name, view))
+            if not view.online or since == version:
+                continue
+            entity = spec.entities[view.entity]
+            columns = list(dict.fromkeys([entity.join_key, contract.event_time, contract.key, *view.columns]))
+            rows = table.rows_added(since, version, columns=columns)
+            touched = apply_rows(name, view, entity, store, rows, contract.event_time, contract.key)
+            store.set_watermark(record_space(name, view), version)
+            done[name] = {"from": -1 if since is None else since, "to": version, "rows": rows.num_rows,
+                          "entities": touched}  # fmt: skip
     return done
 
 

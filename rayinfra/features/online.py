@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from rayinfra import durable
 
 
 @dataclass(frozen=True)
@@ -39,16 +42,20 @@ class EntityEvents:
         rows = np.frombuffer(data, dtype=_row_dtype(columns))
         return cls(rows["key"], rows["time"], rows["values"].reshape(len(rows), columns))
 
-    def merge(self, new: EntityEvents, horizon_ns: int) -> EntityEvents:
-        """These events and ``new`` ones: one per key (the newer copy), in time order, none older
-        than ``horizon_ns`` before the latest (no lookup from now on can reach them)."""
+    def merge(self, new: EntityEvents, horizon_ns: int, now_ns: int | None = None) -> EntityEvents:
+        """These events and ``new`` ones: one per key (the newer copy), in time order, without
+        those no lookup can reach: older than ``horizon_ns`` before the latest and, given
+        ``now_ns``, than two horizons before it (a request may be as of an event time one
+        horizon back, and its windows reach one more)."""
         keys = np.concatenate([self.keys, new.keys])
         times = np.concatenate([self.times, new.times])
         values = np.concatenate([self.values, new.values])
         _, last = np.unique(keys[::-1], return_index=True)
         keep = np.sort(len(keys) - 1 - last)
         keep = keep[np.argsort(times[keep], kind="stable")]
-        keep = keep[times[keep] >= times[keep].max() - horizon_ns] if len(keep) else keep
+        if len(keep):
+            floor = times[keep].max() - horizon_ns
+            keep = keep[times[keep] >= (floor if now_ns is None else min(floor, now_ns - 2 * horizon_ns))]
         return EntityEvents(keys[keep], times[keep], values[keep])
 
 
@@ -77,6 +84,15 @@ class OnlineStore(Protocol):
     def watermark(self, view: str) -> int | None: ...
 
     def set_watermark(self, view: str, version: int) -> None: ...
+
+    def writer(self) -> AbstractContextManager[object]:
+        """Held by one materialization at a time: each reads records, merges and writes them back,
+        and two at once (the detached materializer, `rayinfra features materialize`, a deploy)
+        would lose each other's events."""
+        ...
+
+
+WRITER_LOCK_S = 600  # a materialization that holds the store longer is presumed dead
 
 
 class SqliteStore:
@@ -129,6 +145,9 @@ class SqliteStore:
     def set_watermark(self, view: str, version: int) -> None:
         self._db().execute("INSERT OR REPLACE INTO view_watermarks VALUES (?, ?)", [view, version])
 
+    def writer(self) -> AbstractContextManager[object]:
+        return durable.locked(self.path.with_suffix(".writer.lock"))  # an flock: the file is local
+
 
 class RedisStore:
     """The cluster store: one Redis key per (view, entity), read with one MGET per batch."""
@@ -154,6 +173,10 @@ class RedisStore:
 
     def set_watermark(self, view: str, version: int) -> None:
         self.client.hset(f"{self.prefix}:watermarks", view, version)
+
+    def writer(self) -> AbstractContextManager[object]:
+        # redis-py's lock: it expires if its holder dies mid-run, so a killed materializer blocks no one for long.
+        return self.client.lock(f"{self.prefix}:writer", timeout=WRITER_LOCK_S, blocking_timeout=WRITER_LOCK_S)
 
 
 def open_store(url: str | None, home: Path, namespace: str) -> OnlineStore:

@@ -18,7 +18,7 @@ from ray import serve
 from ray.serve import Application, Deployment
 
 from rayinfra import registry
-from rayinfra.config import Settings, Spec, load_spec
+from rayinfra.config import DEMO_SPEC, Settings, Spec, load_spec
 from rayinfra.cost.budget import serve_max_replicas
 from rayinfra.features.materialize import materialize
 from rayinfra.runtime import quiet_ray_libraries
@@ -110,14 +110,14 @@ def application(spec: Spec, settings: Settings | None = None) -> Application:
 def build_app(args: dict[str, Any]) -> Application:
     """Entry point for ``serve run`` / ``serve deploy``.
 
-    args: ``spec`` (path, default jobs/specs/fraud.yaml), ``home`` (RAYINFRA_HOME),
+    args: ``spec`` (path, default the demo task, `DEMO_SPEC`), ``home`` (RAYINFRA_HOME),
     ``overrides`` (dotted spec keys, e.g. ``{"serve.max_batch_size": 32}``).
     """
     unknown = set(args) - {"spec", "home", "overrides"}
     if unknown:
         raise ValueError(f"unknown application args: {', '.join(sorted(unknown))} (known: spec, home, overrides)")
     spec = load_spec(
-        _spec_path(args.get("spec", "jobs/specs/fraud.yaml")),
+        _spec_path(args.get("spec", str(DEMO_SPEC))),
         args.get("overrides") or {},
     )
     settings = Settings(home=args["home"]) if args.get("home") else Settings()

@@ -73,11 +73,18 @@ def _groups() -> list[Group]:
     """This job's created placement groups, and whether a live (or starting) actor is in each."""
     job = ray.get_runtime_context().get_job_id()
     created = list_placement_groups(filters=[("state", "=", "CREATED"), ("creator_job_id", "=", job)], detail=True,
-                                    raise_on_missing_output=False)  # fmt: skip
-    actors = list_actors(filters=[("state", "!=", "DEAD")], detail=True, raise_on_missing_output=False)
-    used = {a.placement_group_id for a in actors if a.placement_group_id}
+                                    raise_on_missing_output=True)  # fmt: skip
     return [Group(g.placement_group_id, bundle_shape(b.get("unit_resources", {}) for b in g.bundles or []),
-                  g.placement_group_id in used) for g in created]  # fmt: skip
+                  _occupied(g.placement_group_id)) for g in created]  # fmt: skip
+
+
+def _occupied(group_id: str) -> bool:
+    """Whether an actor that is not dead is placed in the group. Asked per group and filtered at
+    the source: a cluster-wide listing is cut at its limit, and a live run left out of it would
+    look empty. A listing that is incomplete raises: the round is skipped, nothing removed."""
+    actors = list_actors(filters=[("placement_group_id", "=", group_id), ("state", "!=", "DEAD")],
+                         raise_on_missing_output=True)  # fmt: skip
+    return bool(actors)
 
 
 def _remove(group_id: str) -> None:

@@ -8,8 +8,10 @@ Ray Train requires. A restarted worker group resumes from the last checkpoint, n
 from epoch 0.
 
 Each report also carries ``worker_cpu_s``: the CPU time the workers' processes (all their
-threads: torch's, Ray Data's iterator) have used in this loop, summed over ranks and over
-earlier attempts; the cost ledger records it beside the resources the run held.
+threads: torch's, Ray Data's iterator) have used in this loop up to the epoch's checkpoint,
+summed over ranks and over earlier attempts up to the checkpoint they resumed from; the cost
+ledger records it beside the resources the run held. ``loop_started_at`` says when the loop
+began, so the figure can be checked against the processes' own counters.
 """
 
 from __future__ import annotations
@@ -81,12 +83,13 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
             "train_rows": rows,
             "train_seconds": time.perf_counter() - started,
             "loop_started_at": started_at,
-            "worker_cpu_s": cpu_before + _sum_over_ranks(_process_cpu() - cpu_at_start, device),
         }
         if rank == 0:
             y, p = _predict_batches(model, val_data.batches(epoch))
             metrics.update({f"val_{k}": v for k, v in classification_metrics(y, p).items()})
             history.append(metrics)
+        # After validation, before the checkpoint is written (a collective: every rank gets here).
+        metrics["worker_cpu_s"] = cpu_before + _sum_over_ranks(_process_cpu() - cpu_at_start, device)
         _report(metrics, model, opt, pre, epoch, history, config, rank)
     return {"history": history, "resumed_at": start}
 

@@ -24,7 +24,7 @@ from rich.console import Console
 
 from rayinfra.config import SearchDim, Settings, Spec
 from rayinfra.cost.accounting import training_resources
-from rayinfra.cost.budget import sweep_over_budget, training_spent, tune_samples
+from rayinfra.cost.budget import grid_size, sweep_over_budget, training_spent, tune_samples
 from rayinfra.runtime import TRIAL_CPU, ResourceLayout, init_ray
 from rayinfra.train.leaked_groups import LeakedGroups
 from rayinfra.train.trainer import (
@@ -107,7 +107,8 @@ def tune_search(spec: Spec, settings: Settings | None = None, version: int | Non
 
     t = spec.train
     layout = ResourceLayout.current()
-    concurrency = layout.tune_concurrency(t.num_workers, t.use_gpu)
+    # A search cut to fewer trials than fit side by side holds (and is charged for) only those.
+    concurrency = min(layout.tune_concurrency(t.num_workers, t.use_gpu), num_samples * grid_size(spec))
     epochs_dim = spec.tune.search_space.get("epochs")
     max_epochs = max(epochs_dim.grid or epochs_dim.choice or [base["epochs"]]) if epochs_dim else base["epochs"]
     tuner = tune.Tuner(

@@ -148,6 +148,10 @@ def test_entity_records_round_trip_merge_by_key_and_forget_beyond_the_horizon():
                                      np.array([[9.0, 9.0], [3.0, 7.0]])), horizon_ns=35 * H)  # fmt: skip
     assert later.keys.tolist() == [2.0, 3.0]  # key 1 (at 10h) is beyond 50h - 35h
     assert later.values[:, 0].tolist() == [9.0, 3.0]  # key 2's newer copy won
+    # A request may be as of a time one horizon before now: an event two horizons back is kept.
+    kept = first.merge(EntityEvents(np.array([3.0]), np.array([50 * H]), np.array([[3.0, 7.0]])), horizon_ns=35 * H,
+                       now_ns=60 * H)  # fmt: skip
+    assert kept.keys.tolist() == [1.0, 2.0, 3.0]  # key 1 (at 10h) is within 60h - 2 x 35h
 
 
 def test_an_aggregation_may_have_its_own_default():

@@ -4,6 +4,7 @@ parity with the training set's values, one read per batch, SQLite and a real Red
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -196,3 +197,13 @@ def test_the_cli_materializes_and_shows_what_a_request_would_get(tmp_path, monke
     assert shown.exit_code == 0 and "fresh" in shown.output and "unknown" in shown.output, shown.output
     demo = runner.invoke(app, ["features", "materialize", "--spec", str(ROOT / "jobs" / "specs" / "fraud.yaml")])
     assert demo.exit_code == 2 and "defines no feature_views" in demo.output
+
+
+def test_one_writer_at_a_time_holds_the_store(store):
+    """A second materialization waits for the first: each reads, merges and writes records back."""
+    entered = threading.Event()
+    with store.writer():
+        second = threading.Thread(target=lambda: (store.writer().__enter__(), entered.set()), daemon=True)
+        second.start()
+        assert not entered.wait(0.5)  # blocked while the first holds it
+    assert entered.wait(10)  # and in once it is released
