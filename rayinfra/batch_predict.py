@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from rayinfra import audit, registry
 from rayinfra.config import ColumnSpec, Contract, Settings, Spec
+from rayinfra.cost.accounting import metered
 from rayinfra.data.contract import arrow_schema
 from rayinfra.data.tables import Table, TableError, read_version
 from rayinfra.errors import RayinfraError
@@ -134,9 +135,13 @@ def score_table(
     run_id, scored_at = uuid.uuid4().hex, datetime.now(UTC)
     stamp = {"model_name": spec.model_name, "model_version": model_version, "input_table_uri": table.uri,
              "input_table_version": version, "scored_at": scored_at}  # fmt: skip
-    scored = _scored(spec, settings, table, stamp, batch_rows)
     meta = {"batch_run": run_id, **{k: str(v) for k, v in stamp.items() if k != "scored_at"}}
-    rows, output_version = _commit(output, spec.contract.key, scored, meta)
+    layout = init_ray(settings)
+    held_cpus = scorer_resources(layout)["concurrency"][1] + layout.data_cpus  # the scorer pool at its largest
+    with metered("batch", spec.model_name, f"batch:{run_id}", settings, held_cpus, model_version):
+        rows, output_version = _commit(
+            output, spec.contract.key, _scored(spec, settings, table, stamp, batch_rows), meta
+        )
     result = ScoreResult(run_id, rows, spec.model_name, model_version, table.uri, version, output.uri,
                          output_version, scored_at)  # fmt: skip
     audit.record("batch_predict", f"scored {table.uri}@v{version}", settings, model=spec.model_name, version=model_version,

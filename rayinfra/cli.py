@@ -18,6 +18,7 @@ import typer
 from rayinfra.audit_cli import audit_app
 from rayinfra.cli_output import DEFAULT_SPEC, SpecOpt, console, fail, guard, load_task, rich_table, task_table
 from rayinfra.config import RAY_LOGS, Settings
+from rayinfra.cost.accounting import metered
 from rayinfra.cost_cli import cost_cmd
 from rayinfra.data_cli import data_app, print_summary
 from rayinfra.drift_cli import drift_app
@@ -157,8 +158,9 @@ def ingest(
     """Validate files against the contract and append them to the table (one commit)."""
     from rayinfra.data.ingest import ingest_files
 
-    table = task_table(spec)
-    done = guard(lambda: ingest_files(table, files))
+    table, task = task_table(spec), load_task(spec)
+    with metered("ingest", task.model_name, f"ingest:{table.uri}", Settings()):
+        done = guard(lambda: ingest_files(table, files))
     if done.duplicate:
         console.print(f"{table.uri}: these files were ingested before; nothing added (version {done.version})")
     else:

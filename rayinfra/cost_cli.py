@@ -11,7 +11,7 @@ import typer
 
 from rayinfra.cli_output import DEFAULT_SPEC, SpecOpt, console, guard, load_task, rich_table
 from rayinfra.config import Settings, Spec
-from rayinfra.cost.budget import by_version, retrain_estimate, training_spent
+from rayinfra.cost.budget import by_version, other_jobs, retrain_estimate, training_spent
 from rayinfra.cost.clouds import CONFIGS, estimate
 from rayinfra.cost.definitions import usd
 from rayinfra.cost.ledger import TRAINING, entries
@@ -52,6 +52,7 @@ def cost_cmd(
         "train_budget_usd": budget,
         "next_retrain_estimate": next_run,
         "versions": rows,
+        "other_jobs": (others := other_jobs(task, settings)),
     }
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
@@ -68,6 +69,8 @@ def cost_cmd(
         out.add_row(version, usd(r["train"]), usd(r["tune"]), usd(r["retrain"]), f"{r['cpu_s'] / 3600:.3f}",
                     usd(r["serve"]), f"{r['predictions']:,}", usd(r["per_1k_predictions"]))  # fmt: skip
     console.print(out)
+    for kind, job in others.items():
+        console.print(f"{kind}: {int(job['jobs'])} job(s), {usd(job['cost'])}", highlight=False)
     limit = "no training budget" if budget is None else f"budget ${budget:.4f}"
     console.print(
         f"training in the last {task.cost.period_days:g} days: {usd(spent)} "

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from rayinfra.config import Settings, Spec
+from rayinfra.cost.accounting import metered
 from rayinfra.data import synthetic
 from rayinfra.data.contract import ContractViolation
 from rayinfra.data.ingest import ingest_files, ingest_records
@@ -74,7 +75,8 @@ def run_demo(spec: Spec, settings: Settings, rows: int = 100_000, console: Conso
         pq.write_table(draw(spec, rows - half, base + 1, start_id + half), parquet_path)
 
     with _stage(console, result, "ingest files", f"{csv_path.name}, {parquet_path.name}"):
-        result.versions.append(ingest_files(table, [csv_path, parquet_path]).version)
+        with metered("ingest", spec.model_name, f"ingest:{table.uri}", settings):
+            result.versions.append(ingest_files(table, [csv_path, parquet_path]).version)
 
     with _stage(console, result, "micro-batch", "1,000 records"):
         batch = draw(spec, 1_000, base + 2, start_id + rows, days=1).to_pylist()

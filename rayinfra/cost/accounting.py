@@ -9,7 +9,10 @@ reserved core costs the same busy or idle); the MLflow run of the version gets t
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from rayinfra.config import Settings, Spec
@@ -55,3 +58,25 @@ def account(usage: Usage, settings: Settings, client: MlflowClient | None = None
         except Exception:  # the ledger has it; a tracking hiccup must not fail a finished run
             log.exception("could not log the cost of %s on run %s", usage.job, run_id)
     return cost
+
+
+@contextmanager
+def metered(kind: Kind, model: str, job: str, settings: Settings, cpus: float = 1.0,
+            version: int | None = None) -> Iterator[None]:  # fmt: skip
+    """Record the block as one job of ``kind`` that held ``cpus`` for its wall time, with the
+    CPU time this process used in it (``worker_cpu_s``): ingest and batch scoring, which run
+    in the driver (and, for scoring, in Ray Data's actors: ``cpus`` counts them). A block
+    that raises records nothing: a refused ingest changed nothing and costs next to nothing."""
+    started, cpu = time.time(), _process_cpu()
+    yield
+    usage = held(kind, model, job, started, time.time(), cpus, version=version,
+                 worker_cpu_s=_process_cpu() - cpu)  # fmt: skip
+    try:
+        record(usage, settings)
+    except OSError:  # the ledger's disk: the job itself succeeded
+        log.exception("could not record the cost of %s", job)
+
+
+def _process_cpu() -> float:
+    t = os.times()
+    return t.user + t.system

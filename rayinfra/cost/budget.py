@@ -150,3 +150,15 @@ def by_version(spec: Spec, settings: Settings) -> list[dict[str, Any]]:
         per_1k = row["serve"] / row["predictions"] * 1000 if row["predictions"] else None
         out.append({"version": version, **row, "training": training, "per_1k_predictions": per_1k})
     return out
+
+
+def other_jobs(spec: Spec, settings: Settings) -> dict[str, dict[str, float]]:
+    """Jobs that make no version: ingest and batch scoring, each kind's count, cost and CPU used."""
+    out: dict[str, dict[str, float]] = {}
+    for u in entries(settings, spec.model_name):
+        if u.kind in ("ingest", "batch"):
+            row = out.setdefault(u.kind, {"jobs": 0, "cost": 0.0, "cpu_used_s": 0.0})
+            row["jobs"] += 1
+            row["cost"] += u.cost(settings)
+            row["cpu_used_s"] += u.worker_cpu_s
+    return out

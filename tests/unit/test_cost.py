@@ -149,3 +149,18 @@ def test_a_meter_without_a_watcher_flushes_a_due_interval_when_it_next_answers(s
         (3, pytest.approx(0.8)),
         (4, pytest.approx(1.2)),
     ]
+
+
+def test_a_metered_job_records_its_wall_time_held_cpus_and_the_cpu_it_used(settings):
+    from rayinfra.cost.accounting import metered
+    from rayinfra.cost.budget import other_jobs
+
+    with metered("ingest", "m", "ingest:t", settings, cpus=1.0):
+        sum(i * i for i in range(300_000))  # some CPU in this process
+    with pytest.raises(ValueError), metered("ingest", "m", "ingest:t", settings):
+        raise ValueError("refused: nothing appended")
+    [usage] = entries(settings)  # a refused job records nothing
+    assert usage.kind == "ingest" and usage.cpu_s == pytest.approx(usage.wall_s) and 0 < usage.worker_cpu_s
+    assert other_jobs(_spec(), settings) == {}  # the demo model's: none (the job was model "m"'s)
+    mine = _spec().model_copy(update={"registry": _spec().registry.model_copy(update={"model_name": "m"})})
+    assert other_jobs(mine, settings)["ingest"]["jobs"] == 1
