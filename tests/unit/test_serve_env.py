@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,23 @@ def test_a_real_logs_folder_in_home_is_left_alone(tmp_path: Path) -> None:
     (tmp_path / "logs" / "mine.txt").write_text("keep")
     assert runtime.link_logs(tmp_path, tmp_path / "elsewhere") is None
     assert (tmp_path / "logs" / "mine.txt").read_text() == "keep"
+
+
+def test_haproxy_an_earlier_ray_of_this_home_left_behind_is_stopped_and_no_other(tmp_path: Path) -> None:
+    """A killed demo's HAProxy keeps the public port; the next deploy stops it first. Stand-ins
+    named haproxy: one on this home's state directory (stopped), one on another's (kept)."""
+    fake = tmp_path / "bin" / "haproxy"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nsleep 60\n")  # not exec: the shell keeps the name and arguments
+    fake.chmod(0o755)
+    mine, other = Settings(home=tmp_path / "mine"), Settings(home=tmp_path / "other")
+    stale = subprocess.Popen([str(fake), "-db", "-f", str(runtime.haproxy_state_dir(mine) / "cfg")])
+    kept = subprocess.Popen([str(fake), "-db", "-f", str(runtime.haproxy_state_dir(other) / "cfg")])
+    try:
+        time.sleep(0.3)
+        assert runtime.reap_stale_haproxy(mine) == [stale.pid]
+        assert stale.wait(timeout=5) is not None and kept.poll() is None
+    finally:
+        for proc in (stale, kept):
+            proc.kill()
+            proc.wait()
