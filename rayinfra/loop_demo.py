@@ -35,7 +35,9 @@ LOOP_OVERRIDES: dict[str, Any] = {
     "serve.challenger_cpus": 0.1,
     "monitor.window_rows": 1000, "monitor.windows_to_trigger": 2, "monitor.flush_s": 1, "monitor.flush_rows": 500,
     "monitor.cooldown_s": 120, "monitor.backoff_s": 10, "monitor.max_retries": 1,
-    "registry.challenger_deadline_s": 240,
+    # Long enough for the 15,000 labels the challenger stage is sent at the views demo's pace
+    # (a label round every 100 records): at 240 s one run expired with 11,600 of them in.
+    "registry.challenger_deadline_s": 420,
 }  # fmt: skip
 CHALLENGER_ROWS = 15_000  # more labelled drifted traffic, when the gate leaves the candidate to the challenger stage
 AFTER_SWITCH_ROWS = 2_000  # traffic after the switch, so the timeline shows the new version answering
