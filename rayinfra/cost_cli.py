@@ -25,6 +25,13 @@ def _usd_small(value: float | None) -> str:
     return f"${value:.{decimals}f}"
 
 
+def _usd_compact(value: float | None) -> str:
+    """Fractions of a cent with their digits in a narrow cell: $0.0012, $7.1e-06."""
+    if value is None:
+        return ""
+    return f"${value:.4f}" if value == 0 or value >= 0.001 else f"${value:.1e}"
+
+
 def cost_cmd(
     spec: SpecOpt = DEFAULT_SPEC,
     as_json: Annotated[bool, typer.Option("--json", help="The same figures as JSON.")] = False,
@@ -63,11 +70,12 @@ def cost_cmd(
         f"(estimates as of {p.as_of}; RAYINFRA_PRICES sets them)",
         highlight=False,
     )
-    out = rich_table("version", "train", "tune", "retrain", "CPU-h", "serve", "answers", "per 1k")
+    out = rich_table("version", "train", "tune", "retrain", "serve", "answers", "per 1k")  # CPU-h: --json, --on
     for r in rows:
-        version = "" if r["version"] is None else f"v{r['version']}"
-        out.add_row(version, usd(r["train"]), usd(r["tune"]), usd(r["retrain"]), f"{r['cpu_s'] / 3600:.3f}",
-                    usd(r["serve"]), f"{r['predictions']:,}", usd(r["per_1k_predictions"]))  # fmt: skip
+        version = "none" if r["version"] is None else f"v{r['version']}"  # serving before any version loaded
+        cells = [_usd_compact(r[k]) for k in ("train", "tune", "retrain")]
+        out.add_row(version, *cells, _usd_compact(r["serve"]), f"{r['predictions']:,}",
+                    _usd_compact(r["per_1k_predictions"]))  # fmt: skip
     console.print(out)
     for kind, job in others.items():
         console.print(f"{kind}: {int(job['jobs'])} job(s), {usd(job['cost'])}", highlight=False)
