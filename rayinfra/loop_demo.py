@@ -160,10 +160,11 @@ class TrafficClock:
 
 
 def _records(spec: Spec, n: int, seed: int, drift: float, start_id: int,
-             clock: TrafficClock) -> tuple[list[dict], list[int]]:  # fmt: skip
+             clock: TrafficClock | None = None) -> tuple[list[dict], list[int]]:  # fmt: skip
     """``n`` records as a client sends them, and their labels. On feature views a client sends
-    the raw event, its time and the card, not aggregates: the platform computes those."""
-    days, end = clock.advance(n)
+    the raw event, its time and the card, not aggregates: the platform computes those.
+    ``clock``: where these payments fall after the previous ones (default: right after the history)."""
+    days, end = (clock or TrafficClock()).advance(n)
     frame = draw(spec, n, seed, start_id, drift=drift, days=days, end_us=end).to_pandas()
     labels = frame["is_fraud"].astype(int).tolist()
     keep = [*spec.request_features, spec.contract.key, spec.contract.event_time] if spec.uses_views else frame.columns

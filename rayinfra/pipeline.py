@@ -150,13 +150,15 @@ def train_and_register(
 
 def _accounted(
     kind: Kind, spec: Spec, settings: Settings, out: Registered, started: float, concurrency: int = 1, runs: int = 1,
-    worker_cpu_s: float | None = None,
+    worker_cpu_s: float | None = None, memory_gb: float | None = None,
 ) -> Registered:  # fmt: skip
     """``out``, after its resources are in the cost ledger and its cost on its MLflow run;
-    ``worker_cpu_s``: its workers' CPU time, when not its own run's (a search's trials)."""
+    ``worker_cpu_s``, ``memory_gb``: its workers' CPU time and memory, when not its own run's
+    (a search's trials)."""
     layout, name = ResourceLayout.current(), out.outcome.name
     used = out.outcome.worker_cpu_s if worker_cpu_s is None else worker_cpu_s
-    usage = training_usage(kind, spec, layout, started, out.model_version, name, concurrency, runs, used)
+    memory = out.outcome.worker_memory_gb if memory_gb is None else memory_gb
+    usage = training_usage(kind, spec, layout, started, out.model_version, name, concurrency, runs, used, memory)
     account(usage, settings, registry.client(settings), out.run_id)
     return out
 
@@ -197,5 +199,8 @@ def tune_and_register(spec: Spec, settings: Settings | None = None, version: int
     registered = register_and_gate(spec, settings, search.best, parent_run_id=parent)
     # The whole search is the version's cost: every trial, kept or stopped, held its share.
     used = sum(t.worker_cpu_s for t in search.trials)
-    _accounted("tune", spec, settings, registered, started, search.concurrency, max(1, len(search.trials)), used)
+    # Trials run `concurrency` at a time over the search's wall time: that many trials' memory is held.
+    memory = max((t.worker_memory_gb for t in search.trials), default=0.0) * search.concurrency
+    _accounted("tune", spec, settings, registered, started, search.concurrency, max(1, len(search.trials)), used,
+               memory)  # fmt: skip
     return Tuned(search, registered)

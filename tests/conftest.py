@@ -75,11 +75,14 @@ def train_home(tmp_path_factory, ray_session):
 
 
 def reset_monitor(spec, settings) -> None:
-    """Kill the model's drift monitor actor, if any, and delete its state: the next one starts fresh."""
+    """Kill the model's drift monitor actor, if any, and delete its state: the next one starts
+    fresh. A challenger an earlier test's gate left is dropped too: a monitor would judge it on
+    live labels, and start no retrain meanwhile."""
     import shutil
 
     import ray
 
+    from rayinfra import registry
     from rayinfra.monitor.monitor import actor_name, state_dir
 
     try:
@@ -87,6 +90,8 @@ def reset_monitor(spec, settings) -> None:
     except ValueError:
         pass
     shutil.rmtree(state_dir(spec, settings), ignore_errors=True)
+    if registry.alias_version(spec.model_name, registry.CHALLENGER, settings) is not None:
+        registry.client(settings).delete_registered_model_alias(spec.model_name, registry.CHALLENGER)
 
 
 def small_spec(**overrides):

@@ -68,8 +68,6 @@ def decide(state: PolicyState, now: float, m: MonitorSpec) -> Decision:
         return Decision(Action.WAIT, wait)
     if state.labels < m.min_labels:
         return Decision(Action.WAIT, f"{state.labels} of {m.min_labels} labels of the new traffic")
-    if state.judging is not None:  # a new candidate would end that stage unjudged, and start it over
-        return Decision(Action.WAIT, f"v{state.judging} is being judged on live labels (the challenger stage)")
     if job and job["status"] != "SUCCEEDED" and job.get("retry_at") is not None:
         if now < job["retry_at"]:
             left = job["retry_at"] - now
@@ -82,8 +80,13 @@ def decide(state: PolicyState, now: float, m: MonitorSpec) -> Decision:
 
 
 def _paid(state: PolicyState, start: Decision) -> Decision:
-    """``start``, unless the training budget cannot pay for it: then nothing is submitted."""
-    return Decision(Action.WAIT, state.budget_refusal) if state.budget_refusal else start
+    """``start``, unless the training budget cannot pay for it (then nothing is submitted), or
+    live labels are judging the last candidate (a new one would end that stage unjudged)."""
+    if state.budget_refusal:
+        return Decision(Action.WAIT, state.budget_refusal)
+    if state.judging is not None:
+        return Decision(Action.WAIT, f"v{state.judging} is being judged on live labels (the challenger stage)")
+    return start
 
 
 def _trigger_wait(state: PolicyState, m: MonitorSpec) -> str | None:

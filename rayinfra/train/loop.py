@@ -10,13 +10,16 @@ from epoch 0.
 Each report also carries ``worker_cpu_s``: the CPU time the workers' processes (all their
 threads: torch's, Ray Data's iterator) have used in this loop up to the epoch's checkpoint,
 summed over ranks and over earlier attempts up to the checkpoint they resumed from; the cost
-ledger records it beside the resources the run held. ``loop_started_at`` says when the loop
+ledger records it beside the resources the run held. ``worker_memory_gb``: the workers' peak
+resident memory, summed over ranks (Ray reserves no memory for them; the ledger holds it for
+the run's wall time). ``loop_started_at`` says when the loop
 began, so the figure can be checked against the processes' own counters.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import tempfile
 import time
@@ -89,7 +92,8 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
             metrics.update({f"val_{k}": v for k, v in classification_metrics(y, p).items()})
             history.append(metrics)
         # After validation, before the checkpoint is written (a collective: every rank gets here).
-        metrics["worker_cpu_s"] = cpu_before + _sum_over_ranks(_process_cpu() - cpu_at_start, device)
+        cpu, memory = _sum_over_ranks([_process_cpu() - cpu_at_start, _peak_rss_gb()], device)
+        metrics.update(worker_cpu_s=cpu_before + cpu, worker_memory_gb=memory)
         _report(metrics, model, opt, pre, epoch, history, config, rank)
     return {"history": history, "resumed_at": start}
 
@@ -176,13 +180,18 @@ def _process_cpu() -> float:
     return t.user + t.system
 
 
-def _sum_over_ranks(value: float, device: torch.device) -> float:
-    """``value`` summed over the worker group (every rank must call it: a collective)."""
+def _peak_rss_gb() -> float:
+    """The most resident memory this process has held (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
+    """``values`` summed over the worker group, in one collective (every rank must call it)."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return value
-    total = torch.tensor([value], dtype=torch.float64, device=device)
+        return values
+    total = torch.tensor(values, dtype=torch.float64, device=device)
     torch.distributed.all_reduce(total)
-    return float(total.item())
+    return [float(v) for v in total.tolist()]
 
 
 def _resume(model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list[dict[str, Any]]]:

@@ -75,6 +75,11 @@ class TrainOutcome:
         """CPU seconds the run's Train workers used (summed over ranks), from its last report."""
         return float(self.history[-1].get("worker_cpu_s", 0.0)) if self.history else 0.0
 
+    @property
+    def worker_memory_gb(self) -> float:
+        """The peak resident memory of the run's Train workers (summed over ranks), from its last report."""
+        return float(self.history[-1].get("worker_memory_gb", 0.0)) if self.history else 0.0
+
 
 # ----------------------------------------------------------------------------- data
 def prepare_data(

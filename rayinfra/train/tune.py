@@ -56,6 +56,11 @@ class TrialSummary:
         """CPU seconds the trial's Train workers used, from its last report (stopped early: so far)."""
         return float(self.history[-1].get("worker_cpu_s", 0.0)) if self.history else 0.0
 
+    @property
+    def worker_memory_gb(self) -> float:
+        """The peak resident memory of the trial's Train workers (summed over ranks), from its last report."""
+        return float(self.history[-1].get("worker_memory_gb", 0.0)) if self.history else 0.0
+
 
 @dataclass
 class TuneOutcome:
@@ -153,7 +158,11 @@ def _summary(result, spec: Spec) -> TrialSummary:
     metric = spec.tune.metric
     best = df[metric].max() if spec.tune.mode == "max" else df[metric].min()
     history = df[
-        [c for c in df.columns if c.startswith(("val_", "train_")) or c in ("epoch", "worker_cpu_s", CHECKPOINT_KEY)]
+        [
+            c
+            for c in df.columns
+            if c.startswith(("val_", "train_")) or c in ("epoch", "worker_cpu_s", "worker_memory_gb", CHECKPOINT_KEY)
+        ]
     ].to_dict("records")
     epochs = int(df["training_iteration"].max())
     status = (

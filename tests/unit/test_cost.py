@@ -161,6 +161,7 @@ def test_a_metered_job_records_its_wall_time_held_cpus_and_the_cpu_it_used(setti
         raise ValueError("refused: nothing appended")
     [usage] = entries(settings)  # a refused job records nothing
     assert usage.kind == "ingest" and usage.cpu_s == pytest.approx(usage.wall_s) and 0 < usage.worker_cpu_s
+    assert usage.memory_gb_s > 0  # this process's peak memory, held for the job's wall time
     assert other_jobs(_spec(), settings) == {}  # the demo model's: none (the job was model "m"'s)
     mine = _spec().model_copy(update={"registry": _spec().registry.model_copy(update={"model_name": "m"})})
     assert other_jobs(mine, settings)["ingest"]["jobs"] == 1
