@@ -57,8 +57,24 @@ class PreparedData:
     window: Window | None = None  # the rows chosen for a retrain (None: every labelled row)
 
 
+class WorkerUsage:
+    """What a run's Train workers used, from its last report (`train_loop` adds both figures,
+    summed over ranks); a run stopped early: so far. Needs a ``history`` of reported metrics."""
+
+    history: list[dict[str, Any]]
+
+    @property
+    def worker_cpu_s(self) -> float:
+        return float(self.history[-1].get("worker_cpu_s", 0.0)) if self.history else 0.0
+
+    @property
+    def worker_memory_gb(self) -> float:
+        """Peak resident memory."""
+        return float(self.history[-1].get("worker_memory_gb", 0.0)) if self.history else 0.0
+
+
 @dataclass
-class TrainOutcome:
+class TrainOutcome(WorkerUsage):
     name: str
     params: dict[str, Any]
     data: PreparedData
@@ -69,16 +85,6 @@ class TrainOutcome:
     resumed_at: int
     model: torch.nn.Module
     seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def worker_cpu_s(self) -> float:
-        """CPU seconds the run's Train workers used (summed over ranks), from its last report."""
-        return float(self.history[-1].get("worker_cpu_s", 0.0)) if self.history else 0.0
-
-    @property
-    def worker_memory_gb(self) -> float:
-        """The peak resident memory of the run's Train workers (summed over ranks), from its last report."""
-        return float(self.history[-1].get("worker_memory_gb", 0.0)) if self.history else 0.0
 
 
 # ----------------------------------------------------------------------------- data

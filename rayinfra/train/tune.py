@@ -31,6 +31,7 @@ from rayinfra.train.trainer import (
     PreparedData,
     TrainingError,
     TrainOutcome,
+    WorkerUsage,
     build_trainer,
     evaluate,
     load_checkpoint,
@@ -43,23 +44,13 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class TrialSummary:
+class TrialSummary(WorkerUsage):
     trial_id: str
     params: dict[str, Any]
     epochs: int
     best_score: float
     status: str
     history: list[dict[str, Any]]
-
-    @property
-    def worker_cpu_s(self) -> float:
-        """CPU seconds the trial's Train workers used, from its last report (stopped early: so far)."""
-        return float(self.history[-1].get("worker_cpu_s", 0.0)) if self.history else 0.0
-
-    @property
-    def worker_memory_gb(self) -> float:
-        """The peak resident memory of the trial's Train workers (summed over ranks), from its last report."""
-        return float(self.history[-1].get("worker_memory_gb", 0.0)) if self.history else 0.0
 
 
 @dataclass
