@@ -12,8 +12,9 @@ threads: torch's, Ray Data's iterator) have used in this loop up to the epoch's 
 summed over ranks and over earlier attempts up to the checkpoint they resumed from; the cost
 ledger records it beside the resources the run held. ``worker_memory_gb``: the workers' peak
 resident memory, summed over ranks (Ray reserves no memory for them; the ledger holds it for
-the run's wall time). ``loop_started_at`` says when the loop
-began, so the figure can be checked against the processes' own counters.
+the run's wall time). ``loop_started_at`` and ``measured_at``
+say when the loop began and the figures were taken, so they can be checked against the
+processes' own counters.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
             history.append(metrics)
         # After validation, before the checkpoint is written (a collective: every rank gets here).
         cpu, memory = _sum_over_ranks([_process_cpu() - cpu_at_start, _peak_rss_gb()], device)
-        metrics.update(worker_cpu_s=cpu_before + cpu, worker_memory_gb=memory)
+        metrics.update(worker_cpu_s=cpu_before + cpu, worker_memory_gb=memory, measured_at=time.time())
         _report(metrics, model, opt, pre, epoch, history, config, rank)
     return {"history": history, "resumed_at": start}
 
