@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,41 @@ def run_module(module: str, timeout: float) -> subprocess.CompletedProcess:
     its own (this session may already run a Ray)."""
     return subprocess.run([sys.executable, "-m", module], check=False, cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
+
+
+def stop_serve(timeout_s: float = 120.0) -> None:
+    """Delete Serve's applications, then Serve, and wait until its controller is gone.
+
+    ``serve.shutdown()`` alone gives the controller 30 s, and an ingress behind HAProxy spends
+    all of them staying reachable (Ray's load-balancer deregistration window). Serve's client
+    then kills the controller, which lives on for a moment and ignores the next deploy: a
+    ``serve deploy`` right after it found no application at all."""
+    import ray
+    from ray import serve
+    from ray.exceptions import RayActorError
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+    from ray.serve.exceptions import RayServeException
+
+    def running() -> bool:
+        try:
+            ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        except ValueError:
+            return False
+        return True
+
+    try:
+        if running():
+            for name in serve.status().applications:
+                serve.delete(name)  # blocks until the app's replicas have drained and stopped
+            serve.shutdown()
+    except (RayActorError, RayServeException):
+        pass  # a shutdown begun elsewhere (`serve shutdown`) ended the controller meanwhile
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if not running():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"Serve's controller still runs {timeout_s:g} s after serve.shutdown()")
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ import requests
 
 from rayinfra import audit, registry
 from rayinfra.data import synthetic
-from tests.conftest import free_port, small_spec
+from tests.conftest import free_port, small_spec, stop_serve
 
 KEY = "stage-key-0123456789 predict feedback"
 DEADLINE_S = 45
@@ -26,7 +26,6 @@ def _spec():
 
 @pytest.fixture(scope="module")
 def stage_home(tmp_path_factory, ray_session):
-    from ray import serve
 
     from rayinfra.config import Settings
     from rayinfra.data.tables import Table
@@ -42,7 +41,7 @@ def stage_home(tmp_path_factory, ray_session):
     registry.set_challenger(spec, v2, "test: a challenger on stage", settings)
     url = deploy(spec, settings)
     yield settings, url
-    serve.shutdown()  # Serve's HTTP options are fixed while it runs: the next module starts its own
+    stop_serve()  # Serve's HTTP options are fixed while it runs: the next module starts its own
 
 
 def test_an_undecided_challenger_shadows_collects_pairs_and_expires(stage_home):

@@ -10,7 +10,7 @@ import numpy as np
 import requests
 
 from rayinfra.data import synthetic
-from tests.conftest import free_port, small_spec
+from tests.conftest import free_port, small_spec, stop_serve
 
 KEY = "features-test-key-0123456789"
 VIEWS = {
@@ -34,7 +34,6 @@ def _post(url: str, records: list[dict]) -> requests.Response:
 
 def test_a_model_on_feature_views_trains_point_in_time_and_serves_looked_up_values(tmp_path, ray_session):
     import ray
-    from ray import serve
 
     from rayinfra import registry
     from rayinfra.config import Settings
@@ -94,7 +93,7 @@ def test_a_model_on_feature_views_trains_point_in_time_and_serves_looked_up_valu
             refused = _post(url, [at(-30), at(late)])
             assert refused.status_code == 422 and "event_time" in refused.text and problem in refused.text
     finally:
-        serve.shutdown()
+        stop_serve()
         ray.kill(ray.get_actor(actor_name(spec), namespace="rayinfra"))  # detached: it would outlive the test
     # Batch scoring reads the same views, point in time, row by row.
     from rayinfra.batch_predict import score_table

@@ -7,7 +7,7 @@ from rich.console import Console
 
 from rayinfra import audit, registry
 from rayinfra.data import synthetic
-from tests.conftest import free_port, small_spec
+from tests.conftest import free_port, small_spec, stop_serve
 
 # Both models must learn before the gate can judge them: the demo's 2 epochs of 512-row
 # batches are 12 optimizer steps on 4,000 rows, and then PR-AUC on ~900 recent rows
@@ -20,7 +20,6 @@ TRAINED = {"train.epochs": 6, "train.batch_size": 128, "train.learning_rate": 0.
 
 
 def test_the_loop_closes_by_itself(tmp_path, ray_session):
-    from ray import serve
 
     from rayinfra.config import Settings
     from rayinfra.data.tables import Table
@@ -34,7 +33,7 @@ def test_the_loop_closes_by_itself(tmp_path, ray_session):
     try:
         result = run_loop(spec, settings, Console(width=120), drifted_rows=6000, tune=False, overrides=TRAINED)
     finally:
-        serve.shutdown()
+        stop_serve()
     gates = [e["reason"] for e in audit.entries(settings, "gate")]
     assert result.retrain["status"] == "SUCCEEDED", result.retrain
     assert result.champion_after != result.champion_before, f"the retrained model did not pass the gate: {gates}"

@@ -15,7 +15,7 @@ from sklearn.metrics import average_precision_score
 from rayinfra import registry
 from rayinfra.data import synthetic
 from rayinfra.serve.auth import hash_key, key_id
-from tests.conftest import free_port, reset_monitor, small_spec
+from tests.conftest import free_port, reset_monitor, small_spec, stop_serve
 from tests.integration.test_loop import TRAINED
 
 HONEST = [f"honest-labeller-{n}-0123456789" for n in range(3)]
@@ -60,7 +60,6 @@ def _clean_pr_auc(spec, settings, version: int) -> float:
 
 
 def test_a_flood_of_flipped_labels_from_one_key_does_not_promote_a_worse_model(tmp_path, ray_session):
-    from ray import serve
 
     from rayinfra.config import Settings
     from rayinfra.data.tables import Table
@@ -93,7 +92,7 @@ def test_a_flood_of_flipped_labels_from_one_key_does_not_promote_a_worse_model(t
         status = _wait(honest.drift, lambda s: (s.get("retrain") or {}).get("status") in TERMINAL, 600, "the job")
         after = registry.alias_version(spec.model_name, registry.CHAMPION, settings)
     finally:
-        serve.shutdown()
+        stop_serve()
     counts = LabelLedger.for_spec(spec, settings).key_counts(dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
     share = counts[key_id(hash_key(ATTACKER))] / sum(counts.values())
     assert refused > 0 and accepted > 0 and share <= CAP, (counts, accepted, refused)

@@ -16,7 +16,7 @@ import pytest
 
 from rayinfra.data.tables import Table
 from rayinfra.serve.predlog import LOG_CONTRACT
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_serve
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def serve_instance(ray_session):
 
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
     yield serve
-    serve.shutdown()
+    stop_serve()
 
 
 def test_sigterm_to_a_loaded_replica_loses_no_answered_row(serve_instance, tmp_path):

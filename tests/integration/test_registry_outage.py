@@ -16,7 +16,7 @@ import requests
 from rayinfra.config import Settings
 from rayinfra.data import synthetic
 from rayinfra.registry import lifecycle
-from tests.conftest import free_port, register_bundle, small_spec
+from tests.conftest import free_port, register_bundle, small_spec, stop_serve
 
 START_TIMEOUT_S = 90
 
@@ -52,7 +52,7 @@ def serve_instance(ray_session):
 
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
     yield serve
-    serve.shutdown()
+    stop_serve()
 
 
 def test_a_replica_killed_while_mlflow_is_down_comes_back_serving_the_champion(serve_instance, tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ import requests
 
 from rayinfra import registry
 from rayinfra.data import synthetic
-from tests.conftest import free_port, small_spec
+from tests.conftest import free_port, small_spec, stop_serve
 
 KEY = "test-key-0123456789"
 PREDICT_ONLY = "predict-only-key-0123"
@@ -69,10 +69,8 @@ class _App:
 
 @pytest.fixture(scope="module")
 def app(home):
-    from ray import serve
-
     yield _App(home)
-    serve.shutdown()
+    stop_serve()
 
 
 @pytest.fixture
@@ -607,13 +605,12 @@ def test_serve_config_deploys_with_the_serve_cli(app, home, tmp_path):
 
     import ray
     import yaml
-    from ray import serve
 
     from rayinfra.config import Settings
     from rayinfra.serve import auth
     from tests.conftest import ROOT
 
-    serve.shutdown()  # the Python-deployed app of this module makes way for the CLI's
+    stop_serve()  # the Python-deployed app of this module makes way for the CLI's
     app.overrides = None
     key_home = tmp_path / "cli-home"
     config = yaml.safe_load((ROOT / "serve_configs" / "fraud.yaml").read_text())
