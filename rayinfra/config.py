@@ -727,6 +727,13 @@ class Settings(BaseSettings):
         "serve HTTP themselves: the fast path) or 'proxy' (Serve's Python proxy). Fixed when Ray starts: a local "
         "Ray takes it from here; a cluster from the environment of `ray start` (cluster/env/*.env).",
     )
+    serve_drain_s: float = Field(
+        2.0, ge=0, le=300,
+        description="Seconds a stopping ingress replica stays reachable behind HAProxy before it refuses new "
+        "connections (HAProxy retries those on another replica). A local Ray's only balancer is Serve's own "
+        "HAProxy, reconfigured within a second; Ray's default, 30 s, is for outside load balancers to "
+        "deregister the replica, and the cluster configs keep it. Fixed when a local Ray starts.",
+    )  # fmt: skip
     prices: Prices = Field(
         default_factory=Prices, description="$ per core-hour, GPU-hour and GiB-hour (JSON); estimates to edit."
     )

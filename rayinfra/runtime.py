@@ -223,6 +223,8 @@ def serve_env(settings: Settings) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(state / "metrics.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(state),
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(state / "server-state"),
+        # Every redeploy that replaces the ingress, and every shutdown, waits this long.
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": f"{settings.serve_drain_s:g}",
     }
 
 

@@ -26,6 +26,15 @@ def test_the_default_is_haproxy_over_direct_ingress(tmp_path: Path) -> None:
         assert len(str(bound).encode()) < 108, bound
 
 
+def test_a_local_ingress_drains_for_seconds_not_for_an_outside_balancer(tmp_path: Path) -> None:
+    from ray.serve._private import constants
+
+    name = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
+    assert hasattr(constants, name)  # the variable Ray 2.60 reads; a rename would leave 30 s behind silently
+    assert runtime.serve_env(Settings(home=tmp_path))[name] == "2"
+    assert runtime.serve_env(Settings(home=tmp_path, serve_drain_s=30))[name] == "30"
+
+
 def test_two_homes_do_not_share_haproxy_files(tmp_path: Path) -> None:
     a = runtime.serve_env(Settings(home=tmp_path / "a"))
     b = runtime.serve_env(Settings(home=tmp_path / "b"))
