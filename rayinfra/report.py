@@ -26,9 +26,9 @@ from rayinfra import audit, registry
 from rayinfra.config import Settings, Spec
 from rayinfra.cost.budget import by_version
 from rayinfra.cost.definitions import usd
+from rayinfra.data.served_tables import log_table
 from rayinfra.monitor.store import read_state
 from rayinfra.registry.lineage import Lineage
-from rayinfra.serve.served_tables import log_table
 
 MOVES = ("promote", "rollback", "challenger", "challenger_reject", "challenger_expired")
 BUCKETS = 80  # the answering timeline is drawn in about this many time steps

@@ -7,6 +7,7 @@
 - `aliases`: the alias names (champion, challenger), importable without MLflow;
 - `cache`: verified bundles on this machine, served while MLflow is down;
 - `gate`: the gate's statistics (paired bootstrap, three verdicts), pure numpy.
+- `candidate`: a trained model's one way in: logged, registered, pinned, calibrated, gated.
 
 Names are re-exported here lazily: ``from rayinfra.registry.gate import judge`` does not
 import MLflow, and ``registry.load`` and friends keep working for every caller.

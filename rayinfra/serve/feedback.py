@@ -25,11 +25,11 @@ from rayinfra import audit
 from rayinfra.config import Settings, Spec
 from rayinfra.data.contract import ContractViolation, conform, from_records
 from rayinfra.data.ingest import ingest_records
+from rayinfra.data.label_ledger import LabelLedger, Pair, feedback_key
+from rayinfra.data.request_ids import issued_hour
 from rayinfra.data.tables import Table
 from rayinfra.serve.feedback_guard import check_share
-from rayinfra.serve.label_ledger import LabelLedger, Pair, feedback_key
 from rayinfra.serve.predlog import PredictionLog
-from rayinfra.serve.request_ids import issued_hour
 from rayinfra.serve.schemas import ApiError, FeedbackItem, FeedbackResponse
 
 log = logging.getLogger(__name__)

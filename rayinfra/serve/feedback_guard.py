@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from rayinfra.config import FeedbackSpec, Spec
-from rayinfra.serve.label_ledger import LabelLedger
+from rayinfra.data.label_ledger import LabelLedger
 from rayinfra.serve.schemas import ApiError
 
 

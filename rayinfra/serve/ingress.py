@@ -35,11 +35,11 @@ from starlette.exceptions import HTTPException
 from rayinfra import registry
 from rayinfra.config import Settings, Spec
 from rayinfra.cost.serving import ServingMeter, held_cpus
+from rayinfra.data.request_ids import new_request_id
 from rayinfra.serve import auth
 from rayinfra.serve.feedback_guard import FeedbackGuard
 from rayinfra.serve.http import declared, error_response, field_errors, read_json_body, validate
 from rayinfra.serve.predlog import PredictionLog
-from rayinfra.serve.request_ids import new_request_id
 from rayinfra.serve.request_metrics import CountOthers, count
 from rayinfra.serve.schemas import ApiError, FeedbackItem, FeedbackResponse, PredictResponse, record_model
 

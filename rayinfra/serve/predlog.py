@@ -38,9 +38,9 @@ from ray.serve import metrics
 
 from rayinfra.config import Settings, Spec
 from rayinfra.data.contract import ContractViolation, arrow_schema
+from rayinfra.data.request_ids import hour_of, issued_hour
+from rayinfra.data.served_tables import LOG_CONTRACT, PARTITION, create_partitioned, files_for, ledger_table, log_table
 from rayinfra.data.tables import Table
-from rayinfra.serve.request_ids import hour_of, issued_hour
-from rayinfra.serve.served_tables import LOG_CONTRACT, PARTITION, create_partitioned, files_for, ledger_table, log_table
 
 log = logging.getLogger(__name__)
 

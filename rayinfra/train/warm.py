@@ -15,10 +15,10 @@ import torch
 from rayinfra import registry
 from rayinfra.config import Settings, Spec
 from rayinfra.data.features import Preprocessor
+from rayinfra.data.label_ledger import LabelLedger
 from rayinfra.data.tables import Table
 from rayinfra.data.window import Suppliers, Window, choose
 from rayinfra.registry.lineage import Lineage
-from rayinfra.serve.label_ledger import LabelLedger
 
 log = logging.getLogger(__name__)
 

@@ -62,12 +62,12 @@ def _clean_pr_auc(spec, settings, version: int) -> float:
 def test_a_flood_of_flipped_labels_from_one_key_does_not_promote_a_worse_model(tmp_path, ray_session):
 
     from rayinfra.config import Settings
+    from rayinfra.data.label_ledger import LabelLedger
     from rayinfra.data.tables import Table
     from rayinfra.loop_demo import LoopResult, _Client, _records, _wait, loop_spec, send
     from rayinfra.monitor.retrain import TERMINAL
     from rayinfra.pipeline import train_and_register
     from rayinfra.serve.app import deploy
-    from rayinfra.serve.label_ledger import LabelLedger
 
     settings = Settings(home=tmp_path / "home", num_cpus=2, serve_port=free_port(),
                         api_keys=",".join(f"{k} predict feedback" for k in [*HONEST, ATTACKER]))  # fmt: skip

@@ -24,7 +24,7 @@ SERVER = textwrap.dedent(
     import sys, threading
     from rayinfra.data.tables import Table
     from rayinfra.serve.predlog import LOG_CONTRACT, PredictionLog
-    from rayinfra.serve.request_ids import new_request_id
+    from rayinfra.data.request_ids import new_request_id
 
     plog = PredictionLog(Table(uri=sys.argv[1], contract=LOG_CONTRACT), flush_s=0.5)
     out = threading.Lock()

@@ -44,7 +44,7 @@ def test_sigterm_to_a_loaded_replica_loses_no_answered_row(serve_instance, tmp_p
             return os.getpid()
 
         def answer(self, n: int) -> tuple[str, int]:
-            from rayinfra.serve.request_ids import new_request_id
+            from rayinfra.data.request_ids import new_request_id
 
             rid = new_request_id()
             self.plog.add(rid, "champion", 1, [{"n": n}], [{"probability": 0.5, "prediction": 1}])

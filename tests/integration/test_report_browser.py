@@ -12,12 +12,12 @@ import pytest
 
 from rayinfra import audit
 from rayinfra.config import Settings
+from rayinfra.data.request_ids import new_request_id
 from rayinfra.monitor import store
 from rayinfra.monitor.monitor import state_dir
 from rayinfra.registry import lifecycle
 from rayinfra.report import answers_over_time, collect, write_report
 from rayinfra.serve.predlog import PredictionLog, log_table
-from rayinfra.serve.request_ids import new_request_id
 from tests.conftest import register_bundle, small_spec
 
 CHARTS = ("versions", "drift", "quality", "gate")

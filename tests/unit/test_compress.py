@@ -8,8 +8,8 @@ import pytest
 
 from rayinfra.config import Settings
 from rayinfra.data import synthetic
-from rayinfra.pipeline import record_compression
 from rayinfra.registry import compress, lifecycle
+from rayinfra.registry.candidate import record_compression
 from tests.conftest import register_bundle, small_spec
 
 

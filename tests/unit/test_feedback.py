@@ -11,13 +11,13 @@ import pytest
 
 from rayinfra import audit
 from rayinfra.config import Settings, parse_spec
+from rayinfra.data.label_ledger import LabelLedger
+from rayinfra.data.request_ids import new_request_id
 from rayinfra.data.tables import Table
 from rayinfra.serve.auth import hash_key, key_id
 from rayinfra.serve.feedback import append_feedback, feedback_key
 from rayinfra.serve.feedback_guard import FeedbackGuard, RateLimited
-from rayinfra.serve.label_ledger import LabelLedger
 from rayinfra.serve.predlog import PredictionLog
-from rayinfra.serve.request_ids import new_request_id
 from rayinfra.serve.schemas import ApiError, FeedbackItem
 
 KEY_A, KEY_B = key_id(hash_key("alice-key")), key_id(hash_key("bob-key"))

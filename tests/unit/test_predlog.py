@@ -10,9 +10,9 @@ import uuid
 import pytest
 
 from rayinfra.config import Settings
+from rayinfra.data.request_ids import issued_at, issued_hour, new_request_id
 from rayinfra.data.tables import Table
 from rayinfra.serve.predlog import LOG_CONTRACT, PredictionLog, pii_key, redactor
-from rayinfra.serve.request_ids import issued_at, issued_hour, new_request_id
 
 PRED = {"probability": 0.25, "prediction": 0}
 

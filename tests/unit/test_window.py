@@ -143,8 +143,8 @@ def test_the_cap_fractions_bring_every_capped_key_to_the_cap():
 
 
 def test_the_label_ledger_says_which_key_supplied_which_row(tmp_path):
-    from rayinfra.serve.label_ledger import LEDGER_CONTRACT, LabelLedger, feedback_key
-    from rayinfra.serve.request_ids import new_request_id
+    from rayinfra.data.label_ledger import LEDGER_CONTRACT, LabelLedger, feedback_key
+    from rayinfra.data.request_ids import new_request_id
 
     ledger = LabelLedger(Table(uri=str(tmp_path / "ledger"), contract=LEDGER_CONTRACT))
     a, b = new_request_id(), new_request_id()

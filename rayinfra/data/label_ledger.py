@@ -26,9 +26,9 @@ from deltalake.exceptions import CommitFailedError
 
 from rayinfra.config import Settings, Spec
 from rayinfra.data.contract import arrow_schema
+from rayinfra.data.request_ids import issued_hour
+from rayinfra.data.served_tables import LEDGER_CONTRACT, PARTITION, create_partitioned, files_for, ledger_table
 from rayinfra.data.tables import Table
-from rayinfra.serve.request_ids import issued_hour
-from rayinfra.serve.served_tables import LEDGER_CONTRACT, PARTITION, create_partitioned, files_for, ledger_table
 
 Pair = tuple[str, int]  # (request id, record index)
 

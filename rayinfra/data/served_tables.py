@@ -12,8 +12,8 @@ from deltalake import DeltaTable
 
 from rayinfra.config import ColumnSpec, Contract, Settings, Spec
 from rayinfra.data.contract import arrow_schema
+from rayinfra.data.request_ids import issued_hour
 from rayinfra.data.tables import Table
-from rayinfra.serve.request_ids import issued_hour
 
 PARTITION = "issued_hour"
 LOG_CONTRACT = Contract(
