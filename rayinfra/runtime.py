@@ -10,7 +10,6 @@ the rest; every caller asks it instead of picking numbers at the call site.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import logging
 import math
@@ -23,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import yaml
 
+from rayinfra import ray_output
 from rayinfra.config import Settings
 from rayinfra.errors import RayinfraError
 
@@ -185,13 +184,13 @@ def init_ray(settings: Settings | None = None, **overrides: Any) -> ResourceLayo
         kwargs["log_to_driver"] = settings.verbose
         if not settings.verbose:  # "Started a local Ray instance" and the like: Ray's own log has them
             kwargs["logging_level"] = logging.WARNING
-            _mute_known_notices()
+            ray_output.mute_known_notices()
         # Serve reads these in the processes Ray starts now; this process's later children
         # (a test's multi-node cluster, a job's subprocess) should not inherit them.
         with _environment(serve_env(settings)):
             ray.init(**{**kwargs, **overrides})
-        _link_session_logs(settings)
-    quiet_ray_libraries(settings)
+        ray_output.link_session_logs(settings)
+    ray_output.quiet_ray_libraries(settings)
     layout = ResourceLayout.current()
     log.info("Ray ready: %s CPUs, %s GPUs; auth mode %s", layout.cpus, layout.gpus, auth_mode())
     return layout
@@ -283,73 +282,6 @@ def _haproxy_binary() -> str | None:
         return str(get_haproxy_binary())
     except (ImportError, OSError):
         return shutil.which("haproxy")
-
-
-def _link_session_logs(settings: Settings) -> None:
-    from ray._private import worker  # the one place Ray says where this session's logs are
-
-    node = worker._global_node
-    if node is not None:
-        link_logs(settings.home, Path(node.get_logs_dir_path()))
-
-
-def link_logs(home: Path, target: Path) -> Path | None:
-    """Point ``home/logs`` at ``target`` (this Ray session's log folder), replacing an older link.
-
-    Ray writes its logs (workers, Train, Serve, Ray Data) under its own temporary folder;
-    the link is where a user of this home finds them. A real folder there is left alone.
-    """
-    link = home / "logs"
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        fresh = home / f".logs-{os.getpid()}"
-        fresh.unlink(missing_ok=True)
-        fresh.symlink_to(target, target_is_directory=True)
-        if link.exists() and not link.is_symlink():
-            fresh.unlink()
-            log.warning("%s is a folder, not rayinfra's link: Ray's logs are in %s", link, target)
-            return None
-        os.replace(fresh, link)  # atomic: a reader sees the old link or the new one
-    except OSError as err:
-        log.warning("could not link %s to Ray's logs (%s): %s", link, target, err)
-        return None
-    return link
-
-
-# Warnings that say nothing a rayinfra user can act on, each printed once per process: that a
-# local Ray has token auth on (rayinfra relies on it, and the README says so), and that Ray
-# Data shortens a long operator name in its progress bar.
-KNOWN_NOTICES = ("ray._private.authentication.authentication_token_setup", "ray.data._internal.progress.utils")
-
-
-def _mute_known_notices() -> None:
-    for name in KNOWN_NOTICES:
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def quiet_ray_libraries(settings: Settings) -> None:
-    """Keep Ray's libraries' chatter in Ray's log folder unless ``settings.verbose``.
-
-    Ray Data logs every dataset it runs (and resets its logger before each), Serve every
-    deploy (its logger is set up when ``ray.serve`` is imported: call this after), and
-    Tune's reporter prints its experiment box at any verbosity. Warnings still show.
-    """
-    if settings.verbose:
-        return
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
-    if "RAY_DATA_LOGGING_CONFIG" not in os.environ:  # Ray Data's documented way: its file log keeps everything
-        from ray.data._internal import logging as data_logging
-
-        config: dict[str, Any] = copy.deepcopy(data_logging.DEFAULT_CONFIG)
-        config["handlers"]["console"]["level"] = "WARNING"
-        path = settings.home / "ray-data-logging.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(config))
-        os.environ["RAY_DATA_LOGGING_CONFIG"] = str(path)
-        data_logging.configure_logging()
-    for name in ("ray.serve", "ray.tune", "ray.train"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    _mute_known_notices()
 
 
 def check_shared_home(settings: Settings, nodes: list[dict] | None = None) -> None:

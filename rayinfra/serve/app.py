@@ -21,7 +21,8 @@ from rayinfra import registry
 from rayinfra.config import DEMO_SPEC, Settings, Spec, load_spec
 from rayinfra.cost.budget import serve_max_replicas
 from rayinfra.features.materialize import materialize
-from rayinfra.runtime import quiet_ray_libraries, reap_stale_haproxy
+from rayinfra.ray_output import quiet_ray_libraries
+from rayinfra.runtime import reap_stale_haproxy
 from rayinfra.serve import auth
 from rayinfra.serve.ingress import make_ingress
 from rayinfra.serve.model import ModelServer, replica_options

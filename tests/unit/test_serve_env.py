@@ -67,25 +67,6 @@ def test_an_unknown_ingress_is_refused() -> None:
         Settings(serve_ingress="nginx")  # type: ignore[arg-type]
 
 
-def test_home_logs_links_to_the_ray_session_logs_and_follows_a_new_session(tmp_path: Path) -> None:
-    first, second = tmp_path / "session_1" / "logs", tmp_path / "session_2" / "logs"
-    first.mkdir(parents=True)
-    second.mkdir(parents=True)
-    home = tmp_path / "home"
-    assert runtime.link_logs(home, first) == home / "logs"
-    assert (home / "logs").resolve() == first.resolve()
-    runtime.link_logs(home, second)  # a new local Ray: the link moves
-    assert (home / "logs").resolve() == second.resolve()
-    assert [p.name for p in home.iterdir()] == ["logs"]  # no temporary link left behind
-
-
-def test_a_real_logs_folder_in_home_is_left_alone(tmp_path: Path) -> None:
-    (tmp_path / "logs").mkdir()
-    (tmp_path / "logs" / "mine.txt").write_text("keep")
-    assert runtime.link_logs(tmp_path, tmp_path / "elsewhere") is None
-    assert (tmp_path / "logs" / "mine.txt").read_text() == "keep"
-
-
 def test_haproxy_an_earlier_ray_of_this_home_left_behind_is_stopped_and_no_other(tmp_path: Path) -> None:
     """A killed demo's HAProxy keeps the public port; the next deploy stops it first. Stand-ins
     named haproxy: one on this home's state directory (stopped), one on another's (kept)."""
