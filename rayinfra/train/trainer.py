@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -207,6 +208,14 @@ def train_params(spec: Spec, overrides: dict[str, Any] | None = None) -> dict[st
     return params
 
 
+# Train's controller looks at its workers every 2 s by default: a finished run waited for the
+# next look, and so did each step of its shutdown (a two-epoch run's fit: 17.3 s at 2 s,
+# 13.2 s at 0.5 s, the same at 0.2 s). A look is one small task per worker; a worker that
+# answers late is only marked dead after Train's 10-minute health-check timeout. Train
+# passes the driver's value on to the controller; a value the user set is kept.
+POLL_ENV, POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
+
+
 def build_trainer(
     spec: Spec,
     settings: Settings,
@@ -224,6 +233,7 @@ def build_trainer(
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    os.environ.setdefault(POLL_ENV, POLL_S)  # read by trainer.fit() in this process (a driver or a Tune trial)
     t = spec.train
     layout = ResourceLayout.current()
     config = {

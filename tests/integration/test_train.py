@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pyarrow as pa
 import pytest
 
@@ -161,3 +163,20 @@ def test_recorded_worker_cpu_seconds_are_within_ten_percent_of_what_the_processe
         used += until[-1] - before[-1]
     print(f"recorded {recorded:.2f} CPU-s, the processes used {used:.2f} CPU-s")
     assert recorded > 1.0 and abs(recorded - used) <= 0.1 * used
+
+
+def test_the_trainer_has_train_look_at_its_workers_every_half_second(train_home, monkeypatch):
+    """The driver's value is what Train hands its controller; a user's own value stays."""
+    from ray.train.v2._internal import constants
+
+    from rayinfra.train.trainer import POLL_ENV, build_trainer, prepare_data, train_params
+
+    assert POLL_ENV == constants.HEALTH_CHECK_INTERVAL_S_ENV_VAR and POLL_ENV in constants.ENV_VARS_TO_PROPAGATE
+    spec = small_spec()
+    data = prepare_data(spec, train_home)
+    monkeypatch.delenv(POLL_ENV, raising=False)
+    build_trainer(spec, train_home, data, train_params(spec), "poll-default")
+    assert float(os.environ[POLL_ENV]) == 0.5
+    monkeypatch.setenv(POLL_ENV, "1.5")
+    build_trainer(spec, train_home, data, train_params(spec), "poll-user")
+    assert os.environ[POLL_ENV] == "1.5"
