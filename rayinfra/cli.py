@@ -25,6 +25,7 @@ from rayinfra.drift_cli import drift_app
 from rayinfra.features_cli import features_app
 from rayinfra.jobs_cli import jobs_app, submit_cmd
 from rayinfra.keys_cli import keys_app
+from rayinfra.registry.gate import interval_text
 from rayinfra.registry.lineage import Lineage
 
 app = typer.Typer(help="rayinfra: the whole life of a model on Ray.", no_args_is_help=True)
@@ -113,7 +114,7 @@ def _print_gate(loop) -> None:
     if g:
         out = rich_table("verdict", g.get("metric", "metric"), "champion", "diff", "interval", "rows", "positives",
                           title=f"gate on v{g.get('candidate')}")  # fmt: skip
-        interval = "" if g.get("interval_lo") is None else f"[{g['interval_lo']:+.4f}, {g['interval_hi']:+.4f}]"
+        interval = interval_text((g.get("interval_lo"), g.get("interval_hi")))
         num = lambda x: "" if x is None else f"{x:.4f}"  # noqa: E731
         out.add_row(g.get("verdict", ""), num(g.get("candidate_value")), num(g.get("champion_value")),
                     "" if g.get("diff") is None else f"{g['diff']:+.4f}", interval, str(g.get("rows", "")),

@@ -9,6 +9,7 @@ import typer
 
 from rayinfra.cli_output import DEFAULT_SPEC, SpecOpt, console, fail, guard, load_task, rich_table
 from rayinfra.config import Settings
+from rayinfra.registry.gate import interval_text
 
 drift_app = typer.Typer(help="Drift of served traffic against the champion's training data.", no_args_is_help=True)
 
@@ -60,4 +61,4 @@ def _print_gate_status(task) -> None:
     if stage is not None:
         last = (stage.get("history") or [{}])[-1]
         console.print(f"challenger v{stage['version']}: {stage.get('outcome') or 'collecting labels'}, "
-                      f"{len(stage.get('y', []))} labelled pairs, interval {last.get('interval')}", highlight=False)  # fmt: skip
+                      f"{len(stage.get('y', []))} labelled pairs, interval {interval_text(last.get('interval')) or 'none yet'}", highlight=False)  # fmt: skip

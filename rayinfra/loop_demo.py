@@ -25,6 +25,7 @@ from rayinfra.data.tables import Table
 from rayinfra.demo import DAY_US, DEMO_CARDS, draw, history_end_us
 from rayinfra.features.materialize import materialize
 from rayinfra.monitor.retrain import TERMINAL
+from rayinfra.registry.gate import interval_text
 from rayinfra.report import write_report
 
 # The demo's loop settings: small windows and short waits, so it closes in minutes.
@@ -324,7 +325,7 @@ def _challenger_stage(spec: Spec, client: _Client, console: Console, result: Loo
         result.challenger = status["challenger"]
         last = (result.challenger["history"] or [{}])[-1]
         console.print(f"challenger v{result.challenger['version']}: {result.challenger['outcome']} after "
-                      f"{result.challenger['pairs']} labelled pairs, interval {last.get('interval')}")  # fmt: skip
+                      f"{result.challenger['pairs']} labelled pairs, interval {interval_text(last.get('interval')) or 'none yet'}")  # fmt: skip
 
 
 def _windows(spec: Spec, settings: Settings) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ many resamples at once from those counts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, TypedDict
 
@@ -106,7 +107,7 @@ def judge(y: np.ndarray, p_champion: np.ndarray | None, p_candidate: np.ndarray,
         INCONCLUSIVE: f"{pct} interval includes 0" if hi >= 0 else f"worse, but not by more than {rules.margin:g}",
     }[verdict]
     reason = (f"{verdict}: {rules.metric} {cand_value:.4f} vs champion {champ_value:.4f}, diff {diff:+.4f} "
-              f"[{lo:+.4f}, {hi:+.4f}]; {why}; {rows} rows, {positives} positives")  # fmt: skip
+              f"{interval_text((lo, hi))}; {why}; {rows} rows, {positives} positives")  # fmt: skip
     return GateVerdict(verdict, champion_value=champ_value, diff=diff, interval=(lo, hi), **base, reason=reason)
 
 
@@ -197,3 +198,11 @@ class _Sorted:
                 raise ValueError(f"unknown gate metric '{name}': use pr_auc or roc_auc")
         out[(total_pos == 0) | (total_neg == 0)] = np.nan
         return out
+
+
+def interval_text(interval: Sequence[float | None] | None) -> str:
+    """A difference's interval as people read it: ``[-0.0098, +0.0700]`` ('' when there is none yet)."""
+    lo, hi = interval or (None, None)
+    if lo is None or hi is None:
+        return ""
+    return f"[{lo:+.4f}, {hi:+.4f}]"

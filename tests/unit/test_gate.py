@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from rayinfra.registry.gate import INCONCLUSIVE, PROMOTE, REJECT, GateSettings, _point, judge
+from rayinfra.registry.gate import INCONCLUSIVE, PROMOTE, REJECT, GateSettings, _point, interval_text, judge
 
 RULES = GateSettings(metric="pr_auc", resamples=1000, confidence=0.95, min_rows=200, min_positives=50, margin=0.0)
 
@@ -110,3 +110,9 @@ def test_each_vectorised_resample_equals_sklearn_on_the_same_draw():
         got = s.metric(s.counts(idx), metric)
         want = [reference(y[i], p[i]) for i in idx]
         np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_an_interval_is_written_as_people_read_it() -> None:
+    assert interval_text([0.0017315718461048877, 0.05242328256578241]) == "[+0.0017, +0.0524]"
+    assert interval_text((-0.0098, 0.07)) == "[-0.0098, +0.0700]"
+    assert interval_text(None) == interval_text((None, None)) == ""  # a stage with no verdict yet
