@@ -263,7 +263,9 @@ def build_trainer(
             placement_strategy=t.placement_strategy,
         ),
         datasets={"train": data.train, "val": data.val},
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        # One worker reads the whole split as it is: a split of one still starts Ray Data's split
+        # coordinator (an actor, a process) and cost a small run's first epoch 2.5 s instead of 1.3.
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"] if t.num_workers > 1 else []),
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=settings.storage_path,

@@ -49,7 +49,10 @@ def test_a_seeded_run_of_a_custom_model_repeats_exactly(train_home):
 
 def test_killed_worker_resumes_from_the_last_checkpoint(train_home, tmp_path):
     marker = tmp_path / "killed"
-    hooks = {"fail_marker": str(marker), "fail_at_epoch": 2, "fail_rank": 1}
+    # Each epoch waits 1 s first, so epoch 0's checkpoint is registered (Train's controller takes
+    # reports when it looks, every 0.5 s) before the kill right after epoch 1's: with epochs of a
+    # few ms the kill raced both registrations and the run restarted from scratch (2 of 5 runs).
+    hooks = {"fail_marker": str(marker), "fail_at_epoch": 2, "fail_rank": 1, "epoch_delay_s": 1.0}
     out = train(
         small_spec(**{"train.epochs": 3, "train.num_workers": 2, "train.max_failures": 1}), train_home, test_hooks=hooks
     )
