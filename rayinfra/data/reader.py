@@ -3,8 +3,10 @@
 ``ray.data.read_delta`` (Ray 2.60) samples a few files in Ray tasks that ask for a
 whole CPU, whatever ``num_cpus`` the read is given; beside Serve on 2 CPUs no such
 task ever starts and the read waits forever. Here the driver lists the version's
-files from the Delta log (rows and sizes included), and each read task reads one
-file, with the resources the caller gives it.
+files from the Delta log (rows and sizes included), and each read task reads its
+files, with the resources the caller gives it, 131,072 rows at a time: a task that
+read a whole file (or a 1M-row group) before yielding held it all at once, and a
+table larger than the object store spilled (tests/cluster/test_stream_small_store.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
+
+BATCH_ROWS = 131_072
 
 
 class DeltaFiles(Datasource):
@@ -56,7 +60,10 @@ class DeltaFiles(Datasource):
 
         def read() -> Iterator[pa.Table]:
             for path in paths:
-                yield pq.read_table(path, columns=schema.names, filesystem=fs).cast(schema)
+                with fs.open_input_file(path) as f:
+                    parquet = pq.ParquetFile(f)
+                    for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=schema.names):
+                        yield pa.Table.from_batches([batch]).cast(schema)
 
         return ReadTask(read, meta, schema=schema, per_task_row_limit=row_limit)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, QueryBuilder
 
@@ -61,7 +62,7 @@ def test_plain_delta_read_by_other_engines(filled):
     assert pa.table(out).column("n")[0].as_py() == 500
     # And the files are plain Parquet that pyarrow reads alone.
     files = glob.glob(f"{filled.uri}/*.parquet")
-    assert sum(pa.parquet.read_metadata(f).num_rows for f in files) == 500
+    assert sum(pq.read_metadata(f).num_rows for f in files) == 500
 
 
 def test_schema_mismatch_is_refused(filled, spec):
