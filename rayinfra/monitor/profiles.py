@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,6 +66,15 @@ def profile_dataset(ds: ray.data.Dataset, num_cpus: float = 1.0) -> DatasetProfi
     for view in views[1:]:
         merged = merged.merge(view)
     return merged
+
+
+def profile_soon(ds: ray.data.Dataset, num_cpus: float = 1.0) -> Future[DatasetProfileView]:
+    """`profile_dataset` begun in a thread of its own, for a caller with other waiting to do."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="profile")
+    try:
+        return pool.submit(profile_dataset, ds, num_cpus)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with its one task
 
 
 def save_profile(view: DatasetProfileView, path: str | Path) -> Path:

@@ -16,7 +16,6 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from rayinfra.config import Settings, Spec
-from rayinfra.data.split import TRAIN
 from rayinfra.registry.bundle import save_bundle
 from rayinfra.registry.errors import RegistryError
 from rayinfra.runtime import ResourceLayout
@@ -75,9 +74,9 @@ def log_run(
             mlflow.log_artifacts(str(tmp / MODEL_ARTIFACT), artifact_path=MODEL_ARTIFACT)
             (tmp / "spec.json").write_text(spec.model_dump_json(indent=2))
             mlflow.log_artifact(str(tmp / "spec.json"))
-            cpus = ResourceLayout.current().data_task_cpus  # beside Serve, a whole CPU may never come free
-            train_rows = outcome.data.raw.filter(expr=f"split == {TRAIN}", num_cpus=cpus).drop_columns(["split"])
-            profile = save_profile(profile_dataset(train_rows, cpus), tmp / "profile.bin")
+            cpus = ResourceLayout.current().data_task_cpus
+            view = outcome.profile.result() if outcome.profile else profile_dataset(outcome.data.train_rows(), cpus)
+            profile = save_profile(view, tmp / "profile.bin")
             mlflow.log_artifact(str(profile), artifact_path=str(Path(PROFILE_ARTIFACT).parent))
         return run.info.run_id, f"runs:/{run.info.run_id}/{MODEL_ARTIFACT}"
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from rayinfra.data.tables import Table
 from rayinfra.data.window import Window
 from rayinfra.errors import RayinfraError
 from rayinfra.features.offline import values_at, view_inputs, with_view_features
+from rayinfra.monitor.profiles import profile_soon
 from rayinfra.registry.bundle import load_bundle
 from rayinfra.runtime import ResourceLayout, init_ray
 from rayinfra.train.loop import predict, train_loop
@@ -35,6 +37,7 @@ from rayinfra.train.metrics import classification_metrics
 if TYPE_CHECKING:
     import ray.data
     from ray.train.v2.api.result import Result  # ray.train.Result at runtime (Train V2, the default); mypy sees V1
+    from whylogs.core import DatasetProfileView
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,11 @@ class PreparedData:
     materialized: bool
     raw: ray.data.Dataset  # the pinned version's raw, labelled rows with their split column
     window: Window | None = None  # the rows chosen for a retrain (None: every labelled row)
+
+    def train_rows(self) -> ray.data.Dataset:
+        """The raw rows of the training split (what drift is later judged against)."""
+        cpus = ResourceLayout.current().data_task_cpus  # beside Serve, a whole CPU may never come free
+        return self.raw.filter(expr=f"split == {TRAIN}", num_cpus=cpus).drop_columns(["split"])
 
 
 class WorkerUsage:
@@ -86,6 +94,7 @@ class TrainOutcome(WorkerUsage):
     resumed_at: int
     model: torch.nn.Module
     seconds: dict[str, float] = field(default_factory=dict)
+    profile: Future[DatasetProfileView] | None = None  # the training rows' drift reference, if begun
 
 
 # ----------------------------------------------------------------------------- data
@@ -307,6 +316,9 @@ def train(
     if data.window is not None:
         params = {**params, **data.window.to_params()}
     params["warm_start"] = init_state is not None
+    # The drift reference is profiled while Train starts its processes (a retrain's driver
+    # waited 8 s for them, then 5 s more for this profile).
+    profile = profile_soon(data.train_rows(), ResourceLayout.current().data_task_cpus)
     t0 = time.perf_counter()
     result = _fit(trainer, name, spec.train.max_failures)
     seconds["fit"] = time.perf_counter() - t0
@@ -330,6 +342,7 @@ def train(
         resumed_at=result.return_value["resumed_at"],
         model=model,
         seconds=seconds,
+        profile=profile,
     )
 
 
