@@ -129,8 +129,8 @@ def score_table(
     table = Table.for_spec(spec, settings)
     version = _pin(table, table_version)
     model_version = registry.resolve(spec.model_name, model_ref, settings)
-    output = Table(uri=settings.table_uri(output_table or f"{spec.dataset.table}{OUTPUT_SUFFIX}"),
-                   contract=output_contract(spec.contract))  # fmt: skip
+    output = Table.for_spec(spec, settings, output_table or f"{spec.dataset.table}{OUTPUT_SUFFIX}",
+                            output_contract(spec.contract))  # fmt: skip
     output.create()  # an existing table of other columns is refused here, before any scoring
     run_id, scored_at = uuid.uuid4().hex, datetime.now(UTC)
     stamp = {"model_name": spec.model_name, "model_version": model_version, "input_table_uri": table.uri,

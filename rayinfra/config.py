@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -108,6 +109,18 @@ class DatasetSpec(_Section):
     checkpoint_every: PositiveInt = Field(
         10,
         description="Delta checkpoint interval: readers replay at most N-1 JSON commits.",
+    )
+    deleted_file_retention_hours: NonNegativeInt = Field(
+        168,
+        description="Delta's deletedFileRetentionDuration (its default, 7 days): files that compaction "
+        "replaced stay listed in every checkpoint, and vacuum keeps them, this long. Shorter: the table "
+        "opens faster, but vacuum may delete files that time travel to older, unpinned versions needs.",
+    )
+    log_retention_hours: NonNegativeInt = Field(
+        720,
+        description="Delta's logRetentionDuration (its default, 30 days): maintenance drops log entries "
+        "older than this once a checkpoint covers them, unless a version is pinned. Shorter: fewer "
+        "files to list, but time travel cannot reach versions older than this.",
     )
 
 

@@ -44,13 +44,11 @@ LEDGER_CONTRACT = Contract(
 
 
 def log_table(spec: Spec, settings: Settings) -> Table:
-    return Table(uri=settings.table_uri(f"{spec.dataset.table}_prediction_log"), contract=LOG_CONTRACT,
-                 maintenance_every=spec.dataset.maintenance_every, checkpoint_every=spec.dataset.checkpoint_every)  # fmt: skip
+    return Table.for_spec(spec, settings, f"{spec.dataset.table}_prediction_log", LOG_CONTRACT)
 
 
 def ledger_table(spec: Spec, settings: Settings) -> Table:
-    return Table(uri=settings.table_uri(f"{spec.dataset.table}_feedback_labels"), contract=LEDGER_CONTRACT,
-                 maintenance_every=spec.dataset.maintenance_every, checkpoint_every=spec.dataset.checkpoint_every)  # fmt: skip
+    return Table.for_spec(spec, settings, f"{spec.dataset.table}_feedback_labels", LEDGER_CONTRACT)
 
 
 def create_partitioned(table: Table, partition: str = PARTITION) -> None:
@@ -59,7 +57,7 @@ def create_partitioned(table: Table, partition: str = PARTITION) -> None:
         return
     try:
         DeltaTable.create(table.uri, arrow_schema(table.contract), mode="ignore", partition_by=[partition],
-                          configuration={"delta.checkpointInterval": str(table.checkpoint_every)},
+                          configuration=table.configuration(),
                           storage_options=table.storage_options)  # fmt: skip
     except Exception:
         if not table.exists():  # another replica may have created it first

@@ -64,17 +64,32 @@ class Table:
     contract: Contract
     maintenance_every: int = 100
     checkpoint_every: int = 10
+    deleted_file_retention_hours: int = 168
+    log_retention_hours: int = 720
     storage_options: dict[str, str] | None = None
 
     @classmethod
-    def for_spec(cls, spec: Spec, settings: Settings | None = None) -> Table:
-        settings = settings or Settings()
+    def for_spec(
+        cls, spec: Spec, settings: Settings | None = None, name: str | None = None, contract: Contract | None = None
+    ) -> Table:
+        """The spec's table, or another table ``name`` (with its ``contract``) kept the same way."""
+        settings, d = settings or Settings(), spec.dataset
         return cls(
-            uri=settings.table_uri(spec.dataset.table),
-            contract=spec.contract,
-            maintenance_every=spec.dataset.maintenance_every,
-            checkpoint_every=spec.dataset.checkpoint_every,
+            uri=settings.table_uri(name or d.table),
+            contract=contract or spec.contract,
+            maintenance_every=d.maintenance_every,
+            checkpoint_every=d.checkpoint_every,
+            deleted_file_retention_hours=d.deleted_file_retention_hours,
+            log_retention_hours=d.log_retention_hours,
         )
+
+    def configuration(self) -> dict[str, str]:
+        """The Delta table properties a new table gets: its checkpoint interval and retentions."""
+        return {
+            "delta.checkpointInterval": str(self.checkpoint_every),
+            "delta.deletedFileRetentionDuration": f"interval {self.deleted_file_retention_hours} hours",
+            "delta.logRetentionDuration": f"interval {self.log_retention_hours} hours",
+        }
 
     # ------------------------------------------------------------------ writing
     def create(self) -> None:
@@ -87,7 +102,7 @@ class Table:
                 self.uri,
                 arrow_schema(self.contract),
                 mode="ignore",
-                configuration={"delta.checkpointInterval": str(self.checkpoint_every)},
+                configuration=self.configuration(),
                 storage_options=self.storage_options,
                 commit_properties=self._commit_info("create"),
             )

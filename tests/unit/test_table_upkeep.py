@@ -168,3 +168,37 @@ def test_a_stream_of_batches_lands_in_one_commit_or_not_at_all(tmp_path):
     with pytest.raises(ContractViolation, match="amount"):
         table.append_stream(iter([parts[0], bad]), source="stream")
     assert table.version() == version and table.delta().count() == 310  # neither moved the table
+
+
+def _tombstones_and_log(table: Table) -> tuple[int, list[int]]:
+    import glob
+    import os
+
+    import pyarrow.parquet as pq
+
+    log = f"{table.uri}/_delta_log"
+    checkpoint = sorted(glob.glob(f"{log}/*.checkpoint.parquet"))[-1]
+    removes = pq.read_table(checkpoint, columns=["remove"]).column("remove").is_valid()
+    commits = sorted(int(os.path.basename(f)[:20]) for f in glob.glob(f"{log}/*.json"))
+    return int(pc.sum(removes).as_py() or 0), commits
+
+
+def test_retentions_trade_open_speed_for_time_travel(tmp_path):
+    """Delta's defaults keep what compaction replaced and the whole log: every version stays
+    reachable. Retentions of zero drop both at maintenance: the checkpoint lists only live
+    files, and versions before it are gone."""
+    kept = _table(tmp_path, "kept", maintenance_every=6, checkpoint_every=3)
+    lean = _table(tmp_path, "lean", maintenance_every=6, checkpoint_every=3, deleted_file_retention_hours=0,
+                  log_retention_hours=0)  # fmt: skip
+    for table in (kept, lean):
+        for i in range(6):  # the 6th commit (version 6) triggers compaction and a checkpoint
+            table.append(synthetic.generate(20, seed=i, start_id=20 * i), source="t")
+        assert table.delta().metadata().configuration["delta.logRetentionDuration"].startswith("interval")
+    tombstones, commits = _tombstones_and_log(kept)
+    assert tombstones == 6 and commits[0] == 0
+    assert DeltaTable(kept.uri, version=1).count() == 20  # time travel intact
+    tombstones, commits = _tombstones_and_log(lean)
+    assert tombstones == 0 and commits[0] == lean.version()  # only the checkpoint's commit is left
+    assert _rows(lean) == 120
+    with pytest.raises(Exception, match="No files in log segment"):
+        DeltaTable(lean.uri, version=1)
