@@ -112,7 +112,7 @@ def main() -> None:
     result = build_trainer(spec, settings, data, params, "bench-train").fit()
     fit_s = time.perf_counter() - t0
     history = result.return_value["history"]
-    profile = start_profile(t0, time.time() - time.perf_counter(), history)
+    profile = start_profile(t0 + time.time() - time.perf_counter(), history)
     ray_epochs = [h["train_seconds"] for h in history]
     epoch_total = sum(h["train_seconds"] for h in history)
     steady_plain = statistics.median(plain[1:] or plain)
@@ -161,26 +161,42 @@ def main() -> None:
     print(f"wrote {RESULTS / 'bench_train.json'}")
 
 
-def start_profile(t0: float, clock: float, history: list[dict]) -> dict:
-    """Seconds from ``fit()`` to each process Train started being asked for, running its
-    constructor, and ready; to the first batch, and from the last report to ``fit()``'s end."""
+def process_starts(since: float) -> list[dict]:
+    """Each process (actor) started since ``since`` (epoch seconds): when Ray was asked for it,
+    when its constructor ran, when it was ready, in seconds from ``since`` (Ray's task events)."""
     from ray.util.state import list_tasks
 
     time.sleep(2)  # task events reach the state API within a second or so
-    start = clock + t0
-    tasks = list_tasks(filters=[("type", "=", "ACTOR_CREATION_TASK")], detail=True, limit=1000,
+    tasks = list_tasks(filters=[("type", "=", "ACTOR_CREATION_TASK")], detail=True, limit=10_000,
                        raise_on_missing_output=False)  # fmt: skip
-    processes = []
+    starts = []
     for task in sorted(tasks, key=lambda t: t.creation_time_ms or 0):
-        if (task.creation_time_ms or 0) / 1e3 < start:
+        if (task.creation_time_ms or 0) / 1e3 < since:
             continue
-        events = {e["state"]: e["created_ms"] / 1e3 - start for e in task.events or []}
-        processes.append({"actor": task.name.removesuffix(".__init__"),
-                          **{k: round(events[v], 2) for k, v in
-                             [("asked", "PENDING_NODE_ASSIGNMENT"), ("running", "RUNNING"), ("ready", "FINISHED")]
-                             if v in events}})  # fmt: skip
-    return {"processes": processes, "first_batch_s": round(history[0]["loop_started_at"] - start, 2),
-            "last_report_s": round(history[-1]["measured_at"] - start, 2)}  # fmt: skip
+        events = {e["state"]: e["created_ms"] / 1e3 - since for e in task.events or []}
+        marks = [("asked", "PENDING_NODE_ASSIGNMENT"), ("running", "RUNNING"), ("ready", "FINISHED")]
+        starts.append({"actor": task.name.removesuffix(".__init__"),
+                       **{k: round(events[v], 2) for k, v in marks if v in events}})  # fmt: skip
+    return starts
+
+
+def start_profile(since: float, history: list[dict]) -> dict:
+    """A run's processes from ``fit()`` (at ``since``), its first batch and its last report, and
+    each epoch's training, validation, and checkpoint-and-report seconds."""
+    epochs = {k: [round(h.get(f"{k}_seconds", float("nan")), 2) for h in history] for k in ("train", "val", "report")}
+    return {"processes": process_starts(since), "first_batch_s": round(history[0]["loop_started_at"] - since, 2),
+            "last_report_s": round(history[-1]["measured_at"] - since, 2), "epochs_s": epochs}  # fmt: skip
+
+
+def search_profile(since: float, wall: float, ideal: float, trials: int) -> dict:
+    """Where a search's time outside its trials' runs goes: the processes it started, by kind."""
+    kinds: dict[str, list[float]] = {}
+    for p in process_starts(since):
+        if "ready" in p and "asked" in p:
+            kinds.setdefault(p["actor"], []).append(p["ready"] - p["asked"])
+    per_kind = {k: {"started": len(v), "median_start_s": round(statistics.median(v), 2)} for k, v in kinds.items()}
+    return {"processes": per_kind, "outside_runs_s": round(wall - ideal, 2),
+            "outside_runs_per_trial_s": round((wall - ideal) / max(trials, 1), 2)}  # fmt: skip
 
 
 def tune_overhead(spec, settings: Settings, args) -> dict:
@@ -203,7 +219,7 @@ def tune_overhead(spec, settings: Settings, args) -> dict:
         tune.report({"run_s": time.perf_counter() - t0, "done": 1})
 
     concurrency = ResourceLayout.current().tune_concurrency(spec.train.num_workers)
-    t0 = time.perf_counter()
+    started_at, t0 = time.time(), time.perf_counter()
     grid = tune.Tuner(
         tune.with_resources(trial, {"cpu": TRIAL_CPU}),
         param_space={"i": tune.grid_search(list(range(args.trials)))},
@@ -214,7 +230,8 @@ def tune_overhead(spec, settings: Settings, args) -> dict:
     runs = [r.metrics["run_s"] for r in grid if r.metrics and "run_s" in r.metrics]
     ideal = sum(runs) / concurrency
     return {"trials": len(runs), "concurrency": concurrency, "wall_s": round(wall, 2), "ideal_s": round(ideal, 2),
-            "overhead": round(wall / ideal - 1, 3), "goal": "<= 0.14"}  # fmt: skip
+            "overhead": round(wall / ideal - 1, 3), "goal": "<= 0.14",
+            "profile": search_profile(started_at, wall, ideal, len(runs))}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -91,11 +91,14 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
         if rank == 0:
             y, p = _predict_batches(model, val_data.batches(epoch))
             metrics.update({f"val_{k}": v for k, v in classification_metrics(y, p).items()})
+            metrics["val_seconds"] = time.perf_counter() - started - metrics["train_seconds"]
             history.append(metrics)
         # After validation, before the checkpoint is written (a collective: every rank gets here).
         cpu, memory = _sum_over_ranks([_process_cpu() - cpu_at_start, _peak_rss_gb()], device)
         metrics.update(worker_cpu_s=cpu_before + cpu, worker_memory_gb=memory, measured_at=time.time())
         _report(metrics, model, opt, pre, epoch, history, config, rank)
+        if rank == 0:  # what the checkpoint and report cost, in the history the run returns
+            history[-1] = {**history[-1], "report_seconds": time.time() - metrics["measured_at"]}
     return {"history": history, "resumed_at": start}
 
 

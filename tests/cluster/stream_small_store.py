@@ -12,6 +12,8 @@ import re
 import tempfile
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 import torch
 from ray._private.internal_api import memory_summary
@@ -31,8 +33,12 @@ def main() -> None:
     spec = load_spec(SPEC)
     table = Table(uri=tempfile.mkdtemp(prefix="stream-"), contract=spec.contract)
     parts, rows = 8, 1_250_000
-    for i in range(parts):
-        table.append(synthetic.generate(rows, seed=i, start_id=i * rows), source="stream-test")
+    batch = synthetic.generate(rows, seed=0)
+    ids = batch.column("transaction_id")
+    for i in range(parts):  # one generated batch, appended again under fresh ids (generation is the slow part)
+        shifted = pc.add(ids, pa.scalar(i * rows, ids.type))
+        table.append(batch.set_column(batch.schema.get_field_index("transaction_id"), "transaction_id", shifted),
+                     source="stream-test")  # fmt: skip
     table_mb = table.to_arrow(columns=COLUMNS).nbytes / 2**20
     init_ray(Settings(num_cpus=2, object_store_mb=STORE_MB))
     # Blocks well under the store (Ray Data's default, 128 MiB, is larger than this store).
