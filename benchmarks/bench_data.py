@@ -132,8 +132,8 @@ def main() -> None:
     data = synthetic.generate(args.rows, seed=0)
 
     def table(name: str, **upkeep: int) -> Table:
-        t = Table.for_spec(spec, Settings(home=WORK), name)  # the spec's maintenance and retentions
-        t = dataclasses.replace(t, uri=str(WORK / name), **upkeep)
+        # The spec's maintenance and retentions, unless ``upkeep`` overrides them.
+        t = dataclasses.replace(Table.for_spec(spec, Settings(home=WORK), name), **upkeep)
         t.append(data, source="bench-base")
         return t
 

@@ -7,6 +7,7 @@ clusters and head nodes of their own, with real kills).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -108,6 +109,14 @@ def run_module(module: str, timeout: float) -> subprocess.CompletedProcess:
     its own (this session may already run a Ray)."""
     return subprocess.run([sys.executable, "-m", module], check=False, cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
+
+
+def module_result(module: str, timeout: float) -> dict:
+    """Run ``python -m module`` (`run_module`), require it to succeed, and return the JSON of
+    its last line of output: what the cluster tests' scripts report."""
+    out = run_module(module, timeout)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def stop_serve(timeout_s: float = 120.0) -> None:

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from tests.conftest import run_module
+from tests.conftest import module_result
 
 pytestmark = pytest.mark.slow
 
 
 def test_training_survives_losing_a_worker_node():
-    out = run_module("tests.cluster.multinode_failover", timeout=600)
-    assert out.returncode == 0, out.stderr[-4000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = module_result("tests.cluster.multinode_failover", timeout=600)
     print(result)
     assert len(result["worker_nodes_before"]) == 2, "the training workers did not span two nodes"
     assert result["removed"] in result["worker_nodes_before"]

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import module_result
 
 pytestmark = pytest.mark.slow
 
 
 def test_the_monitor_runs_on_the_head_and_a_node_local_home_is_refused():
-    # A cluster of its own needs a process of its own: this session may already run a Ray.
-    out = subprocess.run([sys.executable, "-m", "tests.cluster.multinode_monitor"], check=False, cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert out.returncode == 0, out.stderr[-4000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = module_result("tests.cluster.multinode_monitor", timeout=300)
     assert "RAYINFRA_SHARED_HOME=true" in result["local_home"] and "2 nodes" in result["local_home"]
     assert result["actor_after_refusal"] is False  # refused before the monitor started
     assert result["pinned_node"] == result["head"]  # started from the worker node, placed on the head

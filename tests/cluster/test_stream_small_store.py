@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from tests.conftest import run_module
+from tests.conftest import module_result
 
 pytestmark = pytest.mark.slow
 
 
 def test_a_table_larger_than_the_object_store_streams_without_spilling():
-    out = run_module("tests.cluster.stream_small_store", timeout=600)
-    assert out.returncode == 0, out.stderr[-4000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = module_result("tests.cluster.stream_small_store", timeout=600)
     print(result)
     assert result["table_mb"] > 4 * result["store_mb"]
     assert result["rows"] == result["expected_rows"]
